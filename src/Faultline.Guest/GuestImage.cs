@@ -1,0 +1,120 @@
+using System.Buffers.Binary;
+using Faultline.Kvm;
+using Faultline.Kvm.Interop;
+using Faultline.Kvm.Memory;
+
+namespace Faultline.Guest;
+
+/// <summary>
+/// The generated guest: long-mode page tables, GDT with kernel and user segments, one TSS per vCPU (RSP0 = its kernel
+/// stack), the IDT and the kernel's handlers, and the workloads' code. Written into the system region (slot 0).
+/// </summary>
+public sealed class GuestImage
+{
+    private readonly byte[] _kernelCode;
+    private readonly ulong[] _handlers;
+    private readonly bool[] _userCallable;
+    private readonly byte[] _userCode;
+    private readonly Dictionary<(Workload, AccessOrder), ulong> _entries;
+
+    public int Vcpus { get; }
+
+    public GuestImage(int vcpus, GuestKernel? kernel = null)
+    {
+        if (vcpus < 1 || vcpus > GuestLayout.MaxVcpus) throw new UsageException($"vCPU count {vcpus} is outside 1..{GuestLayout.MaxVcpus}");
+        Vcpus = vcpus;
+        (_kernelCode, _handlers, _userCallable) = (kernel ?? new GuestKernel()).Build(GuestLayout.KernelCode);
+        if ((ulong)_kernelCode.Length > GuestLayout.KernelCodeMax - GuestLayout.KernelCode) throw new InvalidOperationException("guest kernel code too large");
+        (_userCode, _entries) = Workloads.Build(GuestLayout.UserCode);
+        if ((ulong)_userCode.Length > GuestLayout.UserCodeMax - GuestLayout.UserCode) throw new InvalidOperationException("workload code too large");
+    }
+
+    public ulong EntryOf(Workload w, AccessOrder order = AccessOrder.Sequential) => _entries[(w, order)];
+    public ulong HandlerOf(int vector) => _handlers[vector];
+
+    /// <summary>Writes every system structure into the system region (which must start at GPA 0 and span <see cref="GuestLayout.SystemSize"/>).</summary>
+    public void WriteTo(GuestRegion system)
+    {
+        if (system.Base.Value != 0 || system.Size < GuestLayout.SystemSize) throw new ArgumentException("system region must be [0, 4 MiB)");
+        var mem = system.Span(new GuestAddress(0), (int)GuestLayout.SystemSize);
+        mem.Clear();
+        const ulong P = 1, W = 2, U = 4, PS = 0x80;
+        Put(mem, GuestLayout.Pml4, GuestLayout.Pdpt | P | W | U);
+        for (var g = 0; g < GuestLayout.MappedGiB; g++)
+        {
+            var pd = GuestLayout.PageDirectories + (ulong)g * 0x1000;
+            Put(mem, GuestLayout.Pdpt + (ulong)g * 8, pd | P | W | U);
+            for (var i = 0; i < 512; i++) Put(mem, pd + (ulong)i * 8, ((ulong)g << 30) + ((ulong)i << 21) | P | W | U | PS);
+        }
+        // GDT: null, kernel code, kernel data, user code, user data, then a 16-byte TSS descriptor per vCPU
+        Put(mem, GuestLayout.Gdt + 0x08, 0x00af9b000000ffffUL);
+        Put(mem, GuestLayout.Gdt + 0x10, 0x00cf93000000ffffUL);
+        Put(mem, GuestLayout.Gdt + 0x18, 0x00affb000000ffffUL);
+        Put(mem, GuestLayout.Gdt + 0x20, 0x00cff3000000ffffUL);
+        for (var v = 0; v < Vcpus; v++)
+        {
+            var tss = GuestLayout.Tss(v);
+            var d = GuestLayout.Gdt + GuestLayout.TssSelector(v);
+            Put(mem, d, 0x67UL | (tss & 0xFFFFFF) << 16 | 0x8BUL << 40 | (tss >> 24 & 0xFF) << 56); // busy 64-bit TSS
+            Put(mem, d + 8, tss >> 32);
+            Put(mem, tss + 4, GuestLayout.KernelStackTop(v));                                  // RSP0
+            BinaryPrimitives.WriteUInt16LittleEndian(mem[(int)(tss + 0x66)..], 0x68);          // no I/O bitmap
+        }
+        for (var v = 0; v < 256; v++)
+        {
+            var h = _handlers[v];
+            var dpl = _userCallable[v] ? 3UL : 0UL;
+            var lo = (h & 0xFFFF) | (ulong)GuestLayout.KernelCs << 16 | (0x8EUL | dpl << 5) << 40 | (h >> 16 & 0xFFFF) << 48;
+            Put(mem, GuestLayout.Idt + (ulong)v * 16, lo);
+            Put(mem, GuestLayout.Idt + (ulong)v * 16 + 8, h >> 32);
+        }
+        _kernelCode.CopyTo(mem[(int)GuestLayout.KernelCode..]);
+        _userCode.CopyTo(mem[(int)GuestLayout.UserCode..]);
+    }
+
+    private static void Put(Span<byte> mem, ulong at, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(mem[(int)at..], value);
+
+    /// <summary>Long-mode special registers for vCPU <paramref name="vcpu"/> at the given privilege level.</summary>
+    public KvmSregs SpecialRegisters(KvmSregs s, int vcpu, PrivilegeLevel level)
+    {
+        s.Cr3 = GuestLayout.Pml4;
+        s.Cr4 = 0x20;            // PAE
+        s.Cr0 = 0x80010001;      // PG, WP, PE
+        s.Efer = 0x500;          // LME, LMA
+        s.Gdt = new KvmDtable { Base = GuestLayout.Gdt, Limit = (ushort)(0x28 + 16 * Vcpus - 1) };
+        s.Idt = new KvmDtable { Base = GuestLayout.Idt, Limit = 256 * 16 - 1 };
+        var user = level == PrivilegeLevel.User;
+        var code = new KvmSegment
+        {
+            Base = 0, Limit = 0xffffffff, Selector = user ? GuestLayout.UserCs : GuestLayout.KernelCs, Type = 11, Present = 1,
+            Dpl = (byte)(user ? 3 : 0), S = 1, L = 1, G = 1,
+        };
+        var data = new KvmSegment
+        {
+            Base = 0, Limit = 0xffffffff, Selector = user ? GuestLayout.UserDs : GuestLayout.KernelDs, Type = 3, Present = 1,
+            Dpl = (byte)(user ? 3 : 0), S = 1, Db = 1, G = 1,
+        };
+        s.Cs = code;
+        s.Ds = s.Es = s.Fs = s.Gs = s.Ss = data;
+        s.Tr = new KvmSegment { Base = GuestLayout.Tss(vcpu), Limit = 0x67, Selector = GuestLayout.TssSelector(vcpu), Type = 11, Present = 1 };
+        return s;
+    }
+
+    /// <summary>Points a vCPU at a workload: special registers for its level, entry registers from the arguments.</summary>
+    public void Boot(Vcpu vcpu, Workload workload, WorkloadArgs args, PrivilegeLevel level)
+    {
+        vcpu.SetSregs(SpecialRegisters(vcpu.GetSregs(), vcpu.Id, level));
+        vcpu.SetRegs(EntryRegisters(vcpu.Id, workload, args));
+    }
+
+    public KvmRegs EntryRegisters(int vcpu, Workload workload, WorkloadArgs args)
+    {
+        var (mask, inc, start) = args.Lcg();
+        return new KvmRegs
+        {
+            Rip = EntryOf(workload, args.Order), Rflags = 2, Rsp = GuestLayout.UserStackTop(vcpu),
+            Rdi = args.Start, Rsi = args.End, Rdx = args.Seed, Rcx = (ulong)Math.Clamp(args.QwordsPerPage, 1, 512), Rbp = args.Seed2,
+            R8 = start, R12 = mask, R13 = inc, Rbx = args.Pages, R11 = args.Order == AccessOrder.Random ? mask + 1 : 0,
+        };
+    }
+}

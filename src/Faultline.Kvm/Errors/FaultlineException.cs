@@ -1,0 +1,28 @@
+namespace Faultline;
+
+/// <summary>Base of every expected failure: a one-line message and the process exit code the CLI returns.</summary>
+public class FaultlineException(string message, int exitCode = 1, Exception? inner = null) : Exception(message, inner)
+{
+    public int ExitCode { get; } = exitCode;
+}
+
+/// <summary>A syscall or ioctl failed; carries errno.</summary>
+public sealed class KvmException(string call, int errno)
+    : FaultlineException($"{call} failed: {Interop_Describe(errno)}")
+{
+    public string Call { get; } = call;
+    public int Errno { get; } = errno;
+    private static string Interop_Describe(int e) => Faultline.Kvm.Interop.Errno.Describe(e);
+}
+
+/// <summary>The host lacks a device, capability or feature this run needs.</summary>
+public sealed class HostSupportException(string message) : FaultlineException(message, 3);
+
+/// <summary>The guest did something unexpected: an unexpected exit, a shutdown, a check it reported as failed.</summary>
+public sealed class GuestException(string message) : FaultlineException(message, 4);
+
+/// <summary>A migration peer, frame or checksum was wrong.</summary>
+public sealed class MigrationException(string message, Exception? inner = null) : FaultlineException(message, 5, inner);
+
+/// <summary>Bad input from the user: exit code 2.</summary>
+public sealed class UsageException(string message) : FaultlineException(message, 2);

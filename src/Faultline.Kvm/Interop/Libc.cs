@@ -1,0 +1,108 @@
+using System.Runtime.InteropServices;
+
+namespace Faultline.Kvm.Interop;
+
+/// <summary>libc entry points. ioctl(2) is variadic in C; the (int, ulong, pointer) form is ABI-safe on x86-64 SysV.</summary>
+internal static unsafe partial class Libc
+{
+    private const string Lib = "libc";
+
+    [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
+    internal static partial int Close(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
+    internal static partial int Ioctl(int fd, nuint request, void* arg);
+
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
+    internal static partial int Ioctl(int fd, nuint request, nuint arg);
+
+    [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
+    internal static partial void* Mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
+    internal static partial int Munmap(void* addr, nuint length);
+
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    internal static partial int Madvise(void* addr, nuint length, int advice);
+
+    [LibraryImport(Lib, EntryPoint = "mprotect", SetLastError = true)]
+    internal static partial int Mprotect(void* addr, nuint length, int prot);
+
+    [LibraryImport(Lib, EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int MemfdCreate(string name, uint flags);
+
+    [LibraryImport(Lib, EntryPoint = "ftruncate", SetLastError = true)]
+    internal static partial int Ftruncate(int fd, long length);
+
+    [LibraryImport(Lib, EntryPoint = "fallocate", SetLastError = true)]
+    internal static partial int Fallocate(int fd, int mode, long offset, long len);
+
+    [LibraryImport(Lib, EntryPoint = "pwrite", SetLastError = true)]
+    internal static partial nint Pwrite(int fd, void* buf, nuint count, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "pread", SetLastError = true)]
+    internal static partial nint Pread(int fd, void* buf, nuint count, long offset);
+
+    [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
+    internal static partial nint Read(int fd, void* buf, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
+    internal static partial nint Write(int fd, void* buf, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
+    internal static partial int EventFd(uint initval, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "poll", SetLastError = true)]
+    internal static partial int Poll(PollFd* fds, nuint nfds, int timeout);
+
+    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
+    internal static partial long Syscall(long number, long a1, long a2, long a3);
+
+    [LibraryImport(Lib, EntryPoint = "gettid")]
+    internal static partial int Gettid();
+
+    [LibraryImport(Lib, EntryPoint = "getpid")]
+    internal static partial int Getpid();
+
+    [LibraryImport(Lib, EntryPoint = "pthread_sigmask")]
+    internal static partial int PthreadSigmask(int how, ulong* set, ulong* oldset);
+
+    [LibraryImport(Lib, EntryPoint = "sigtimedwait", SetLastError = true)]
+    internal static partial int Sigtimedwait(ulong* set, void* info, Timespec* timeout);
+
+    [LibraryImport(Lib, EntryPoint = "__libc_current_sigrtmin")]
+    internal static partial int CurrentSigrtmin();
+
+    [LibraryImport(Lib, EntryPoint = "sysconf")]
+    internal static partial long Sysconf(int name);
+
+    internal const int O_RDWR = 2, O_CLOEXEC = 0x80000, O_NONBLOCK = 0x800;
+    internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
+    internal const int MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+    internal const int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_NOHUGEPAGE = 15, MADV_POPULATE_READ = 22, MADV_POPULATE_WRITE = 23;
+    internal const uint MFD_CLOEXEC = 1;
+    internal const int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
+    internal const short POLLIN = 1, POLLERR = 8, POLLHUP = 0x10;
+    internal const int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
+    internal const long SYS_userfaultfd = 323, SYS_tgkill = 234;
+    internal const int SC_PAGESIZE = 30;
+    internal static readonly void* MAP_FAILED = (void*)-1;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct PollFd
+{
+    public int Fd;
+    public short Events;
+    public short Revents;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct Timespec
+{
+    public long Sec;
+    public long Nsec;
+}

@@ -1,0 +1,125 @@
+using System.Runtime.InteropServices;
+using Faultline.Kvm.Interop;
+
+namespace Faultline.Kvm.Memory;
+
+/// <summary>How a guest RAM region is backed on the host.</summary>
+public enum Backing
+{
+    /// <summary>Private anonymous memory (MISSING faults; UFFDIO_COPY installs pages).</summary>
+    Anonymous,
+    /// <summary>A memfd (shmem) mapped shared; its page cache can be filled apart from the mapping (MINOR faults; UFFDIO_CONTINUE).</summary>
+    Shmem,
+}
+
+/// <summary>
+/// A contiguous piece of guest RAM: one host mapping (4 KiB pages, huge pages off) at a guest physical base.
+/// Owns the mapping and, for shmem, the memfd. Disposal unmaps: do it after every vCPU using it has stopped.
+/// </summary>
+public sealed unsafe class GuestRegion : IDisposable
+{
+    private readonly MemFd? _memfd;
+    private void* _host;
+
+    public GuestAddress Base { get; }
+    public ulong Size { get; }
+    public Backing Backing { get; }
+    public HostAddress Host => new((ulong)_host);
+    public ulong PageCount => Size >> GuestAddress.PageShift;
+    public GuestAddress End => Base + Size;
+
+    private GuestRegion(GuestAddress @base, ulong size, Backing backing, MemFd? memfd, void* host)
+    {
+        Base = @base; Size = size; Backing = backing; _memfd = memfd; _host = host;
+    }
+
+    /// <summary>Maps a new region. Size must be a non-zero multiple of 4 KiB.</summary>
+    public static GuestRegion Create(GuestAddress @base, ulong size, Backing backing, string name = "faultline-ram")
+    {
+        if (size == 0 || size % GuestAddress.PageSize != 0) throw new UsageException($"guest memory size {size} is not a positive multiple of 4 KiB");
+        if (@base.Value % GuestAddress.PageSize != 0) throw new UsageException($"guest memory base {@base} is not page-aligned");
+        MemFd? memfd = null;
+        void* host;
+        if (backing == Backing.Shmem)
+        {
+            memfd = new MemFd(Libc.MemfdCreate(name, Libc.MFD_CLOEXEC));
+            if (memfd.IsInvalid) throw new KvmException("memfd_create", Marshal.GetLastPInvokeError());
+            if (Libc.Ftruncate(memfd.Fd, (long)size) != 0)
+            {
+                var e = Marshal.GetLastPInvokeError(); memfd.Dispose(); throw new KvmException("ftruncate(memfd)", e);
+            }
+            host = Libc.Mmap(null, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, memfd.Fd, 0);
+        }
+        else
+        {
+            host = Libc.Mmap(null, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        }
+        if (host == Libc.MAP_FAILED)
+        {
+            var e = Marshal.GetLastPInvokeError(); memfd?.Dispose();
+            throw e == Errno.ENOMEM
+                ? new UsageException($"cannot map {size >> 20} MiB of guest memory on this host (mmap: ENOMEM)")
+                : new KvmException("mmap(guest memory)", e);
+        }
+        Libc.Madvise(host, (nuint)size, Libc.MADV_NOHUGEPAGE); // 4 KiB pages: one fault per page, as the paging engines expect
+        return new GuestRegion(@base, size, backing, memfd, host);
+    }
+
+    public bool Contains(GuestAddress gpa) => gpa.Value >= Base.Value && gpa.Value < Base.Value + Size;
+
+    /// <summary>Host address of a guest address inside this region.</summary>
+    public HostAddress HostOf(GuestAddress gpa) => new((ulong)_host + (gpa.Value - Base.Value));
+
+    /// <summary>A span over guest bytes through the host mapping (touching a missing registered page faults the caller).</summary>
+    public Span<byte> Span(GuestAddress gpa, int length)
+    {
+        if (gpa.Value < Base.Value || gpa.Value + (ulong)length > Base.Value + Size) throw new ArgumentOutOfRangeException(nameof(gpa));
+        // SAFETY: bounds checked above; the mapping lives until Dispose.
+        return new Span<byte>((byte*)_host + (gpa.Value - Base.Value), length);
+    }
+
+    public ref ulong Qword(GuestAddress gpa) => ref MemoryMarshal.Cast<byte, ulong>(Span(gpa, 8))[0];
+
+    /// <summary>Writes into the memfd's page cache without touching the mapping (shmem only): MINOR faults stay pending.</summary>
+    public void WriteBacking(ulong offset, ReadOnlySpan<byte> data)
+    {
+        if (_memfd is null) throw new InvalidOperationException("WriteBacking needs a shmem region");
+        fixed (byte* p = data)
+        {
+            long done = 0;
+            while (done < data.Length)
+            {
+                var n = Libc.Pwrite(_memfd.Fd, p + done, (nuint)(data.Length - done), (long)offset + done);
+                if (n < 0) throw new KvmException("pwrite(memfd)", Marshal.GetLastPInvokeError());
+                done += n;
+            }
+        }
+    }
+
+    /// <summary>Reads the memfd's page cache (shmem) without touching the mapping.</summary>
+    public void ReadBacking(ulong offset, Span<byte> data)
+    {
+        if (_memfd is null) throw new InvalidOperationException("ReadBacking needs a shmem region");
+        fixed (byte* p = data)
+        {
+            var n = Libc.Pread(_memfd.Fd, p, (nuint)data.Length, (long)offset);
+            if (n != data.Length) throw new KvmException("pread(memfd)", Marshal.GetLastPInvokeError());
+        }
+    }
+
+    /// <summary>Drops the host mapping's pages in [gpa, gpa+len): anonymous pages are freed (missing again), shmem keeps its page cache.</summary>
+    public void DropMapping(GuestAddress gpa, ulong length)
+    {
+        if (Libc.Madvise(HostOf(gpa).Pointer, (nuint)length, Libc.MADV_DONTNEED) != 0)
+            throw new KvmException("madvise(MADV_DONTNEED)", Marshal.GetLastPInvokeError());
+    }
+
+    public void Dispose()
+    {
+        var h = _host;
+        if (h == null) return;
+        _host = null;
+        Libc.Munmap(h, (nuint)Size);
+        _memfd?.Dispose();
+    }
+}

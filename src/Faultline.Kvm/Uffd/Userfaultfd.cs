@@ -1,0 +1,186 @@
+using System.Runtime.InteropServices;
+using Faultline.Kvm.Interop;
+using Faultline.Kvm.Memory;
+
+namespace Faultline.Kvm.Uffd;
+
+/// <summary>
+/// A userfaultfd: opened through /dev/userfaultfd (falling back to the syscall), API and features negotiated once,
+/// ranges registered, pages resolved with COPY / ZEROPAGE / CONTINUE / WAKE. Fault messages are read without allocating.
+/// Not UFFD_USER_MODE_ONLY: KVM's own GUP faults are kernel-mode.
+/// </summary>
+public sealed unsafe class Userfaultfd : IDisposable
+{
+    public const string DevicePath = "/dev/userfaultfd";
+    private readonly UffdFd _fd;
+    private readonly int _raw;
+    private bool _addedRef;
+
+    /// <summary>Features the kernel offered (everything available), after negotiation.</summary>
+    public UffdFeatures Available { get; }
+    /// <summary>Features this fd was opened with.</summary>
+    public UffdFeatures Enabled { get; }
+    public bool NonBlocking { get; }
+
+    private Userfaultfd(UffdFd fd, UffdFeatures available, UffdFeatures enabled, bool nonBlocking)
+    {
+        _fd = fd; Available = available; Enabled = enabled; NonBlocking = nonBlocking;
+        _fd.DangerousAddRef(ref _addedRef);
+        _raw = _fd.Fd;
+    }
+
+    /// <summary>Opens a userfaultfd requiring <paramref name="features"/> (UFFDIO_API fails with EINVAL if one is missing).</summary>
+    public static Userfaultfd Open(UffdFeatures features, bool nonBlocking = true)
+    {
+        var fd = OpenRaw(nonBlocking);
+        var api = new UffdioApi { Api = UffdConst.UFFD_API, Features = (ulong)features };
+        if (Libc.Ioctl(fd.Fd, UffdIoctls.UFFDIO_API, &api) != 0)
+        {
+            var e = Marshal.GetLastPInvokeError();
+            fd.Dispose();
+            if (e == Errno.EINVAL)
+            {
+                var offered = QueryFeatures();
+                throw new HostSupportException($"userfaultfd lacks feature(s) {(features & ~offered)}: this kernel offers {offered}");
+            }
+            throw new KvmException("UFFDIO_API", e);
+        }
+        return new Userfaultfd(fd, (UffdFeatures)api.Features, features, nonBlocking);
+    }
+
+    /// <summary>The features this kernel offers (a throw-away fd negotiated with none).</summary>
+    public static UffdFeatures QueryFeatures()
+    {
+        using var fd = OpenRaw(true);
+        var api = new UffdioApi { Api = UffdConst.UFFD_API };
+        if (Libc.Ioctl(fd.Fd, UffdIoctls.UFFDIO_API, &api) != 0) throw new KvmException("UFFDIO_API", Marshal.GetLastPInvokeError());
+        return (UffdFeatures)api.Features;
+    }
+
+    private static UffdFd OpenRaw(bool nonBlocking)
+    {
+        var flags = Libc.O_CLOEXEC | (nonBlocking ? Libc.O_NONBLOCK : 0);
+        using (var dev = new PlainFd(Libc.Open(DevicePath, Libc.O_RDWR | Libc.O_CLOEXEC, 0)))
+        {
+            if (!dev.IsInvalid)
+            {
+                var fd = new UffdFd(Libc.Ioctl(dev.Fd, UffdIoctls.USERFAULTFD_IOC_NEW, (nuint)flags));
+                if (!fd.IsInvalid) return fd;
+            }
+        }
+        var devErr = Marshal.GetLastPInvokeError();
+        var sys = new UffdFd((int)Libc.Syscall(Libc.SYS_userfaultfd, flags, 0, 0));
+        if (!sys.IsInvalid) return sys;
+        var e = Marshal.GetLastPInvokeError();
+        throw new HostSupportException(
+            $"{DevicePath} is not usable ({Errno.Name(devErr)}) and userfaultfd(2) failed ({Errno.Name(e)}): run as root, or set vm.unprivileged_userfaultfd=1");
+    }
+
+    /// <summary>Registers [start, start+len) of this process; returns the ioctls bitmask the range supports.</summary>
+    public ulong Register(HostAddress start, ulong length, UffdRegisterMode mode)
+    {
+        var reg = new UffdioRegister { Range = new UffdioRange { Start = start.Value, Len = length }, Mode = (ulong)mode };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_REGISTER, &reg) != 0) throw new KvmException($"UFFDIO_REGISTER({mode})", Marshal.GetLastPInvokeError());
+        return reg.Ioctls;
+    }
+
+    public void Unregister(HostAddress start, ulong length)
+    {
+        var r = new UffdioRange { Start = start.Value, Len = length };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_UNREGISTER, &r) != 0) throw new KvmException("UFFDIO_UNREGISTER", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>UFFDIO_COPY: atomically installs <paramref name="length"/> bytes from <paramref name="src"/> at <paramref name="dst"/>.</summary>
+    public ResolveOutcome Copy(HostAddress dst, void* src, ulong length, bool dontWake = false)
+    {
+        var op = new UffdioCopy { Dst = dst.Value, Src = (ulong)src, Len = length, Mode = dontWake ? UffdConst.UFFDIO_COPY_MODE_DONTWAKE : 0 };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_COPY, &op) == 0) return ResolveOutcome.Installed;
+        return Outcome("UFFDIO_COPY", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>UFFDIO_ZEROPAGE: installs zero pages.</summary>
+    public ResolveOutcome ZeroPage(HostAddress dst, ulong length, bool dontWake = false)
+    {
+        var op = new UffdioZeropage { Range = new UffdioRange { Start = dst.Value, Len = length }, Mode = dontWake ? UffdConst.UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0 };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_ZEROPAGE, &op) == 0) return ResolveOutcome.Installed;
+        return Outcome("UFFDIO_ZEROPAGE", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>UFFDIO_CONTINUE: maps the page cache page already there (MINOR faults on shmem).</summary>
+    public ResolveOutcome Continue(HostAddress dst, ulong length, bool dontWake = false)
+    {
+        var op = new UffdioContinue { Range = new UffdioRange { Start = dst.Value, Len = length }, Mode = dontWake ? UffdConst.UFFDIO_CONTINUE_MODE_DONTWAKE : 0 };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_CONTINUE, &op) == 0) return ResolveOutcome.Installed;
+        return Outcome("UFFDIO_CONTINUE", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>UFFDIO_WAKE: wakes threads waiting on faults in the range (needed after EEXIST or DONTWAKE).</summary>
+    public void Wake(HostAddress start, ulong length)
+    {
+        var r = new UffdioRange { Start = start.Value, Len = length };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_WAKE, &r) != 0) throw new KvmException("UFFDIO_WAKE", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>UFFDIO_WRITEPROTECT: sets or clears write protection on a WP-registered range.</summary>
+    public void WriteProtect(HostAddress start, ulong length, bool protect)
+    {
+        var op = new UffdioWriteprotect { Range = new UffdioRange { Start = start.Value, Len = length }, Mode = protect ? UffdConst.UFFDIO_WRITEPROTECT_MODE_WP : 0 };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_WRITEPROTECT, &op) != 0) throw new KvmException("UFFDIO_WRITEPROTECT", Marshal.GetLastPInvokeError());
+    }
+
+    private static ResolveOutcome Outcome(string call, int errno) => errno switch
+    {
+        Errno.EEXIST => ResolveOutcome.AlreadyPresent,
+        Errno.EAGAIN => ResolveOutcome.Retry,
+        _ => throw new KvmException(call, errno),
+    };
+
+    /// <summary>Reads one page-fault message; false when none is queued (EAGAIN, e.g. another reader took it) or for other events.</summary>
+    public bool TryReadFault(out UffdFault fault)
+    {
+        UffdMsg msg;
+        var n = Libc.Read(_raw, &msg, (nuint)sizeof(UffdMsg));
+        if (n != sizeof(UffdMsg))
+        {
+            fault = default;
+            if (n < 0)
+            {
+                var e = Marshal.GetLastPInvokeError();
+                if (e is Errno.EAGAIN or Errno.EINTR) return false;
+                throw new KvmException("read(userfaultfd)", e);
+            }
+            return false;
+        }
+        if (msg.Event != UffdConst.UFFD_EVENT_PAGEFAULT) { fault = default; return false; }
+        fault = new UffdFault(msg.PagefaultAddress, (msg.PagefaultFlags & UffdConst.UFFD_PAGEFAULT_FLAG_WRITE) != 0,
+            (msg.PagefaultFlags & UffdConst.UFFD_PAGEFAULT_FLAG_MINOR) != 0, (msg.PagefaultFlags & UffdConst.UFFD_PAGEFAULT_FLAG_WP) != 0,
+            (int)msg.PagefaultPtid);
+        return true;
+    }
+
+    /// <summary>Waits until a message is queued or <paramref name="stop"/> is signalled; false when stopped.</summary>
+    public bool WaitReadable(StopEvent stop, int timeoutMs = -1)
+    {
+        var fds = stackalloc PollFd[2];
+        fds[0] = new PollFd { Fd = _raw, Events = Libc.POLLIN };
+        fds[1] = new PollFd { Fd = stop.RawFd, Events = Libc.POLLIN };
+        while (true)
+        {
+            var r = Libc.Poll(fds, 2, timeoutMs);
+            if (r < 0)
+            {
+                var e = Marshal.GetLastPInvokeError();
+                if (e == Errno.EINTR) continue;
+                throw new KvmException("poll(userfaultfd)", e);
+            }
+            if (fds[1].Revents != 0) return false;
+            return fds[0].Revents != 0;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_addedRef) { _addedRef = false; _fd.DangerousRelease(); }
+        _fd.Dispose();
+    }
+}

@@ -1,0 +1,31 @@
+namespace Faultline.TestKit;
+
+/// <summary>What this process holds right now, from /proc/self: open fds, threads, mappings.</summary>
+public sealed record ProcessResources(int Fds, int Threads, int Mappings, int FaultlineThreads)
+{
+    public static ProcessResources Now()
+    {
+        var fds = Directory.GetFiles("/proc/self/fd").Length;
+        var tasks = Directory.GetDirectories("/proc/self/task");
+        var ours = 0;
+        foreach (var t in tasks)
+        {
+            try { if (File.ReadAllText(Path.Combine(t, "comm")).StartsWith("fl-", StringComparison.Ordinal)) ours++; }
+            catch (IOException) { } // the thread ended while we looked
+        }
+        var maps = File.ReadAllLines("/proc/self/maps").Length;
+        return new ProcessResources(fds, tasks.Length, maps, ours);
+    }
+
+    /// <summary>Waits briefly for threads that are finishing to vanish, then reports the current state.</summary>
+    public static ProcessResources Settled(ProcessResources baseline)
+    {
+        var now = Now();
+        for (var i = 0; i < 50 && (now.FaultlineThreads > baseline.FaultlineThreads || now.Fds > baseline.Fds); i++)
+        {
+            Thread.Sleep(20);
+            now = Now();
+        }
+        return now;
+    }
+}
