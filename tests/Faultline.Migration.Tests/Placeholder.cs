@@ -1,0 +1,1 @@
+namespace Faultline.Migration.Tests;
