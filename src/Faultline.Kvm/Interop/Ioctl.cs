@@ -50,6 +50,7 @@ internal static class UffdIoctls
     public static readonly uint UFFDIO_WAKE = Ioc.IOR<UffdioRange>(UFFDIO, 0x02);
     public static readonly uint UFFDIO_COPY = Ioc.IOWR<UffdioCopy>(UFFDIO, 0x03);
     public static readonly uint UFFDIO_ZEROPAGE = Ioc.IOWR<UffdioZeropage>(UFFDIO, 0x04);
+    public static readonly uint UFFDIO_MOVE = Ioc.IOWR<UffdioMove>(UFFDIO, 0x05);
     public static readonly uint UFFDIO_WRITEPROTECT = Ioc.IOWR<UffdioWriteprotect>(UFFDIO, 0x06);
     public static readonly uint UFFDIO_CONTINUE = Ioc.IOWR<UffdioContinue>(UFFDIO, 0x07);
     public static readonly uint UFFDIO_API = Ioc.IOWR<UffdioApi>(UFFDIO, 0x3F);

@@ -20,6 +20,13 @@ internal struct UffdioCopy
     [FieldOffset(24)] public ulong Mode; [FieldOffset(32)] public long Copy;
 }
 
+[StructLayout(LayoutKind.Explicit, Size = 40)]
+internal struct UffdioMove
+{
+    [FieldOffset(0)] public ulong Dst; [FieldOffset(8)] public ulong Src; [FieldOffset(16)] public ulong Len;
+    [FieldOffset(24)] public ulong Mode; [FieldOffset(32)] public long Move;
+}
+
 [StructLayout(LayoutKind.Explicit, Size = 32)]
 internal struct UffdioZeropage { [FieldOffset(0)] public UffdioRange Range; [FieldOffset(16)] public ulong Mode; [FieldOffset(24)] public long Zeropage; }
 

@@ -57,7 +57,7 @@ public sealed unsafe class Vm : IDisposable
     }
 
     /// <summary>Changes a slot's flags, and the userfault bitmap pointer, with KVM_SET_USER_MEMORY_REGION2.</summary>
-    public void SetSlotFlags2(MemorySlot slot, uint flags, HostAddress userfaultBitmap)
+    private void SetSlotFlags2(MemorySlot slot, uint flags, HostAddress userfaultBitmap)
     {
         var r = new KvmUserspaceMemoryRegion2
         {
@@ -66,9 +66,16 @@ public sealed unsafe class Vm : IDisposable
         };
         if (Libc.Ioctl(_fd.Fd, KvmIoctls.KVM_SET_USER_MEMORY_REGION2, &r) != 0)
             throw new KvmException("KVM_SET_USER_MEMORY_REGION2", Marshal.GetLastPInvokeError());
-        var i = _slots.IndexOf(slot);
+        var i = _slots.FindIndex(x => x.Id == slot.Id);
         _slots[i] = slot with { Flags = flags };
         _slotSnapshot = [.. _slots];
+    }
+
+    /// <summary>Turns KVM_MEM_USERFAULT on with <paramref name="bitmap"/> (one bit per page), or off when it is zero. Toggling on zaps the slot's mappings.</summary>
+    public void SetUserfault(MemorySlot slot, HostAddress bitmap)
+    {
+        var flags = bitmap.Value == 0 ? slot.Flags & ~KvmConst.KVM_MEM_USERFAULT : slot.Flags | KvmConst.KVM_MEM_USERFAULT;
+        SetSlotFlags2(_slots.First(s => s.Id == slot.Id), flags, bitmap);
     }
 
     /// <summary>

@@ -114,6 +114,14 @@ public sealed unsafe class Userfaultfd : IDisposable
         return Outcome("UFFDIO_CONTINUE", Marshal.GetLastPInvokeError());
     }
 
+    /// <summary>UFFDIO_MOVE: atomically moves anonymous pages from <paramref name="src"/> to <paramref name="dst"/> (dst registered, a hole).</summary>
+    public ResolveOutcome Move(HostAddress dst, HostAddress src, ulong length, bool dontWake = false)
+    {
+        var op = new UffdioMove { Dst = dst.Value, Src = src.Value, Len = length, Mode = dontWake ? 1UL : 0 };
+        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_MOVE, &op) == 0) return ResolveOutcome.Installed;
+        return Outcome("UFFDIO_MOVE", Marshal.GetLastPInvokeError());
+    }
+
     /// <summary>UFFDIO_WAKE: wakes threads waiting on faults in the range (needed after EEXIST or DONTWAKE).</summary>
     public void Wake(HostAddress start, ulong length)
     {

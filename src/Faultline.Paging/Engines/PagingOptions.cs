@@ -1,0 +1,35 @@
+using Faultline.Kvm.Memory;
+
+namespace Faultline.Paging.Engines;
+
+/// <summary>How to resolve CPL3 faults that KVM reports without an address (-EFAULT).</summary>
+public enum AddressRecovery
+{
+    /// <summary>Decode the instruction at RIP (Iced), compute its memory operand and walk the guest page tables.</summary>
+    Decode,
+    /// <summary>A blocking userfaultfd with THREAD_ID: the reader tells the faulting vCPU thread the address and kicks it.</summary>
+    UffdThreadId,
+}
+
+/// <summary>An engine's settings.</summary>
+public sealed record PagingOptions(PagingMode Mode, Backing Backing, UffdLayout Uffds = UffdLayout.Single, int Readers = 1)
+{
+    public AddressRecovery AddressRecovery { get; init; } = AddressRecovery.Decode;
+    /// <summary>Use native KVM_MEM_USERFAULT when the kernel has it (bitmap modes); false forces the emulation.</summary>
+    public bool PreferNativeUserfault { get; init; } = true;
+
+    /// <summary>Rejects impossible combinations before any VM exists (exit 2).</summary>
+    public void Validate(int vcpus)
+    {
+        if (Mode is PagingMode.Minor or PagingMode.MinorBitmap && Backing != Backing.Shmem)
+            throw new UsageException($"mode {Mode.Name()} needs shmem backing (MINOR faults exist only for a populated page cache): use --backing shmem");
+        if (Mode is PagingMode.Missing or PagingMode.MissingBitmap && Backing != Backing.Anonymous)
+            throw new UsageException($"mode {Mode.Name()} is for anonymous memory; on shmem use {(Mode == PagingMode.Missing ? "minor" : "minor+bitmap")}");
+        if (Mode.HasReaders())
+        {
+            var uffds = Uffds == UffdLayout.Single ? 1 : vcpus;
+            if (Readers < 1 || Readers > Math.Max(vcpus, uffds) * 4 || Readers > 256)
+                throw new UsageException($"--readers {Readers} is outside 1..{Math.Min(256, Math.Max(vcpus, uffds) * 4)} for {vcpus} vCPU(s)");
+        }
+    }
+}

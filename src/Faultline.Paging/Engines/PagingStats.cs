@@ -1,0 +1,24 @@
+namespace Faultline.Paging.Engines;
+
+/// <summary>An engine's counters, summed from per-thread counters at the end (nothing shared is written per fault but the tracker).</summary>
+public sealed record PagingStats
+{
+    /// <summary>Pages this engine installed (each exactly once).</summary>
+    public long Installed { get; init; }
+    /// <summary>Faults seen by userfaultfd readers.</summary>
+    public long ReaderFaults { get; init; }
+    /// <summary>Faults that exited KVM_RUN and were resolved on the vCPU's own thread.</summary>
+    public long ExitFaults { get; init; }
+    /// <summary>Exits for pages marked in the userfault bitmap.</summary>
+    public long UserfaultExits { get; init; }
+    /// <summary>Faults found already resolved by another path (EEXIST, lost claims).</summary>
+    public long AlreadyPresent { get; init; }
+    /// <summary>Bytes allocated on fault-path threads while faults were handled.</summary>
+    public long FaultPathAllocatedBytes { get; init; }
+    /// <summary>The engine's own memory: trackers, bitmaps, queues.</summary>
+    public long EngineMemoryBytes { get; init; }
+    /// <summary>How the engine gets its exits on this host (e.g. "native KVM_MEM_USERFAULT", "emulated: SIGBUS userfaultfd").</summary>
+    public string Mechanism { get; init; } = "";
+
+    public long Faults => ReaderFaults + ExitFaults;
+}
