@@ -281,13 +281,19 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
     {
         var t = Tracker;
         if (!t.Contains(page)) throw new MigrationException($"page {page} is outside guest RAM");
+        if (bytes.Length < (int)Page) throw new ArgumentException("a page is 4096 bytes", nameof(bytes));
         var idx = t.IndexOf(page);
+        // never waits: a page that is present or being installed by a fault path is not this caller's
+        if (!t.TryClaim(idx)) return false;
         lock (_pushCounters)
         {
-            var installed = Resolve(idx, wake: true, _pushCounters, bytes);
-            _bitmap?.Clear(idx);
-            return installed;
+            try { InstallClaimed(idx, wake: true, bytes); }
+            catch { t.Abandon(idx); throw; }
+            t.Publish(idx);
+            _pushCounters.Installed++;
         }
+        _bitmap?.Clear(idx);
+        return true;
     }
 
     private readonly Counters _pushCounters = new();

@@ -18,8 +18,8 @@ public interface IPagingEngine : IExitHandler, IDisposable
     void Start(GuestMachine machine, IPageSource source);
 
     /// <summary>
-    /// Installs a page's bytes unless it is present already (a migration's background push races demand faults here).
-    /// Thread-safe; returns true if this call installed it.
+    /// Installs a page's bytes unless it is present or being installed already (a migration's background push races
+    /// demand faults here). Thread-safe and never waits; returns true if this call installed it.
     /// </summary>
     bool TryInstall(GuestAddress page, ReadOnlySpan<byte> bytes);
 
