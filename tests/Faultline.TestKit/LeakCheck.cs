@@ -1,7 +1,9 @@
 namespace Faultline.TestKit;
 
 /// <summary>What this process holds right now, from /proc/self: open fds, threads, mappings.</summary>
-public sealed record ProcessResources(int Fds, int Threads, int Mappings, int FaultlineThreads)
+/// <remarks><see cref="OurMappings"/> counts the mappings Faultline makes (guest RAM is named "faultline-*", vCPU pages
+/// are "anon_inode:kvm-vcpu"); the total also moves with the runtime and glibc's thread-stack cache.</remarks>
+public sealed record ProcessResources(int Fds, int Threads, int Mappings, int FaultlineThreads, int OurMappings)
 {
     public static ProcessResources Now()
     {
@@ -13,8 +15,9 @@ public sealed record ProcessResources(int Fds, int Threads, int Mappings, int Fa
             try { if (File.ReadAllText(Path.Combine(t, "comm")).StartsWith("fl-", StringComparison.Ordinal)) ours++; }
             catch (IOException) { } // the thread ended while we looked
         }
-        var maps = File.ReadAllLines("/proc/self/maps").Length;
-        return new ProcessResources(fds, tasks.Length, maps, ours);
+        var maps = File.ReadAllLines("/proc/self/maps");
+        var ourMaps = maps.Count(l => l.Contains("faultline", StringComparison.Ordinal) || l.Contains("kvm", StringComparison.Ordinal));
+        return new ProcessResources(fds, tasks.Length, maps.Length, ours, ourMaps);
     }
 
     /// <summary>Waits briefly for threads that are finishing to vanish, then reports the current state.</summary>

@@ -79,6 +79,19 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "sysconf")]
     internal static partial long Sysconf(int name);
 
+    [LibraryImport(Lib, EntryPoint = "prctl", SetLastError = true)]
+    private static partial int Prctl(int option, nuint arg2, void* arg3, nuint arg4, byte* arg5);
+
+    /// <summary>PR_SET_VMA_ANON_NAME (Linux 5.17+, best effort): names an anonymous mapping in /proc/self/maps.</summary>
+    internal static void NameAnonymousMapping(void* addr, nuint length, string name)
+    {
+        const int PR_SET_VMA = 0x53564d41;
+        Span<byte> z = stackalloc byte[64];
+        var n = System.Text.Encoding.ASCII.GetBytes(name.AsSpan(0, Math.Min(name.Length, 63)), z);
+        z[n] = 0;
+        fixed (byte* p = z) Prctl(PR_SET_VMA, 0, addr, length, p);
+    }
+
     internal const int O_RDWR = 2, O_CLOEXEC = 0x80000, O_NONBLOCK = 0x800;
     internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
     internal const int MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;

@@ -62,6 +62,7 @@ public sealed unsafe class GuestRegion : IDisposable
                 : new KvmException("mmap(guest memory)", e);
         }
         Libc.Madvise(host, (nuint)size, Libc.MADV_NOHUGEPAGE); // 4 KiB pages: one fault per page, as the paging engines expect
+        if (backing == Backing.Anonymous) Libc.NameAnonymousMapping(host, (nuint)size, name); // "[anon:faultline-ram]" in /proc/self/maps
         return new GuestRegion(@base, size, backing, memfd, host);
     }
 

@@ -495,8 +495,19 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         }
     }
 
-    /// <summary>Clears a page's bit without touching the page (KVM Userfault's "page fixed").</summary>
-    public void ClearUserfault(GuestAddress page) => _bitmap?.Clear(Tracker.IndexOf(page));
+    /// <summary>
+    /// Clears a page's bit: the page is fixed and its next access must not exit. Natively that is the bit alone;
+    /// the emulation also puts back a page that <see cref="MarkUserfault"/> took away (its kept contents), since here
+    /// a missing host page is what makes the vCPU exit.
+    /// </summary>
+    public void ClearUserfault(GuestAddress page)
+    {
+        var idx = Tracker.IndexOf(page);
+        if (_bitmap is null || !_bitmap.IsMarked(idx)) return;
+        if (!_nativeUserfault && _tracker!.StateOf(idx) != PageTracker.Present)
+            lock (_pushCounters) Resolve(idx, wake: true, _pushCounters);
+        _bitmap.Clear(idx);
+    }
 
     public bool IsUserfault(GuestAddress page) => _bitmap?.IsMarked(Tracker.IndexOf(page)) ?? false;
 

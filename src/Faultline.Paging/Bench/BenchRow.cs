@@ -1,0 +1,15 @@
+namespace Faultline.Paging.Bench;
+
+/// <summary>One row of `faultline bench paging`: the median of the repetitions of one configuration.</summary>
+public sealed record BenchRow(
+    string Mode, string Backing, string GuestMode, string Uffds, int Readers, int Vcpus, ulong MemPerVcpuMib, ulong Pages,
+    double Seconds, double PagesPerSec, double AllocBytesPerFault, double EngineMemoryFraction, string Mechanism,
+    IReadOnlyList<double> Samples)
+{
+    public double? ReferencePagesPerSec { get; init; }
+    public IReadOnlyList<double> ReferenceSamples { get; init; } = [];
+    public double? Ratio => ReferencePagesPerSec is { } r && r > 0 ? PagesPerSec / r : null;
+    public string Mechanism { get; init; } = Mechanism;
+    /// <summary>Table row label, as seed 002 names them.</summary>
+    public string Label => $"{Mode} ({Backing}{(Uffds == "per-vcpu" ? ", per-vCPU uffds" : "")})";
+}
