@@ -17,6 +17,7 @@ public sealed unsafe class Vcpu : IDisposable
     private volatile int _tid;
     private int _disposed;
     private bool _addedRef;
+    private readonly ulong _syncCap;
 
     /// <summary>The real-time signal that kicks a vCPU thread out of KVM_RUN (blocked on that thread outside KVM_RUN, QEMU's way).</summary>
     public static readonly int KickSignal = Libc.CurrentSigrtmin() + 5;
@@ -30,8 +31,10 @@ public sealed unsafe class Vcpu : IDisposable
     internal Vcpu(Vm vm, int id, VcpuFd fd, KvmRun* run, int mmapSize, ulong syncRegsCap)
     {
         Vm = vm; Id = id; _fd = fd; _run = run; _mmapSize = mmapSize;
-        // KVM_CAP_SYNC_REGS: registers arrive in kvm_run with every exit, saving a ~5 µs KVM_GET_REGS (HOST.md).
-        _run->KvmValidRegs = syncRegsCap & (KvmConst.KVM_SYNC_X86_REGS | KvmConst.KVM_SYNC_X86_SREGS);
+        // KVM_CAP_SYNC_REGS: general registers arrive in kvm_run with every exit, saving a ~5 µs KVM_GET_REGS (HOST.md).
+        // Special registers are not synced by default: storing them costs KVM on every exit, and CR3 rarely changes.
+        _syncCap = syncRegsCap;
+        _run->KvmValidRegs = syncRegsCap & KvmConst.KVM_SYNC_X86_REGS;
     }
 
     /// <summary>
@@ -174,6 +177,13 @@ public sealed unsafe class Vcpu : IDisposable
     /// <summary>Whether <see cref="SyncedRegs"/> is refreshed by KVM on every exit (KVM_CAP_SYNC_REGS).</summary>
     public bool HasSyncedRegs => (_run->KvmValidRegs & KvmConst.KVM_SYNC_X86_REGS) != 0;
     public bool HasSyncedSregs => (_run->KvmValidRegs & KvmConst.KVM_SYNC_X86_SREGS) != 0;
+
+    /// <summary>Asks KVM to also store the special registers into kvm_run on every exit (when the capability allows).</summary>
+    public bool SyncSpecialRegisters
+    {
+        get => HasSyncedSregs;
+        set => _run->KvmValidRegs = value ? _syncCap & (KvmConst.KVM_SYNC_X86_REGS | KvmConst.KVM_SYNC_X86_SREGS) : _syncCap & KvmConst.KVM_SYNC_X86_REGS;
+    }
 
     /// <summary>General registers as of the last exit, without an ioctl (valid when <see cref="HasSyncedRegs"/>).</summary>
     public ref readonly KvmRegs SyncedRegs => ref _run->SyncRegs;

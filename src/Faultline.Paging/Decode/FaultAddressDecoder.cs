@@ -26,9 +26,12 @@ internal sealed unsafe class FaultAddressDecoder
     }
 
     /// <summary>Writes up to <paramref name="gpas"/>.Length candidate GPAs (one per memory operand) and returns how many.</summary>
-    public int Candidates(in KvmRegs r, in KvmSregs s, Span<ulong> gpas)
+    public int Candidates(in KvmRegs r, in KvmSregs s, Span<ulong> gpas) => Candidates(r, s.Cr3, s.Fs.Base, s.Gs.Base, gpas);
+
+    /// <summary>As above with the few special registers the decode needs.</summary>
+    public int Candidates(in KvmRegs r, ulong cr3, ulong fsBase, ulong gsBase, Span<ulong> gpas)
     {
-        if (!Decode(r.Rip, s.Cr3)) return 0;
+        if (!Decode(r.Rip, cr3)) return 0;
         ref readonly var ins = ref _cached;
         var n = 0;
         for (var i = 0; i < ins.OpCount && n < gpas.Length; i++)
@@ -43,22 +46,22 @@ internal sealed unsafe class FaultAddressDecoder
                         gva = ins.MemoryDisplacement64;
                         if (ins.MemoryBase != Register.None) gva += Value(r, ins.MemoryBase);
                         if (ins.MemoryIndex != Register.None) gva += Value(r, ins.MemoryIndex) * (ulong)ins.MemoryIndexScale;
-                        if (ins.MemorySegment == Register.FS) gva += s.Fs.Base;
-                        else if (ins.MemorySegment == Register.GS) gva += s.Gs.Base;
+                        if (ins.MemorySegment == Register.FS) gva += fsBase;
+                        else if (ins.MemorySegment == Register.GS) gva += gsBase;
                     }
                     break;
                 case OpKind.MemorySegRSI: case OpKind.MemorySegESI: gva = r.Rsi; break;
                 case OpKind.MemoryESRDI: case OpKind.MemoryESEDI: case OpKind.MemorySegRDI: case OpKind.MemorySegEDI: gva = r.Rdi; break;
                 default: continue;
             }
-            if (_memory.TryTranslate(s.Cr3, gva, out var gpa)) gpas[n++] = gpa;
+            if (_memory.TryTranslate(cr3, gva, out var gpa)) gpas[n++] = gpa;
         }
         // implicit stack accesses: push/call write below RSP, pop/ret read at RSP
         var inc = ins.StackPointerIncrement;
         if (inc != 0 && n < gpas.Length)
         {
             var gva = inc < 0 ? r.Rsp + (ulong)(long)inc : r.Rsp;
-            if (_memory.TryTranslate(s.Cr3, gva, out var gpa)) gpas[n++] = gpa;
+            if (_memory.TryTranslate(cr3, gva, out var gpa)) gpas[n++] = gpa;
         }
         return n;
     }

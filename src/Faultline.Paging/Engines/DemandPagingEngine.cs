@@ -42,6 +42,8 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
     private long[] _mailbox = [];    // per vCPU: forwarded GPA + 1
     private long[] _mailboxSince = [];
     private FaultAddressDecoder?[] _decoders = [];
+    private KvmSregs[] _sregs = [];
+    private bool[] _sregsValid = [];
     private Counters[] _vcpuCounters = [];
     private readonly List<Counters> _readerCounters = [];
     private string _mechanism = "";
@@ -71,6 +73,8 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         var n = machine.Config.Vcpus;
         _mailbox = new long[n]; _mailboxSince = new long[n];
         _decoders = new FaultAddressDecoder?[n];
+        _sregs = new KvmSregs[n];
+        _sregsValid = new bool[n];
         _vcpuCounters = Enumerable.Range(0, n).Select(_ => new Counters()).ToArray();
 
         var bitmapMode = o.Mode is PagingMode.Bitmap or PagingMode.MissingBitmap or PagingMode.MinorBitmap;
@@ -411,24 +415,37 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
             }
             case MemoryFaultForm.BareEfault:
             {
-                if (!vcpu.HasSyncedRegs || !vcpu.HasSyncedSregs) return false;
-                Span<ulong> gpas = stackalloc ulong[3];
-                var n = _decoders[vcpu.Id]!.Candidates(in vcpu.SyncedRegs, in vcpu.SyncedSregs, gpas);
-                var handled = false;
-                for (var i = 0; i < n; i++)
-                {
-                    var p = gpas[i] & ~(Page - 1);
-                    if (!_tracker.Contains(new GuestAddress(p))) continue;
-                    handled = true;
-                    var idx = _tracker.IndexOf(new GuestAddress(p));
-                    if (_tracker.IsPresent(idx) && (_bitmap is null || !_bitmap.IsMarked(idx))) continue;
-                    c.ExitFaults++;
-                    ResolveOnVcpu(p, c, wake: !_sigbus);
-                }
-                return handled; // all candidates present: another path installed it meanwhile, just re-run
+                if (!vcpu.HasSyncedRegs) return false;
+                // special registers are cached per vCPU (CR3 rarely changes); a decode that finds nothing refreshes them once
+                var found = ResolveDecoded(vcpu, c, refresh: false, out var handled);
+                if (!found && !handled) found = ResolveDecoded(vcpu, c, refresh: true, out handled);
+                if (!found) _sregsValid[vcpu.Id] = false; // nothing was missing: if it faults again, decode with fresh CR3
+                return handled;
             }
         }
         return false;
+    }
+
+    private bool ResolveDecoded(Vcpu vcpu, Counters c, bool refresh, out bool handled)
+    {
+        ref var sregs = ref _sregs[vcpu.Id];
+        if (refresh || !_sregsValid[vcpu.Id]) { sregs = vcpu.GetSregs(); _sregsValid[vcpu.Id] = true; }
+        Span<ulong> gpas = stackalloc ulong[3];
+        var n = _decoders[vcpu.Id]!.Candidates(in vcpu.SyncedRegs, in sregs, gpas);
+        handled = false;
+        var found = false;
+        for (var i = 0; i < n; i++)
+        {
+            var p = gpas[i] & ~(Page - 1);
+            if (!_tracker!.Contains(new GuestAddress(p))) continue;
+            handled = true; // an access to guest RAM: if every candidate is present, another path installed it meanwhile; re-run
+            var idx = _tracker.IndexOf(new GuestAddress(p));
+            if (_tracker.IsPresent(idx) && (_bitmap is null || !_bitmap.IsMarked(idx))) continue;
+            found = true;
+            c.ExitFaults++;
+            ResolveOnVcpu(p, c, wake: !_sigbus);
+        }
+        return found;
     }
 
     private void ResolveOnVcpu(ulong gpa, Counters c, bool wake)
