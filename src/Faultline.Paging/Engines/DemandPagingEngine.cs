@@ -44,6 +44,7 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
     private FaultAddressDecoder?[] _decoders = [];
     private KvmSregs[] _sregs = [];
     private bool[] _sregsValid = [];
+    private bool[] _forwardable = [];
     private Counters[] _vcpuCounters = [];
     private readonly List<Counters> _readerCounters = [];
     private string _mechanism = "";
@@ -75,6 +76,7 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         _decoders = new FaultAddressDecoder?[n];
         _sregs = new KvmSregs[n];
         _sregsValid = new bool[n];
+        _forwardable = new bool[n];
         _vcpuCounters = Enumerable.Range(0, n).Select(_ => new Counters()).ToArray();
 
         var bitmapMode = o.Mode is PagingMode.Bitmap or PagingMode.MissingBitmap or PagingMode.MinorBitmap;
@@ -320,7 +322,8 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
                 {
                     c.ReaderFaults++;
                     var idx = (f.Address - _ram!.Host.Value) >> 12;
-                    if (_forwardToVcpu && !_kickIneffective && (_bitmap is null || _bitmap.IsMarked(idx)) && VcpuOfThread(f.ThreadId) is { } v)
+                    if (_forwardToVcpu && !_kickIneffective && (_bitmap is null || _bitmap.IsMarked(idx)) && VcpuOfThread(f.ThreadId) is { } v
+                        && _forwardable[v.Id])
                     {
                         Volatile.Write(ref _mailboxSince[v.Id], Stopwatch.GetTimestamp());
                         Volatile.Write(ref _mailbox[v.Id], (long)_tracker!.AddressOf(idx).Value + 1);
@@ -376,6 +379,9 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
 
     public void OnVcpuThreadStart(Vcpu vcpu)
     {
+        // Forward faults only from vCPUs that start at CPL3: on kvm_pvm a signal does not interrupt a vCPU blocked in the
+        // userfaultfd at CPL0 (HOST.md; it spins in the kernel instead), so there the readers resolve vCPU faults too.
+        if (_forwardToVcpu) _forwardable[vcpu.Id] = (vcpu.GetSregs().Cs.Selector & 3) == 3;
         _decoders[vcpu.Id] ??= new FaultAddressDecoder(new GuestMemoryView(_m!, _tracker!));
         var c = _vcpuCounters[vcpu.Id];
         c.AllocStart = GC.GetAllocatedBytesForCurrentThread();
@@ -559,7 +565,8 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
             FaultPathAllocatedBytes = _vcpuCounters.Concat(_readerCounters).Sum(c => c.Alloc),
             EngineMemoryBytes = (_tracker?.MemoryBytes ?? 0) + (_bitmap?.MemoryBytes ?? 0) + (_inScratch?.Length ?? 0)
                 + (_mailbox.Length + _mailboxSince.Length) * 8L,
-            Mechanism = _kickIneffective ? _mechanism + " (kicks did not interrupt blocked vCPUs: readers resolved them)" : _mechanism,
+            Mechanism = _mechanism + (_kickIneffective ? " (kicks did not interrupt blocked vCPUs: readers resolved them)" : "")
+                + (_forwardToVcpu && !_forwardable.Any(f => f) ? " (guest at CPL0: readers resolve vCPU faults, a kick cannot interrupt the uffd wait there)" : ""),
         };
     }
 
