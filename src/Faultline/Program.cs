@@ -1,1 +1,16 @@
-return 0;
+using System.CommandLine;
+using Faultline.Cli.Commands;
+
+namespace Faultline.Cli;
+
+internal static class Program
+{
+    /// <summary>Every command of the CLI: one line each.</summary>
+    internal static IEnumerable<Command> Commands() =>
+    [
+        ProbeCommand.Create(),
+        RunCommand.Create(),
+    ];
+
+    private static int Main(string[] args) => App.Run(args, Console.Out, Console.Error);
+}

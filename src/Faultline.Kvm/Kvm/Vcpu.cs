@@ -19,8 +19,15 @@ public sealed unsafe class Vcpu : IDisposable
     private bool _addedRef;
     private readonly ulong _syncCap;
 
-    /// <summary>The real-time signal that kicks a vCPU thread out of KVM_RUN (blocked on that thread outside KVM_RUN, QEMU's way).</summary>
-    public static readonly int KickSignal = Libc.CurrentSigrtmin() + 5;
+    /// <summary>
+    /// The signal that kicks a vCPU thread out of KVM_RUN (blocked on that thread outside KVM_RUN, QEMU's way): SIGUSR1,
+    /// QEMU's SIG_IPI, which the .NET runtime does not use. Not a real-time signal: RT signals queue one entry per send
+    /// against the user's RLIMIT_SIGPENDING, shared by all of that user's processes, and once it is full tgkill fails
+    /// with EAGAIN and the kick is lost (seen here: one process kicking a vCPU thread outside KVM_RUN in a loop queued
+    /// ~96k signals and every other process's kicks vanished). A standard signal is pending at most once per thread
+    /// and is delivered even when the queue is full.
+    /// </summary>
+    public static readonly int KickSignal = 10;
 
     public Vm Vm { get; }
     public int Id { get; }

@@ -1,0 +1,60 @@
+namespace Faultline.Cli.Tests;
+
+/// <summary>Bad input: one stderr line starting "faultline:", exit code 2, nothing on stdout, no stack trace.</summary>
+public sealed class BadInputTests
+{
+    [Theory]
+    [InlineData("--vcpus", new[] { "run", "--vcpus", "banana" })]
+    [InlineData("--mem", new[] { "run", "--mem", "12Q" })]
+    [InlineData("--mem", new[] { "run", "--mem", "4G" })]              // above what the guest layout maps
+    [InlineData("--vcpus", new[] { "run", "--vcpus", "0" })]
+    [InlineData("--vcpus", new[] { "run", "--vcpus", "-3" })]
+    [InlineData("--qwords", new[] { "run", "--qwords", "513" })]
+    [InlineData("--guest-mode", new[] { "run", "--guest-mode", "supervisor" })]
+    [InlineData("--vcpus", new[] { "run", "--vcpus" })]               // value missing
+    [InlineData("--bogus", new[] { "run", "--bogus" })]               // unknown option
+    [InlineData("--bogus", new[] { "probe", "--bogus" })]
+    [InlineData("--bogus", new[] { "--bogus" })]
+    [InlineData("frobnicate", new[] { "frobnicate" })]                // unknown command
+    [InlineData("extra", new[] { "probe", "extra" })]                 // stray argument
+    public void Bad_input_is_one_line_and_exit_code_2(string mentioned, string[] args)
+    {
+        var r = CliRunner.Run(args);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal("", r.Stdout);
+        var line = Assert.Single(r.StderrLines);
+        Assert.StartsWith("faultline: ", line);
+        Assert.Contains(mentioned, line);
+        Assert.DoesNotContain("   at ", r.Stderr);
+    }
+
+    [Fact]
+    public void No_command_is_a_usage_error_naming_the_commands()
+    {
+        var r = CliRunner.Run();
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.StderrLines);
+        Assert.StartsWith("faultline: no command given", line);
+        Assert.Contains("probe", line);
+    }
+
+    [Theory]
+    [InlineData("--help")]
+    [InlineData("run --help")]
+    [InlineData("probe -h")]
+    public void Help_goes_to_stdout_with_exit_code_0(string commandLine)
+    {
+        var r = CliRunner.Run(commandLine.Split(' '));
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("Usage:", r.Stdout);
+        Assert.Equal("", r.Stderr);
+    }
+
+    [Fact]
+    public void Run_help_shows_defaults_the_way_they_are_typed()
+    {
+        var r = CliRunner.Run("run", "--help");
+        Assert.Contains("[default: 64M]", r.Stdout);
+        Assert.Contains("[default: user]", r.Stdout);
+    }
+}

@@ -1,1 +1,0 @@
-namespace Faultline.Cli.Tests;

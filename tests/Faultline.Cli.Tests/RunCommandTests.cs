@@ -1,0 +1,45 @@
+using System.Text.Json;
+using Faultline.TestKit;
+
+namespace Faultline.Cli.Tests;
+
+public sealed class RunCommandTests
+{
+    [KvmTheory]
+    [InlineData("user", "anon")]
+    [InlineData("user", "shmem")]
+    [InlineData("kernel", "anon")]
+    public void Run_writes_and_verifies_every_page_with_no_mismatch(string mode, string backing)
+    {
+        var r = CliRunner.Run("run", "--vcpus", "2", "--mem", "512K", "--guest-mode", mode, "--backing", backing, "--json");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        Assert.Equal(2, root.GetProperty("vcpus").GetInt32());
+        Assert.Equal(512UL * 1024, root.GetProperty("mem_bytes").GetUInt64());
+        Assert.Equal(128UL, root.GetProperty("pages").GetUInt64());
+        Assert.Equal(128UL, root.GetProperty("pages_written").GetUInt64());
+        Assert.Equal(0UL, root.GetProperty("mismatches").GetUInt64());
+        Assert.Equal(0UL, root.GetProperty("host_mismatches").GetUInt64());
+        Assert.Equal(mode, root.GetProperty("guest_mode").GetString());
+    }
+
+    [KvmFact]
+    public void Run_prints_pages_and_mismatches_as_text()
+    {
+        var r = CliRunner.Run("run", "--vcpus", "4", "--mem", "1M", "--qwords", "512");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("pages: 256, mismatches: 0", r.Stdout);
+        Assert.Equal("", r.Stderr);
+    }
+
+    [KvmFact]
+    public void A_memory_size_that_does_not_split_between_the_vcpus_is_a_usage_error()
+    {
+        var r = CliRunner.Run("run", "--vcpus", "3", "--mem", "16K");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Single(r.StderrLines);
+        Assert.StartsWith("faultline: ", r.Stderr);
+        Assert.Contains("per vCPU", r.Stderr);
+    }
+}
