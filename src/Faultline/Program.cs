@@ -10,6 +10,7 @@ internal static class Program
     [
         ProbeCommand.Create(),
         RunCommand.Create(),
+        BenchCommand.Create(),
     ];
 
     private static int Main(string[] args) => App.Run(args, Console.Out, Console.Error);

@@ -1,0 +1,60 @@
+using System.Text.Json;
+using Faultline.TestKit;
+
+namespace Faultline.Cli.Tests;
+
+public sealed class BenchCommandTests
+{
+    private static readonly string[] RowKeys =
+        ["mode", "backing", "guest_mode", "uffds", "readers", "vcpus", "mem_per_vcpu_mib", "pages", "seconds", "pages_per_sec", "alloc_bytes_per_fault"];
+
+    [KvmFact]
+    public void Bench_paging_writes_a_row_per_mode_and_vcpu_count_with_the_documented_keys()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"fl-bench-{Environment.ProcessId}.json");
+        var svg = Path.ChangeExtension(json, ".svg");
+        try
+        {
+            var r = CliRunner.Run("bench", "paging", "--vcpus", "1,2", "--mem-per-vcpu", "1M", "--modes", "none,missing,minor,exits,bitmap,missing+bitmap,minor+bitmap",
+                "--repeat", "1", "--json", json, "--svg", svg);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToList();
+            Assert.Equal(14, rows.Count);
+            foreach (var row in rows)
+            {
+                foreach (var k in RowKeys) Assert.True(row.TryGetProperty(k, out _), $"row lacks {k}: {row}");
+                Assert.True(row.GetProperty("pages_per_sec").GetDouble() > 0);
+                Assert.Equal(256UL * (ulong)row.GetProperty("vcpus").GetInt32(), row.GetProperty("pages").GetUInt64());
+                Assert.True(row.GetProperty("alloc_bytes_per_fault").GetDouble() < 64); // tiny runs: JIT warm-up dominates; the bound that matters is asserted in Paging.Tests
+            }
+            Assert.Equal(["none", "missing", "minor", "exits", "bitmap", "missing+bitmap", "minor+bitmap"],
+                rows.Select(x => x.GetProperty("mode").GetString()).Distinct());
+            Assert.Equal("shmem", rows.First(x => x.GetProperty("mode").GetString() == "minor").GetProperty("backing").GetString());
+            Assert.StartsWith("<svg", File.ReadAllText(svg));
+            Assert.Contains("missing+bitmap", r.Stdout);
+        }
+        finally
+        {
+            File.Delete(json);
+            File.Delete(svg);
+        }
+    }
+
+    [Theory]
+    [InlineData("--modes", "minor", "--backing", "anon")]
+    [InlineData("--modes", "telepathy")]
+    [InlineData("--mem-per-vcpu", "0")]
+    [InlineData("--mem-per-vcpu", "12Q")]
+    [InlineData("--vcpus", "1,banana")]
+    [InlineData("--modes", "missing", "--readers", "300")]
+    [InlineData("--mem-per-vcpu", "2G", "--vcpus", "2")]
+    [InlineData("--reference", "/nonexistent/refpaging")]
+    public void Impossible_bench_input_is_one_line_and_exit_2(params string[] args)
+    {
+        var r = CliRunner.Run(["bench", "paging", .. args]);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Single(r.StderrLines);
+        Assert.StartsWith("faultline: ", r.Stderr);
+    }
+}
