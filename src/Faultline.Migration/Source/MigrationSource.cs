@@ -19,6 +19,7 @@ public sealed class MigrationSource : IDisposable
 {
     private readonly SourceOptions _o;
     private readonly SourceGuest _guest;
+    private readonly uint _imageCrc;
     private Exception? _firstError;
     private int _disposed;
 
@@ -31,6 +32,8 @@ public sealed class MigrationSource : IDisposable
     {
         _o = o;
         Machine = m;
+        // the generated guest image (slot 0) before any vCPU ran: the CPU later sets accessed/dirty bits in its page tables
+        _imageCrc = ImageHash.Crc32C(m.System);
         var perVcpu = m.BytesPerVcpu;
         var write = (ulong)Math.Round(perVcpu / 4096 * Math.Clamp(o.WriteFraction, 0, 1)) * 4096;
         _guest = new SourceGuest(m, o.QwordsPerPage, write);
@@ -76,7 +79,7 @@ public sealed class MigrationSource : IDisposable
             var ram = Machine.Ram;
             Span<byte> lb = stackalloc byte[LayoutMessage.Size];
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
-                ImageHash.Crc32C(Machine.System), nonce).Encode(lb);
+                _imageCrc, nonce).Encode(lb);
             main.Send(FrameType.Layout, 0, lb);
             try { main.Expect(FrameType.Ready, _o.SetupTimeout); }
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
