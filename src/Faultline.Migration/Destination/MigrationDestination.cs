@@ -24,7 +24,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         using var failure = new FirstFailure();
         PeerConnection? main = null, urgent = null;
         GuestMachine? machine = null;
-        GuestRegion? received = null;
+        ReceivedImage? received = null;
         IPagingEngine? engine = null;
         RemotePageSource? source = null;
         DestinationGuest? guest = null;
@@ -35,9 +35,9 @@ public sealed class MigrationDestination(DestinationOptions o)
         long pauseNs = 0;
         try
         {
-            var startNs = Clock.NowNs();
             main = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
             var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout);
+            var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
             urgent = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
             urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout);
             var layout = LayoutMessage.Decode(main.Expect(FrameType.Layout, o.HandshakeTimeout).Payload);
@@ -51,7 +51,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 var crc = ImageHash.Crc32C(machine.System);
                 if (crc != layout.ImageCrc)
                     throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
-                received = GuestRegion.Create(machine.Ram.Base, machine.Ram.Size, Backing.Anonymous, "faultline-received");
+                received = new ReceivedImage(machine.Ram.Size);
                 source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus, o.IdleTimeout);
                 engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus) { PrefillPageCache = false });
                 engine.Start(machine, source);
@@ -94,6 +94,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             }, main, urgent, source);
             urgentRx = Receiver("fl-mig-rx-urg", failure, () =>
             {
+                ThreadPriority.RaiseForLatency();
                 while (true)
                 {
                     Frame f;
@@ -145,7 +146,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             Wait(guest.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification");
             failure.ThrowIfSet();
             var stats = engine.Snapshot();
-            var receivedSha = ImageHash.Sha256Hex(received);
+            var receivedSha = received.Sha256Hex();
             var readers = engine.Options.Mode.HasReaders();
             var blocked = new double[machine.Config.Vcpus];
             for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? source.FetchNsByRange[i] : guest.BlockedNs[i]) / 1e6;

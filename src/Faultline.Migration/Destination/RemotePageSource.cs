@@ -25,7 +25,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     [ThreadStatic] private static Waiter? t_waiter;
 
     private readonly GuestRegion _ram;
-    private readonly GuestRegion _received;      // every page exactly as it arrived, at its offset: received_sha256 is taken over this
+    private readonly ReceivedImage _received;
     private readonly byte[] _arrivedOnce;
     private readonly Lock _gate = new();
     private readonly Dictionary<ulong, Waiter> _waiting = [];
@@ -45,7 +45,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     private readonly ulong _bytesPerVcpu;
     private readonly ManualResetEventSlim _allReceived = new(false);
 
-    public RemotePageSource(GuestRegion ram, GuestRegion receivedImage, int vcpus, TimeSpan pageTimeout)
+    public RemotePageSource(GuestRegion ram, ReceivedImage receivedImage, int vcpus, TimeSpan pageTimeout)
     {
         _ram = ram;
         _received = receivedImage;
@@ -135,7 +135,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         if (Interlocked.CompareExchange(ref _arrivedOnce[idx], 1, 0) != 0) { Interlocked.Increment(ref _duplicates); return; }
         var zero = bytes.IsEmpty;
         if (zero) { Interlocked.Increment(ref _zeroPages); bytes = ZeroPage; }
-        else bytes.CopyTo(_received.Span(_received.Base + (idx << GuestAddress.PageShift), Wire.PageSize));
+        else _received.Write(idx, bytes);
         Interlocked.Increment(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages);
 
         var gpa = _ram.Base + (idx << GuestAddress.PageShift);
@@ -167,7 +167,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     /// <summary>One per fault-path thread, reused: a page buffer and a flag it spins on briefly before blocking.</summary>
     private sealed class Waiter
     {
-        private readonly ManualResetEventSlim _event = new(false, spinCount: 2000);
+        private readonly ManualResetEventSlim _event = new(false, spinCount: 20);
         public readonly byte[] Buffer = new byte[Wire.PageSize];
         public ulong Index;
         public volatile bool Filled;

@@ -1,17 +1,22 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
 
 namespace Faultline.Migration.Protocol;
 
 /// <summary>
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of every frame. SSE4.2's crc32 instruction
-/// (8 bytes at a time) when the CPU has it, else slicing-by-8 tables. System.IO.Hashing is not on the project's package mirror.
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of every frame. With SSE4.2, three
+/// independent crc32 streams over thirds of a block (the instruction's latency is 3 cycles, its throughput 1), joined
+/// with precomputed "append N zero bytes" operators (Mark Adler's crc32c.c way); else slicing-by-8 tables. System.IO.Hashing is not on the project's package mirror.
 /// </summary>
 public static class Crc32C
 {
     private const uint Poly = 0x82F63B78;
     private static readonly uint[] Table = BuildTable();
+    private const int Long = 1024, Short = 256;          // powers of two (the zeros operator below squares its way there)
+    private static readonly uint[] LongShift = ZerosOperator(Long);
+    private static readonly uint[] ShortShift = ZerosOperator(Short);
 
     /// <summary>Whether the hardware path is in use.</summary>
     public static bool IsHardwareAccelerated => Sse42.X64.IsSupported;
@@ -32,20 +37,80 @@ public static class Crc32C
 
     private static uint UpdateHardware(uint c, ReadOnlySpan<byte> data)
     {
-        ulong crc = c;
+        var crc0 = c;
+        while (data.Length >= 3 * Long) { crc0 = ThreeWay(crc0, data, Long, LongShift); data = data[(3 * Long)..]; }
+        while (data.Length >= 3 * Short) { crc0 = ThreeWay(crc0, data, Short, ShortShift); data = data[(3 * Short)..]; }
+        ulong crc = crc0;
         var q = MemoryMarshal.Cast<byte, ulong>(data);
-        var i = 0;
-        for (; i + 4 <= q.Length; i += 4)
-        {
-            crc = Sse42.X64.Crc32(crc, q[i]);
-            crc = Sse42.X64.Crc32(crc, q[i + 1]);
-            crc = Sse42.X64.Crc32(crc, q[i + 2]);
-            crc = Sse42.X64.Crc32(crc, q[i + 3]);
-        }
-        for (; i < q.Length; i++) crc = Sse42.X64.Crc32(crc, q[i]);
+        for (var i = 0; i < q.Length; i++) crc = Sse42.X64.Crc32(crc, q[i]);
         var c32 = (uint)crc;
         foreach (var b in data[(q.Length * 8)..]) c32 = Sse42.Crc32(c32, b);
         return c32;
+    }
+
+    private static uint ThreeWay(uint crc, ReadOnlySpan<byte> data, int block, uint[] shift)
+    {
+        ref var a = ref Unsafe.As<byte, ulong>(ref MemoryMarshal.GetReference(data));
+        ref var b = ref Unsafe.As<byte, ulong>(ref Unsafe.Add(ref MemoryMarshal.GetReference(data), block));
+        ref var d = ref Unsafe.As<byte, ulong>(ref Unsafe.Add(ref MemoryMarshal.GetReference(data), 2 * block));
+        ulong c0 = crc, c1 = 0, c2 = 0;
+        var n = block / 8;
+        // SAFETY: the caller checked data.Length >= 3 * block, so every qword read is inside data
+        for (var i = 0; i < n; i++)
+        {
+            c0 = Sse42.X64.Crc32(c0, Unsafe.ReadUnaligned<ulong>(ref Unsafe.As<ulong, byte>(ref Unsafe.Add(ref a, i))));
+            c1 = Sse42.X64.Crc32(c1, Unsafe.ReadUnaligned<ulong>(ref Unsafe.As<ulong, byte>(ref Unsafe.Add(ref b, i))));
+            c2 = Sse42.X64.Crc32(c2, Unsafe.ReadUnaligned<ulong>(ref Unsafe.As<ulong, byte>(ref Unsafe.Add(ref d, i))));
+        }
+        var r = Shift(shift, (uint)c0) ^ (uint)c1;
+        return Shift(shift, r) ^ (uint)c2;
+    }
+
+    private static uint Shift(uint[] z, uint crc) =>
+        z[crc & 0xFF] ^ z[256 + ((crc >> 8) & 0xFF)] ^ z[512 + ((crc >> 16) & 0xFF)] ^ z[768 + (crc >> 24)];
+
+    // GF(2) matrices over the CRC register: the operator that appends `len` zero bytes (len a power of two), as four byte tables
+    private static uint[] ZerosOperator(int len)
+    {
+        var odd = new uint[32];
+        var even = new uint[32];
+        odd[0] = Poly;
+        uint row = 1;
+        for (var n = 1; n < 32; n++) { odd[n] = row; row <<= 1; }
+        Square(even, odd);   // two zero bits
+        Square(odd, even);   // four zero bits
+        var l = len;
+        uint[] op;
+        while (true)
+        {
+            Square(even, odd);
+            l >>= 1;
+            if (l == 0) { op = even; break; }
+            Square(odd, even);
+            l >>= 1;
+            if (l == 0) { op = odd; break; }
+        }
+        var z = new uint[4 * 256];
+        for (uint n = 0; n < 256; n++)
+        {
+            z[n] = Times(op, n);
+            z[256 + n] = Times(op, n << 8);
+            z[512 + n] = Times(op, n << 16);
+            z[768 + n] = Times(op, n << 24);
+        }
+        return z;
+    }
+
+    private static uint Times(uint[] mat, uint vec)
+    {
+        uint sum = 0;
+        for (var i = 0; vec != 0; i++, vec >>= 1) if ((vec & 1) != 0) sum ^= mat[i];
+        return sum;
+    }
+
+    private static void Square(uint[] square, uint[] mat)
+    {
+        for (var n = 0; n < 32; n++) square[n] = Times(mat, mat[n]);
     }
 
     private static uint UpdateSoftware(uint c, ReadOnlySpan<byte> data)

@@ -6,13 +6,14 @@ namespace Faultline.Migration.Source;
 
 /// <summary>
 /// The urgent queue: reads demand requests from the urgent channel and answers each at once, on that channel, with
-/// the page (or a zero marker) unless the push has sent it already. Runs on its own thread, so a demanded page
-/// never waits behind the push.
+/// the page (or a zero marker), also when the push sent it already (it is still in flight behind the push's backlog,
+/// see <see cref="SentPages"/>). Runs on its own thread, so a demanded page never waits behind the push.
 /// </summary>
 internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnection urgent, PagePusher pusher)
 {
     public ulong Requests { get; private set; }
     public ulong AlreadySent { get; private set; }
+    public ulong Resent { get; private set; }
     public ulong Served { get; private set; }
     public ulong Zero { get; private set; }
 
@@ -34,9 +35,16 @@ internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnecti
                 if (idx >= sent.Pages) throw new MigrationException($"destination demanded page {idx}, out of range (guest RAM has {sent.Pages} pages)");
                 Requests++;
                 pusher.Hint(idx);
-                if (!sent.TryClaim(idx, SentPages.Demanded)) { AlreadySent++; continue; }
+                var first = sent.TryClaim(idx, SentPages.Demanded);
+                if (!first)
+                {
+                    AlreadySent++;
+                    if (!sent.TryClaimResend(idx)) continue;
+                    Resent++;
+                }
                 var page = ram.Span(ram.Base + (idx << GuestAddress.PageShift), Wire.PageSize);
                 used += FrameCodec.WritePageOrZero(buf.AsSpan(used), PageFlags.Demand, idx, page, out var zero);
+                if (!first) continue;
                 Served++;
                 if (zero) Zero++;
             }

@@ -98,8 +98,8 @@ public sealed class MigrationSource : IDisposable
             var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, _o.PushStartPage % ram.PageCount);
             var demand = new DemandServer(ram, sent, urgent, pusher);
             using var stop = new CancellationTokenSource();
-            pushThread = Worker("fl-mig-push", () => pusher.Run(stop.Token), main, urgent);
-            demandThread = Worker("fl-mig-demand", () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
+            pushThread = Worker("fl-mig-push", null, () => pusher.Run(stop.Token), main, urgent);
+            demandThread = Worker("fl-mig-demand", () => ThreadPriority.RaiseForLatency(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
 
             var f = ReadMain(main);
             if (f.Type != FrameType.Complete) throw new MigrationException($"protocol error: expected Complete from {main.Peer}, got {f.Type}");
@@ -164,11 +164,11 @@ public sealed class MigrationSource : IDisposable
         catch (MigrationException) { /* closed: done */ }
     }
 
-    private Thread Worker(string name, Action body, PeerConnection main, PeerConnection urgent)
+    private Thread Worker(string name, Action? setup, Action body, PeerConnection main, PeerConnection urgent)
     {
         var t = new Thread(() =>
         {
-            try { body(); }
+            try { setup?.Invoke(); body(); }
             catch (Exception e)
             {
                 Interlocked.CompareExchange(ref _firstError, e, null);
