@@ -156,7 +156,8 @@ public sealed class MigrationDestination(DestinationOptions o)
                 DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
                 SetupMs = Clock.Ms(pauseNs - startNs),
                 PagesTotal = source.Pages, PagesDemand = source.DemandPages, PagesPushed = source.PushedPages, PagesZero = source.ZeroPages,
-                PagesDuplicate = source.Duplicates, DemandRequests = source.DemandsSent, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
+                PagesDuplicate = source.Duplicates, DemandRequests = source.DemandsSent,
+                PagesToWaiters = source.HandedToWaiters, PagesKeptUntilAsked = source.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
                 BytesOnWire = main.Channel.BytesReceived + urgent.Channel.BytesReceived + main.Channel.BytesSent + urgent.Channel.BytesSent,
                 FaultLatencyUs = readers ? source.Fetches.Summarize() : guest.FaultLatency.Summarize(),
                 FaultLatencyMeasure = readers

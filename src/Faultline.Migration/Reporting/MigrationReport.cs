@@ -24,6 +24,9 @@ public sealed record MigrationReport
     public required long PagesZero { get; init; }
     public required long PagesDuplicate { get; init; }
     public required long DemandRequests { get; init; }
+    /// <summary>Pages whose bytes arrived while a fault path owned the page: handed to its waiter, or kept until it asked.</summary>
+    public required long PagesToWaiters { get; init; }
+    public required long PagesKeptUntilAsked { get; init; }
     public required long DemandAlreadyPushed { get; init; }
     public required long BytesOnWire { get; init; }
     public required LatencySummary FaultLatencyUs { get; init; }
@@ -57,6 +60,8 @@ public sealed record MigrationReport
             w.WriteNumber("pages_zero", PagesZero);
             w.WriteNumber("pages_duplicate", PagesDuplicate);
             w.WriteNumber("demand_requests", DemandRequests);
+            w.WriteNumber("pages_to_waiters", PagesToWaiters);
+            w.WriteNumber("pages_kept_until_asked", PagesKeptUntilAsked);
             w.WriteNumber("demand_already_pushed", DemandAlreadyPushed);
             w.WriteNumber("bytes_on_wire", BytesOnWire);
             w.WriteStartObject("fault_latency_us");

@@ -60,6 +60,7 @@ public sealed class MigrationSource : IDisposable
     public SourceResult Serve(MigrationListener listener, CancellationToken ct = default)
     {
         WaitUntilWarm(ct);
+        _firstError = null;
         PeerConnection? main = null, urgent = null;
         Thread? pushThread = null, demandThread = null;
         var completeReceived = false;
@@ -95,7 +96,10 @@ public sealed class MigrationSource : IDisposable
             main.Channel.ReceiveTimeout = _o.IdleTimeout;
             urgent.Channel.ReceiveTimeout = null; // the destination may need nothing for a long time
             var sent = new SentPages(ram.PageCount);
-            var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, _o.PushStartPage % ram.PageCount);
+            var pushStart = _o.PushFromResumePoint
+                ? ((states[0].Regs.Rdi & ~0xFFFUL) - ram.Base.Value) >> GuestAddress.PageShift
+                : _o.PushStartPage;
+            var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount);
             var demand = new DemandServer(ram, sent, urgent, pusher);
             using var stop = new CancellationTokenSource();
             pushThread = Worker("fl-mig-push", null, () => pusher.Run(stop.Token), main, urgent);

@@ -13,6 +13,8 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     public int PrefetchWindowPages { get; init; } = 64;
     /// <summary>Test seam: the push starts here instead of page 0 (e.g. at the pages the guest touches first, to force push/demand races).</summary>
     public ulong PushStartPage { get; init; }
+    /// <summary>Test seam: the push starts at the page vCPU 0 was working on when it paused, the very page it faults on first after resuming (forces the push/demand race).</summary>
+    public bool PushFromResumePoint { get; init; }
     /// <summary>How long to wait for a destination to connect (null: forever).</summary>
     public TimeSpan? AcceptTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }
