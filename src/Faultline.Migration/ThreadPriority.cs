@@ -20,6 +20,9 @@ internal static partial class ThreadPriority
     /// </summary>
     public static bool RaiseForLatency() => TrySetNice(Gettid(), LatencyNice);
 
+    /// <summary>Back to nice 0 (from a raised priority: allowed for root, CAP_SYS_NICE).</summary>
+    public static void LowerToNormal() => TrySetNice(Gettid(), 0);
+
     [LibraryImport("libc", EntryPoint = "gettid")]
     private static partial int Gettid();
 

@@ -74,14 +74,20 @@ internal sealed class DestinationGuest : IDisposable
         {
             vcpu.BindToCurrentThread();
             _engine.OnVcpuThreadStart(vcpu);
+            Warmup.RestorePath(vcpu);
+            // the restore is inside the downtime: wake at once when the state lands, back to nice 0 to run the guest
+            var raised = ThreadPriority.RaiseForLatency();
             while (!_stateArrived.Wait(50)) if (_stop) return;
             if (_stop) return;
+            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
             var s = _states![id];
             vcpu.SetSregs(s.Sregs);
             vcpu.SetRegs(s.Regs);
             vcpu.SetEvents(s.Events);
             var progress = s.Workload ?? throw new MigrationException($"vCPU {id} state has no workload section: nothing to verify");
             ResumedNs[id] = Clock.NowNs();
+            if (raised) ThreadPriority.LowerToNormal();
+            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
             _resumed.Signal();
             var verifying = false;
             while (true)

@@ -56,6 +56,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus) { PrefillPageCache = false });
                 engine.Start(machine, source);
                 source.Attach(engine, urgent);
+                Warmup.StatePath((int)layout.Vcpus);
                 guest = new DestinationGuest(machine, engine, failure);
                 guest.Start();
             }
@@ -70,15 +71,18 @@ public sealed class MigrationDestination(DestinationOptions o)
             var g = guest; var s = source; var m = main; var u = urgent;
             mainRx = Receiver("fl-mig-rx-main", failure, () =>
             {
+                var raised = ThreadPriority.RaiseForLatency(); // until the vCPU state is handed over (downtime), then a bulk receiver
                 while (true)
                 {
                     var f = m.Read();
                     switch (f.Type)
                     {
                         case FrameType.VcpuState:
+                            DemandTrace.Hop(1_000_000, "dst-state-rx");
                             var (p, states) = VcpuStateMessage.Decode(f.Payload, (int)layout.Vcpus);
                             Volatile.Write(ref pauseNs, p);
                             g.Resume(states);
+                            if (raised) { ThreadPriority.LowerToNormal(); raised = false; }
                             m.Channel.ReceiveTimeout = o.IdleTimeout;
                             break;
                         case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
@@ -109,11 +113,16 @@ public sealed class MigrationDestination(DestinationOptions o)
                 }
             }, main, urgent, source);
 
+            var noGc = new NoGcWindow();
             main.Send(FrameType.Ready, 0, default);
 
             // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
             Wait(guest.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
+            noGc.Dispose();
             var resumedNs = guest.ResumedNs.Max();
+            Span<byte> rb = stackalloc byte[8];
+            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(rb, resumedNs);
+            main.Send(FrameType.Resumed, 0, rb);
             var lastReport = Stopwatch.GetTimestamp();
             while (!WaitHandle.WaitAll([source.AllReceived], 0))
             {
@@ -146,6 +155,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             Wait(guest.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification");
             failure.ThrowIfSet();
             var stats = engine.Snapshot();
+            DemandTrace.Dump("dest");
             var receivedSha = received.Sha256Hex();
             var readers = engine.Options.Mode.HasReaders();
             var blocked = new double[machine.Config.Vcpus];

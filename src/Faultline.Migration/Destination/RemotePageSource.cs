@@ -80,6 +80,12 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         var t0 = Stopwatch.GetTimestamp();
         var idx = (page.Value - _ram.Base.Value) >> GuestAddress.PageShift;
         var w = t_waiter ??= new Waiter();
+        try { Fetch(idx, destination, w, t0); }
+        finally { if (w.Raised) { ThreadPriority.LowerToNormal(); w.Raised = false; } }
+    }
+
+    private void Fetch(ulong idx, Span<byte> destination, Waiter w, long t0)
+    {
         lock (_gate)
         {
             if (_failed is { } f) { Failed(destination, f); return; }
@@ -97,6 +103,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         {
             Span<byte> req = stackalloc byte[8];
             BinaryPrimitives.WriteUInt64LittleEndian(req, idx);
+            DemandTrace.Hop(idx, "dest-send");
             _urgent!.Send(FrameType.Demand, 0, req);
             Interlocked.Increment(ref _demandsSent);
         }
@@ -105,6 +112,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             Fail(new MigrationException($"page {idx} did not arrive within {_pageTimeout.TotalSeconds:0.#} s"));
         if (_failed is { } f2 && !w.Filled) { Failed(destination, f2); return; }
         w.Buffer.CopyTo(destination);
+        DemandTrace.Hop(idx, "dest-woken");
         Done(idx, t0);
     }
 
@@ -144,7 +152,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         {
             lock (_gate)
             {
-                if (_waiting.Remove(idx, out var w)) { w.Fill(bytes); Interlocked.Increment(ref _handedToWaiters); }
+                if (_waiting.Remove(idx, out var w)) { DemandTrace.Hop(idx, (flags & PageFlags.Demand) != 0 ? "dest-rx-urgent" : "dest-rx-push"); w.Fill(bytes); Interlocked.Increment(ref _handedToWaiters); }
                 else if (!_engine.Tracker.IsPresent(idx)) { _early[idx] = bytes.ToArray(); Interlocked.Increment(ref _early_count); }
             }
         }
@@ -167,7 +175,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     /// <summary>One per fault-path thread, reused: a page buffer and a flag it spins on briefly before blocking.</summary>
     private sealed class Waiter
     {
-        private readonly ManualResetEventSlim _event = new(false, spinCount: 20);
+        private readonly ManualResetEventSlim _event = new(false, spinCount: 1);
         public readonly byte[] Buffer = new byte[Wire.PageSize];
         public ulong Index;
         public volatile bool Filled;
@@ -175,6 +183,21 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         public void Arm(ulong index) { Index = index; Filled = false; _event.Reset(); }
         public void Fill(ReadOnlySpan<byte> bytes) { bytes.CopyTo(Buffer); Filled = true; _event.Set(); }
         public void Abort() => _event.Set();
-        public bool Wait(TimeSpan timeout) => _event.Wait(timeout);
+        public bool Raised;
+        private static readonly long SpinTicks = Stopwatch.Frequency / 1_000_000 * (long.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_WAIT_SPIN_US"), out var us) ? us : 100);
+
+        /// <summary>
+        /// Spins on the flag for a while at normal priority (a reply takes ~50–100 µs here: no wake-up to pay, and
+        /// the receivers outrank a spinner), then blocks at raised priority: woken at nice 0 behind the push, the
+        /// receivers and the other vCPUs on 2 cores, a thread waited milliseconds for its slice.
+        /// </summary>
+        public bool Wait(TimeSpan timeout)
+        {
+            var until = Stopwatch.GetTimestamp() + SpinTicks;
+            while (!Filled && !_event.IsSet && Stopwatch.GetTimestamp() < until) Thread.SpinWait(20);
+            if (Filled) return true;
+            Raised = ThreadPriority.RaiseForLatency();
+            return _event.Wait(timeout);
+        }
     }
 }

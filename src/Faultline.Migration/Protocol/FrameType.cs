@@ -25,6 +25,8 @@ public enum FrameType : byte
     Summary = 0x0A,
     /// <summary>Either end: the sender gives up; payload is a one-line UTF-8 message.</summary>
     Abort = 0x0B,
+    /// <summary>Destination → source: every vCPU runs again (u64: the destination's CLOCK_MONOTONIC ns); the push starts now, not inside the downtime.</summary>
+    Resumed = 0x0C,
 }
 
 /// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>).</summary>

@@ -42,6 +42,7 @@ public static class Wire
         FrameType.Complete => length == CompleteMessage.Size,
         FrameType.Summary => length == SummaryMessage.Size,
         FrameType.Abort => length <= MaxAbortMessage,
+        FrameType.Resumed => length == 8,
         _ => null,
     };
 }

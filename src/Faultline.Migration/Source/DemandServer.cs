@@ -34,6 +34,7 @@ internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnecti
                 var idx = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(p[o..]);
                 if (idx >= sent.Pages) throw new MigrationException($"destination demanded page {idx}, out of range (guest RAM has {sent.Pages} pages)");
                 Requests++;
+                DemandTrace.Hop(idx, "src-rx");
                 pusher.Hint(idx);
                 var first = sent.TryClaim(idx, SentPages.Demanded);
                 if (!first)
@@ -49,6 +50,7 @@ internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnecti
                 if (zero) Zero++;
             }
             if (used > 0) urgent.SendRaw(buf.AsSpan(0, used));
+            if (DemandTrace.On && used > 0) DemandTrace.Hop(System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(p), "src-sent");
         }
     }
 }

@@ -45,6 +45,7 @@ public sealed class MigrationSource : IDisposable
         if (o.QwordsPerPage is < 1 or > 512) throw new UsageException($"qwords per page must be within 1..512, not {o.QwordsPerPage}");
         var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous));
         var s = new MigrationSource(o, m);
+        Warmup.StatePath(o.Vcpus);
         s._guest.Start();
         return s;
     }
@@ -82,16 +83,24 @@ public sealed class MigrationSource : IDisposable
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
                 _imageCrc, nonce).Encode(lb);
             main.Send(FrameType.Layout, 0, lb);
+            // this thread runs the downtime: it must not wait for a CPU behind busy vCPUs once Ready arrives
+            var raised = ThreadPriority.RaiseForLatency();
+            using var noGc = new NoGcWindow();
             try { main.Expect(FrameType.Ready, _o.SetupTimeout); }
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
 
             // ---- pause: downtime starts here -------------------------------------------------------------
             var pauseTs = Stopwatch.GetTimestamp();
             Paused = true;
+            DemandTrace.Hop(1_000_000, "src-pause");
             var states = _guest.Pause(TimeSpan.FromSeconds(10));
             var pausedTs = Stopwatch.GetTimestamp();
+            DemandTrace.Hop(1_000_000, "src-parked");
             main.Send(FrameType.VcpuState, 0, VcpuStateMessage.Encode(Clock.ToNanoseconds(pauseTs), states));
             var stateSentTs = Stopwatch.GetTimestamp();
+            DemandTrace.Hop(1_000_000, "src-state-sent");
+            if (raised) ThreadPriority.LowerToNormal();
+            noGc.Dispose();
 
             main.Channel.ReceiveTimeout = _o.IdleTimeout;
             urgent.Channel.ReceiveTimeout = null; // the destination may need nothing for a long time
@@ -102,10 +111,13 @@ public sealed class MigrationSource : IDisposable
             var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount);
             var demand = new DemandServer(ram, sent, urgent, pusher);
             using var stop = new CancellationTokenSource();
-            pushThread = Worker("fl-mig-push", null, () => pusher.Run(stop.Token), main, urgent);
             demandThread = Worker("fl-mig-demand", () => ThreadPriority.RaiseForLatency(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
-
+            // the push waits for Resumed: started now, it would take the CPUs the destination needs to restore its vCPUs
             var f = ReadMain(main);
+            if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
+            pushThread = Worker("fl-mig-push", null, () => pusher.Run(stop.Token), main, urgent);
+
+            f = ReadMain(main);
             if (f.Type != FrameType.Complete) throw new MigrationException($"protocol error: expected Complete from {main.Peer}, got {f.Type}");
             var c = CompleteMessage.Decode(f.Payload);
             if (c.PagesPresent != Pages || c.PagesTotal != Pages)
@@ -125,6 +137,7 @@ public sealed class MigrationSource : IDisposable
             main.Flush();
             WaitForClose(main);
             demandThread.Join();
+            DemandTrace.Dump("source");
             return new SourceResult(Pages, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 main.Channel.BytesSent + urgent.Channel.BytesSent, main.Channel.BytesReceived + urgent.Channel.BytesReceived,
                 Convert.ToHexStringLower(sha), Stopwatch.GetElapsedTime(pauseTs, pausedTs).TotalMilliseconds,

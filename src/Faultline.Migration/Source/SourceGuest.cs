@@ -20,6 +20,7 @@ internal sealed class SourceGuest : IDisposable
     private readonly long[] _passesDone;
     private readonly WorkloadProgress[] _current;
     private readonly VcpuState?[] _captured;
+    private readonly bool[] _parkedFlags;
     private readonly CountdownEvent _parked;
     private readonly ManualResetEventSlim _release = new(false);
     private volatile bool _pause, _stop;
@@ -36,6 +37,7 @@ internal sealed class SourceGuest : IDisposable
         _passesDone = new long[n];
         _current = new WorkloadProgress[n];
         _captured = new VcpuState?[n];
+        _parkedFlags = new bool[n];
         _parked = new CountdownEvent(n);
     }
 
@@ -84,6 +86,7 @@ internal sealed class SourceGuest : IDisposable
         try
         {
             vcpu.BindToCurrentThread();
+            Capture(vcpu, id);      // warm-up: the pause path is JIT-compiled now, not inside the downtime
             var (start, _) = _m.RangeOf(id);
             var end = start.Value + _writeBytesPerVcpu;
             for (ulong pass = 0; ; pass++)
@@ -94,7 +97,7 @@ internal sealed class SourceGuest : IDisposable
                 while (true)
                 {
                     if (_stop) return;
-                    if (_pause) { Capture(vcpu, id); _parked.Signal(); parkedSignalled = true; _release.Wait(); return; }
+                    if (_pause) { Capture(vcpu, id); _parkedFlags[id] = true; _parked.Signal(); parkedSignalled = true; _release.Wait(); return; }
                     var exit = vcpu.Run();
                     if (GuestCall.TryDecode(exit, out var call))
                     {
