@@ -42,6 +42,9 @@ public sealed record MigrationReport
     public required double LinkDelayUs { get; init; }
     public required bool LinkDelayEmulated { get; init; }
 
+    /// <summary>Optional baseline: a plain loopback socket streaming the guest's RAM size, one thread to another.</summary>
+    public double? RawStreamMs { get; init; }
+
     public bool DigestsMatch => SourceSha256 == ReceivedSha256;
 
     public string ToJson()
@@ -85,6 +88,12 @@ public sealed record MigrationReport
             w.WriteNumber("delay_us", LinkDelayUs);
             w.WriteBoolean("delay_emulated", LinkDelayEmulated);
             w.WriteEndObject();
+            if (RawStreamMs is { } raw)
+            {
+                w.WriteNumber("raw_stream_ms", Math.Round(raw, 3));
+                w.WriteNumber("total_over_raw", Math.Round(TotalMs / raw, 3));
+                w.WriteNumber("postcopy_over_raw", Math.Round(PostcopyMs / raw, 3));
+            }
             w.WriteString("engine", Engine);
             w.WriteString("engine_mechanism", EngineMechanism);
             w.WriteNumber("engine_installed", EngineInstalled);

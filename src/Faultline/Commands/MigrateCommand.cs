@@ -27,13 +27,21 @@ public static class MigrateCommand
     public static Command Create()
     {
         var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns();
+        var baseline = new Option<bool>("--baseline")
+        {
+            Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
+        };
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baseline, SourceCommand(), DestCommand(),
         };
-        migrate.SetAction((pr, ct) => Task.FromResult(Local(
-            pr.GetValue(vcpus), ParseSize(pr.GetValue(mem)!), ParseEngine(pr.GetValue(engine)!), ParseDelay(pr.GetValue(delay)!),
-            pr.GetValue(json), pr.GetValue(netns), pr.InvocationConfiguration.Output, ct)));
+        migrate.SetAction((pr, ct) =>
+        {
+            var bytes = ParseSize(pr.GetValue(mem)!);
+            double? raw = pr.GetValue(baseline) ? RawStream.Measure(bytes).TotalMilliseconds : null;
+            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, ParseEngine(pr.GetValue(engine)!), ParseDelay(pr.GetValue(delay)!),
+                pr.GetValue(json), pr.GetValue(netns), raw, pr.InvocationConfiguration.Output, ct));
+        });
         return migrate;
     }
 
@@ -103,7 +111,7 @@ public static class MigrateCommand
         return 0;
     }
 
-    private static int Local(int vcpus, ulong mem, PagingMode engine, TimeSpan delay, FileInfo? json, bool netns, TextWriter output, CancellationToken ct)
+    private static int Local(int vcpus, ulong mem, PagingMode engine, TimeSpan delay, FileInfo? json, bool netns, double? rawMs, TextWriter output, CancellationToken ct)
     {
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
         using var link = netns ? NetnsLink.Create() : null;
@@ -123,6 +131,7 @@ public static class MigrateCommand
             if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
             var o = DestOptions(address, engine, delay, link is null ? "loopback" : "veth (source in its own network namespace)");
             var report = RunDestination(o, output, ct);
+            if (rawMs is { } raw) report = report with { RawStreamMs = raw };
             string? sourceLine = null;
             for (string? line; (line = child.StandardOutput.ReadLine()) is not null;) sourceLine = line;
             if (!child.WaitForExit(TimeSpan.FromSeconds(60))) throw new MigrationException("the source process did not exit after the migration");
@@ -176,6 +185,8 @@ public static class MigrateCommand
         t.AddRow("downtime (source pause → vCPUs running)", F(r.DowntimeMs, "ms"));
         t.AddRow("total (start → every page present)", F(r.TotalMs, "ms"));
         t.AddRow("  of which post-copy (pause → every page)", F(r.PostcopyMs, "ms"));
+        if (r.RawStreamMs is { } raw)
+            t.AddRow("plain socket streaming the same bytes", $"{F(raw, "ms")} (post-copy {r.PostcopyMs / raw:0.00}x, total {r.TotalMs / raw:0.00}x)");
         t.AddRow("pages", $"{r.PagesTotal} = {r.PagesDemand} on demand + {r.PagesPushed} pushed ({r.PagesZero} zero, {r.PagesDuplicate} duplicates dropped)");
         t.AddRow("bytes on wire", $"{r.BytesOnWire:N0}");
         var l = r.FaultLatencyUs;
