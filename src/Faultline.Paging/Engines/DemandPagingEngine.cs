@@ -86,7 +86,11 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
             _nativeUserfault = o.PreferNativeUserfault && Vm.ProbeNativeUserfault(machine.Kvm);
         }
         // shmem modes keep the content in the page cache, filled up front apart from the mapping (seed 002 does the same)
-        if (o.Backing == Backing.Shmem) { PopulatePageCache(); _pageCacheReady = true; }
+        if (o.Backing == Backing.Shmem)
+        {
+            if (o.PrefillPageCache) { PopulatePageCache(); _pageCacheReady = true; }
+            else ZeroPageCache();
+        }
 
         switch (o.Mode)
         {
@@ -172,6 +176,14 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
             for (var p = 0; p < len; p += (int)Page) _source!.ReadPage(_ram.Base + off + (ulong)p, chunk.AsSpan(p, (int)Page));
             _ram.WriteBacking(off, chunk.AsSpan(0, len));
         }
+    }
+
+    /// <summary>Post-copy on shmem: zeros in the page cache make MINOR faults fire before the real bytes are there.</summary>
+    private void ZeroPageCache()
+    {
+        var zeros = new byte[256 * 4096];
+        for (ulong off = 0; off < _ram!.Size; off += (ulong)zeros.Length)
+            _ram.WriteBacking(off, zeros.AsSpan(0, (int)Math.Min((ulong)zeros.Length, _ram.Size - off)));
     }
 
     private void OpenUffds(UffdFeatures extra, UffdLayout layout)

@@ -17,6 +17,12 @@ public sealed record PagingOptions(PagingMode Mode, Backing Backing, UffdLayout 
     public AddressRecovery AddressRecovery { get; init; } = AddressRecovery.Decode;
     /// <summary>Use native KVM_MEM_USERFAULT when the kernel has it (bitmap modes); false forces the emulation.</summary>
     public bool PreferNativeUserfault { get; init; } = true;
+    /// <summary>
+    /// Shmem only. True: the page cache is filled from the source up front (MINOR faults then only map it). False
+    /// (post-copy): it is filled with zeros so MINOR faults still fire, and each page's bytes come from the source on
+    /// its first fault or <see cref="IPagingEngine.TryInstall"/>.
+    /// </summary>
+    public bool PrefillPageCache { get; init; } = true;
 
     /// <summary>Rejects impossible combinations before any VM exists (exit 2).</summary>
     public void Validate(int vcpus)

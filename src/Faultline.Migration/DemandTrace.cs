@@ -1,0 +1,28 @@
+namespace Faultline.Migration;
+
+/// <summary>
+/// Diagnostics: with FAULTLINE_MIGRATION_TRACE=1, the first demand requests are timestamped at each hop (one host
+/// clock, so both processes' stamps compare) and printed to stderr when the end finishes. Off: one branch per hop.
+/// </summary>
+internal static class DemandTrace
+{
+    public static readonly bool On = Environment.GetEnvironmentVariable("FAULTLINE_MIGRATION_TRACE") == "1";
+    private const int Max = 64;
+    private static readonly (ulong Page, string Hop, long Ns)[] Events = new (ulong, string, long)[Max * 6];
+    private static int _n;
+
+    public static void Hop(ulong page, string hop)
+    {
+        if (!On) return;
+        var i = Interlocked.Increment(ref _n) - 1;
+        if (i < Events.Length) Events[i] = (page, page >= 1_000_000 ? $"{hop}[gc{GC.CollectionCount(0)}/{GC.CollectionCount(2)}]" : hop, Clock.NowNs());
+    }
+
+    public static void Dump(string side)
+    {
+        if (!On) return;
+        var n = Math.Min(_n, Events.Length);
+        Console.Error.WriteLine($"trace {side} gc {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)} pause {GC.GetTotalPauseDuration().TotalMilliseconds:0.0} ms");
+        foreach (var (page, hop, ns) in Events.Take(n)) Console.Error.WriteLine($"trace {side} page {page} {hop} {ns}");
+    }
+}

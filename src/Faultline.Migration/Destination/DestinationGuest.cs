@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using Faultline.Guest;
+using Faultline.Kvm;
+using Faultline.Migration.Guest;
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Reporting;
+using Faultline.Paging.Engines;
+
+namespace Faultline.Migration.Destination;
+
+/// <summary>
+/// The destination's vCPU threads: created before the source pauses (each binds its vCPU and waits), they restore
+/// the migrated state on their own thread the moment it arrives and re-enter KVM_RUN at once. Each finishes the
+/// interrupted pass (verifying what it hasn't reached yet), then runs Verify over its whole range against the
+/// generation that pass wrote. Memory faults go to the paging engine on the vCPU's own thread, timed.
+/// </summary>
+internal sealed class DestinationGuest : IDisposable
+{
+    [ThreadStatic] private static bool t_isVcpu;
+    public static bool IsVcpuThread => t_isVcpu;
+
+    private readonly GuestMachine _m;
+    private readonly IPagingEngine _engine;
+    private readonly FirstFailure _failure;
+    private readonly Thread[] _threads;
+    private readonly ManualResetEventSlim _stateArrived = new(false);
+    private readonly CountdownEvent _resumed, _finished;
+    private VcpuState[]? _states;
+    private volatile bool _stop;
+    private int _disposed;
+
+    public long[] ResumedNs { get; }
+    public ulong[] Mismatches { get; }
+    public long[] BlockedNs { get; }
+    public long[] Faults { get; }
+    public LatencyRecorder FaultLatency { get; }
+    public WaitHandle AllResumed => _resumed.WaitHandle;
+    public WaitHandle AllFinished => _finished.WaitHandle;
+
+    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure)
+    {
+        _m = m; _engine = engine; _failure = failure;
+        var n = m.Vcpus.Count;
+        _threads = new Thread[n];
+        ResumedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
+        _resumed = new CountdownEvent(n);
+        _finished = new CountdownEvent(n);
+        FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount * 2 + 1024, 8_000_000));
+    }
+
+    public void Start()
+    {
+        for (var i = 0; i < _threads.Length; i++)
+        {
+            var id = i;
+            _threads[i] = new Thread(() => Loop(id)) { Name = $"fl-vcpu{id}", IsBackground = true };
+            _threads[i].Start();
+        }
+    }
+
+    /// <summary>Receiver thread: the paused vCPUs' state is here; every vCPU thread restores its own and runs.</summary>
+    public void Resume(VcpuState[] states)
+    {
+        _states = states;
+        _stateArrived.Set();
+    }
+
+    private void Loop(int id)
+    {
+        t_isVcpu = true;
+        var vcpu = _m.Vcpus[id];
+        var counted = false;
+        try
+        {
+            vcpu.BindToCurrentThread();
+            _engine.OnVcpuThreadStart(vcpu);
+            Warmup.RestorePath(vcpu);
+            // the restore is inside the downtime: wake at once when the state lands, back to nice 0 to run the guest
+            var raised = ThreadPriority.RaiseForLatency();
+            while (!_stateArrived.Wait(50)) if (_stop) return;
+            if (_stop) return;
+            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
+            var s = _states![id];
+            vcpu.SetSregs(s.Sregs);
+            vcpu.SetRegs(s.Regs);
+            vcpu.SetEvents(s.Events);
+            var progress = s.Workload ?? throw new MigrationException($"vCPU {id} state has no workload section: nothing to verify");
+            ResumedNs[id] = Clock.NowNs();
+            if (raised) ThreadPriority.LowerToNormal();
+            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
+            _resumed.Signal();
+            var verifying = false;
+            while (true)
+            {
+                var exit = vcpu.Run();
+                var t0 = Stopwatch.GetTimestamp();
+                if (GuestCall.TryDecode(exit, out var call))
+                {
+                    if (call.Op == GuestOp.Report) continue;
+                    if (call.Op != GuestOp.Done) throw new GuestException($"destination vCPU {id}: guest call {call.Op} 0x{call.Value:x}");
+                    // pass 0 (Write) reports pages written, not mismatches
+                    if (verifying || progress.Workload == Workload.VerifyThenWrite) Mismatches[id] += call.Value;
+                    if (verifying) break;
+                    verifying = true;
+                    var verify = new WorkloadArgs(progress.Start, progress.End, progress.WriteSeed, progress.QwordsPerPage);
+                    _m.Image.Boot(vcpu, Workload.Verify, verify, PrivilegeLevel.User);
+                    continue;
+                }
+                if (_engine.TryHandleExit(vcpu, exit))
+                {
+                    var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
+                    if (exit.Kind == VcpuExitKind.MemoryFault || exit.Kind == VcpuExitKind.Interrupted)
+                    {
+                        FaultLatency.Record(ns);
+                        BlockedNs[id] += ns;
+                        Faults[id]++;
+                    }
+                    continue;
+                }
+                if (exit.Kind == VcpuExitKind.Interrupted)
+                {
+                    if (_stop) return;
+                    continue;
+                }
+                throw GuestMachine.Unexpected(vcpu, exit);
+            }
+            _finished.Signal();
+            counted = true;
+        }
+        catch (Exception e)
+        {
+            _failure.Set(e is FaultlineException ? e : new GuestException($"destination vCPU {id}: {e.Message}"));
+        }
+        finally
+        {
+            try { _engine.OnVcpuThreadStop(vcpu); } catch (Exception) { /* the failure is recorded already */ }
+            vcpu.UnbindThread();
+            if (!counted && !_finished.IsSet) try { _finished.Signal(); } catch (InvalidOperationException) { }
+        }
+    }
+
+    /// <summary>Stops every vCPU thread (waiting, running or blocked on a page) and joins them.</summary>
+    public void Stop()
+    {
+        _stop = true;
+        foreach (var v in _m.Vcpus) v.Kick();
+        _stateArrived.Set();
+        foreach (var t in _threads)
+        {
+            if (t is null) continue;
+            while (!t.Join(100)) foreach (var v in _m.Vcpus) v.Kick();
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Stop();
+        _stateArrived.Dispose();
+        _resumed.Dispose();
+        _finished.Dispose();
+    }
+}

@@ -1,0 +1,20 @@
+using Faultline.Kvm.Memory;
+using Faultline.Migration.Transport;
+using Faultline.Paging;
+
+namespace Faultline.Migration.Destination;
+
+/// <summary>The receiving end: where the source listens, the paging engine and backing to resume the guest with, and what layout to accept.</summary>
+public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engine = PagingMode.Exits, Backing Backing = Backing.Anonymous) : MigrationOptions
+{
+    /// <summary>If set, a source with another vCPU count is refused before it pauses.</summary>
+    public int? ExpectVcpus { get; init; }
+    /// <summary>If set, a source with another RAM size is refused before it pauses.</summary>
+    public ulong? ExpectRamBytes { get; init; }
+    /// <summary>The most guest RAM this destination will map; a larger guest is refused before the source pauses.</summary>
+    public ulong? MaxRamBytes { get; init; }
+    /// <summary>How long the guest may take on the destination to finish its interrupted pass and the verification pass.</summary>
+    public TimeSpan GuestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
+    public string LinkKind { get; init; } = "loopback";
+}

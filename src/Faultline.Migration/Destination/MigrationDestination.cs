@@ -1,0 +1,248 @@
+using System.Diagnostics;
+using Faultline.Guest;
+using Faultline.Kvm.Memory;
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Reporting;
+using Faultline.Migration.Transport;
+using Faultline.Paging;
+using Faultline.Paging.Engines;
+
+namespace Faultline.Migration.Destination;
+
+/// <summary>
+/// The receiving end of a post-copy migration: connects to the source (main and urgent channels), builds the same
+/// VM from the layout before the source pauses (a VM it can't build is refused then, and the source never stops),
+/// resumes the vCPUs the moment their state arrives, and takes pages from both channels until every page is
+/// present. Then it confirms, reads the source's summary, lets the guest finish its verification, and reports.
+/// Any failure: a one-line <see cref="MigrationException"/> (or the typed error that caused it), with every thread,
+/// VM and fd gone.
+/// </summary>
+public sealed class MigrationDestination(DestinationOptions o)
+{
+    public MigrationReport Run(IProgress<MigrationProgress>? progress = null, CancellationToken ct = default)
+    {
+        using var failure = new FirstFailure();
+        PeerConnection? main = null, urgent = null;
+        GuestMachine? machine = null;
+        ReceivedImage? received = null;
+        IPagingEngine? engine = null;
+        RemotePageSource? source = null;
+        DestinationGuest? guest = null;
+        Thread? mainRx = null, urgentRx = null;
+        var complete = 0;
+        SummaryMessage? summary = null;
+        var summaryArrived = new ManualResetEventSlim(false);
+        long pauseNs = 0;
+        try
+        {
+            main = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
+            var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout);
+            var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
+            urgent = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
+            urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout);
+            var layout = LayoutMessage.Decode(main.Expect(FrameType.Layout, o.HandshakeTimeout).Payload);
+            using var reg = ct.Register(() => failure.Set(new OperationCanceledException("migration cancelled")));
+
+            // ---- build everything before the source pauses ---------------------------------------------------
+            try
+            {
+                CheckLayout(layout, hello.Nonce);
+                machine = GuestMachine.Create(new MachineConfig((int)layout.Vcpus, layout.RamSize, o.Backing));
+                var crc = ImageHash.Crc32C(machine.System);
+                if (crc != layout.ImageCrc)
+                    throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
+                received = new ReceivedImage(machine.Ram.Size);
+                source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus, o.IdleTimeout);
+                engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus) { PrefillPageCache = false });
+                engine.Start(machine, source);
+                source.Attach(engine, urgent);
+                Warmup.StatePath((int)layout.Vcpus);
+                guest = new DestinationGuest(machine, engine, failure);
+                guest.Start();
+            }
+            catch (Exception e) when (e is FaultlineException)
+            {
+                main.TryAbort($"destination cannot take this guest: {e.Message}");
+                throw;
+            }
+
+            main.Channel.ReceiveTimeout = o.SetupTimeout;
+            urgent.Channel.ReceiveTimeout = null;
+            var g = guest; var s = source; var m = main; var u = urgent;
+            mainRx = Receiver("fl-mig-rx-main", failure, () =>
+            {
+                var raised = ThreadPriority.RaiseForLatency(); // until the vCPU state is handed over (downtime), then a bulk receiver
+                while (true)
+                {
+                    var f = m.Read();
+                    switch (f.Type)
+                    {
+                        case FrameType.VcpuState:
+                            DemandTrace.Hop(1_000_000, "dst-state-rx");
+                            var (p, states) = VcpuStateMessage.Decode(f.Payload, (int)layout.Vcpus);
+                            Volatile.Write(ref pauseNs, p);
+                            g.Resume(states);
+                            if (raised) { ThreadPriority.LowerToNormal(); raised = false; }
+                            m.Channel.ReceiveTimeout = o.IdleTimeout;
+                            break;
+                        case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
+                        case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
+                        case FrameType.PushDone: break;
+                        case FrameType.Summary:
+                            summary = SummaryMessage.Decode(f.Payload);
+                            summaryArrived.Set();
+                            return;
+                        default: throw new MigrationException($"protocol error: {f.Type} frame on the main channel");
+                    }
+                }
+            }, main, urgent, source);
+            urgentRx = Receiver("fl-mig-rx-urg", failure, () =>
+            {
+                ThreadPriority.RaiseForLatency();
+                while (true)
+                {
+                    Frame f;
+                    try { f = u.Read(); }
+                    catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
+                    switch (f.Type)
+                    {
+                        case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
+                        case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
+                        default: throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
+                    }
+                }
+            }, main, urgent, source);
+
+            var noGc = new NoGcWindow();
+            main.Send(FrameType.Ready, 0, default);
+
+            // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
+            Wait(guest.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
+            noGc.Dispose();
+            var resumedNs = guest.ResumedNs.Max();
+            Span<byte> rb = stackalloc byte[8];
+            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(rb, resumedNs);
+            main.Send(FrameType.Resumed, 0, rb);
+            var lastReport = Stopwatch.GetTimestamp();
+            while (!WaitHandle.WaitAll([source.AllReceived], 0))
+            {
+                if (WaitHandle.WaitAny([source.AllReceived, failure.WaitHandle], 100) == 1) failure.ThrowIfSet();
+                if (progress is not null && Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 100)
+                {
+                    lastReport = Stopwatch.GetTimestamp();
+                    progress.Report(new MigrationProgress("post-copy", engine.Tracker.PresentCount, source.Pages, source.DemandPages, source.PushedPages,
+                        (engine.Options.Mode.HasReaders() ? source.Fetches.LastNs : guest.FaultLatency.LastNs) / 1000.0));
+                }
+            }
+            var spin = new SpinWait();
+            var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 10;
+            while (!engine.Tracker.Complete)
+            {
+                failure.ThrowIfSet();
+                if (Stopwatch.GetTimestamp() > deadline)
+                    throw new MigrationException($"every page arrived but only {engine.Tracker.PresentCount} of {source.Pages} are installed");
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+            var completeNs = Clock.NowNs();
+            Volatile.Write(ref complete, 1);
+            Span<byte> cb = stackalloc byte[CompleteMessage.Size];
+            new CompleteMessage((ulong)engine.Tracker.PresentCount, source.Pages).Encode(cb);
+            main.Send(FrameType.Complete, 0, cb);
+            progress?.Report(new MigrationProgress("complete", engine.Tracker.PresentCount, source.Pages, source.DemandPages, source.PushedPages, 0));
+
+            Wait(summaryArrived.WaitHandle, failure, o.IdleTimeout, "the source's summary did not arrive");
+            var sum = summary!.Value;
+            Wait(guest.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification");
+            failure.ThrowIfSet();
+            var stats = engine.Snapshot();
+            DemandTrace.Dump("dest");
+            var receivedSha = received.Sha256Hex();
+            var readers = engine.Options.Mode.HasReaders();
+            var blocked = new double[machine.Config.Vcpus];
+            for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? source.FetchNsByRange[i] : guest.BlockedNs[i]) / 1e6;
+            return new MigrationReport
+            {
+                Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, Vcpus = machine.Config.Vcpus, RamBytes = machine.Ram.Size,
+                DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
+                SetupMs = Clock.Ms(pauseNs - startNs),
+                PagesTotal = source.Pages, PagesDemand = source.DemandPages, PagesPushed = source.PushedPages, PagesZero = source.ZeroPages,
+                PagesDuplicate = source.Duplicates, DemandRequests = source.DemandsSent,
+                PagesToWaiters = source.HandedToWaiters, PagesKeptUntilAsked = source.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
+                BytesOnWire = main.Channel.BytesReceived + urgent.Channel.BytesReceived + main.Channel.BytesSent + urgent.Channel.BytesSent,
+                FaultLatencyUs = readers ? source.Fetches.Summarize() : guest.FaultLatency.Summarize(),
+                FaultLatencyMeasure = readers
+                    ? "uffd reader: demand request sent → page bytes in hand (UFFDIO_COPY/CONTINUE and the kernel's wake-up not included)"
+                    : "vCPU thread: KVM_RUN returned with the fault → page installed, vCPU about to re-enter",
+                VcpuBlockedMs = blocked,
+                SourceSha256 = Convert.ToHexStringLower(sum.SourceSha256), ReceivedSha256 = receivedSha,
+                GuestMismatches = guest.Mismatches.Aggregate(0UL, (a, b) => a + b),
+                EngineInstalled = stats.Installed, InstalledByReceiver = source.InstalledByReceiver,
+                Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
+            };
+        }
+        catch (Exception e)
+        {
+            var first = failure.Error ?? e;
+            if (first is OperationCanceledException) throw new MigrationException("migration cancelled", first);
+            var msg = first is FaultlineException ? first.Message : $"internal error: {first.Message}";
+            main?.TryAbort(msg);
+            urgent?.TryAbort(msg);
+            throw first is FaultlineException fe && fe is not MigrationException ? first : new MigrationException(msg, first);
+        }
+        finally
+        {
+            source?.Fail(new MigrationException("destination is shutting down"));
+            main?.Shutdown();
+            urgent?.Shutdown();
+            guest?.Dispose();
+            mainRx?.Join();
+            urgentRx?.Join();
+            engine?.Dispose();
+            machine?.Dispose();
+            received?.Dispose();
+            source?.Dispose();
+            main?.Dispose();
+            urgent?.Dispose();
+            summaryArrived.Dispose();
+        }
+    }
+
+    private void CheckLayout(LayoutMessage l, ulong nonce)
+    {
+        if (l.Nonce != nonce) throw new MigrationException("layout mismatch: the layout belongs to another session");
+        if (l.PageSize != Wire.PageSize) throw new MigrationException($"layout mismatch: source pages are {l.PageSize} bytes, this destination uses {Wire.PageSize}");
+        if (l.RamBase != GuestLayout.RamBase) throw new MigrationException($"layout mismatch: source RAM starts at 0x{l.RamBase:x}, this build's guest at 0x{GuestLayout.RamBase:x}");
+        if (l.Vcpus is 0 or > GuestLayout.MaxVcpus) throw new MigrationException($"layout mismatch: {l.Vcpus} vCPUs");
+        if (l.RamSize == 0 || l.RamSize % (l.Vcpus * (ulong)Wire.PageSize) != 0) throw new MigrationException($"layout mismatch: {l.RamSize} bytes of RAM do not split into pages per vCPU");
+        if (o.ExpectVcpus is { } v && v != l.Vcpus) throw new MigrationException($"layout mismatch: source has {l.Vcpus} vCPU(s), this destination expects {v}");
+        if (o.ExpectRamBytes is { } r && r != l.RamSize) throw new MigrationException($"layout mismatch: source has {l.RamSize >> 20} MiB, this destination expects {r >> 20} MiB");
+        if (o.MaxRamBytes is { } max && l.RamSize > max)
+            throw new MigrationException($"cannot map {l.RamSize >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
+    }
+
+    private static void Wait(WaitHandle h, FirstFailure failure, TimeSpan timeout, string what)
+    {
+        var i = WaitHandle.WaitAny([h, failure.WaitHandle], timeout);
+        if (i == 1 || failure.IsSet) failure.ThrowIfSet();
+        if (i == WaitHandle.WaitTimeout) throw new MigrationException($"{what} within {timeout.TotalSeconds:0.#} s");
+    }
+
+    private static Thread Receiver(string name, FirstFailure failure, Action body, PeerConnection main, PeerConnection urgent, RemotePageSource source)
+    {
+        var t = new Thread(() =>
+        {
+            try { body(); }
+            catch (Exception e)
+            {
+                if (failure.Set(e))
+                {
+                    source.Fail(e);
+                    main.Shutdown();
+                    urgent.Shutdown();
+                }
+            }
+        }) { Name = name, IsBackground = true };
+        t.Start();
+        return t;
+    }
+}

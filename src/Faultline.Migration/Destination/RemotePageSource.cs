@@ -1,0 +1,203 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using Faultline.Kvm.Memory;
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Reporting;
+using Faultline.Migration.Transport;
+using Faultline.Paging.Engines;
+using Faultline.Paging.Sources;
+
+namespace Faultline.Migration.Destination;
+
+/// <summary>
+/// Pages from the source, for the paging engine and for the receiver threads.
+/// <para>Fault path (<see cref="ReadPage"/>, vCPU or uffd reader thread, the page already claimed in the engine's
+/// tracker): takes the page if it arrived meanwhile, else registers as its waiter, sends a demand request on the
+/// urgent channel, and waits for whichever frame brings it first, demand reply or push.</para>
+/// <para>Receive path (<see cref="OnPage"/>, the two receiver threads, never blocking): the first copy of each
+/// page is folded into the received image, then installed with the engine's TryInstall; if a fault path owns the
+/// page, the bytes go to its waiter, or are kept until it asks (it claimed the page but hasn't asked yet).
+/// Later copies are dropped.</para>
+/// </summary>
+internal sealed class RemotePageSource : IPageSource, IDisposable
+{
+    private static readonly byte[] ZeroPage = new byte[Wire.PageSize];
+    [ThreadStatic] private static Waiter? t_waiter;
+
+    private readonly GuestRegion _ram;
+    private readonly ReceivedImage _received;
+    private readonly byte[] _arrivedOnce;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<ulong, Waiter> _waiting = [];
+    private readonly Dictionary<ulong, byte[]> _early = [];
+    private readonly TimeSpan _pageTimeout;
+    private IPagingEngine? _engine;
+    private PeerConnection? _urgent;
+    private volatile Exception? _failed;
+    private long _receivedCount, _demandPages, _pushedPages, _zeroPages, _duplicates, _installedByReceiver, _handedToWaiters, _early_count;
+    private long _demandsSent, _alreadyArrived;
+
+    public ulong Pages { get; }
+    /// <summary>Per fault-path ReadPage: from the request to the bytes in hand (reader engines' fault latency).</summary>
+    public LatencyRecorder Fetches { get; }
+    /// <summary>Per vCPU, nanoseconds uffd readers spent fetching pages of that vCPU's range (reader engines: the vCPU is blocked in the kernel meanwhile).</summary>
+    public long[] FetchNsByRange { get; }
+    private readonly ulong _bytesPerVcpu;
+    private readonly ManualResetEventSlim _allReceived = new(false);
+
+    public RemotePageSource(GuestRegion ram, ReceivedImage receivedImage, int vcpus, TimeSpan pageTimeout)
+    {
+        _ram = ram;
+        _received = receivedImage;
+        Pages = ram.PageCount;
+        _arrivedOnce = new byte[Pages];
+        _pageTimeout = pageTimeout;
+        Fetches = new LatencyRecorder((int)Math.Min(Pages + 1024, 4_000_000));
+        FetchNsByRange = new long[vcpus];
+        _bytesPerVcpu = ram.Size / (ulong)vcpus;
+    }
+
+    public void Attach(IPagingEngine engine, PeerConnection urgent) { _engine = engine; _urgent = urgent; }
+
+    public WaitHandle AllReceived => _allReceived.WaitHandle;
+    public long ReceivedCount => Interlocked.Read(ref _receivedCount);
+    public long DemandPages => Interlocked.Read(ref _demandPages);
+    public long PushedPages => Interlocked.Read(ref _pushedPages);
+    public long ZeroPages => Interlocked.Read(ref _zeroPages);
+    public long Duplicates => Interlocked.Read(ref _duplicates);
+    public long InstalledByReceiver => Interlocked.Read(ref _installedByReceiver);
+    public long HandedToWaiters => Interlocked.Read(ref _handedToWaiters);
+    public long KeptForLaterAsk => Interlocked.Read(ref _early_count);
+    public long DemandsSent => Interlocked.Read(ref _demandsSent);
+    public long AlreadyArrived => Interlocked.Read(ref _alreadyArrived);
+
+    public string Describe() => $"remote source over {_urgent?.Peer}";
+
+    // ---- fault path ---------------------------------------------------------------------------------------------
+
+    public void ReadPage(GuestAddress page, Span<byte> destination)
+    {
+        var t0 = Stopwatch.GetTimestamp();
+        var idx = (page.Value - _ram.Base.Value) >> GuestAddress.PageShift;
+        var w = t_waiter ??= new Waiter();
+        try { Fetch(idx, destination, w, t0); }
+        finally { if (w.Raised) { ThreadPriority.LowerToNormal(); w.Raised = false; } }
+    }
+
+    private void Fetch(ulong idx, Span<byte> destination, Waiter w, long t0)
+    {
+        lock (_gate)
+        {
+            if (_failed is { } f) { Failed(destination, f); return; }
+            if (_early.Remove(idx, out var early))
+            {
+                early.CopyTo(destination);
+                Interlocked.Increment(ref _alreadyArrived);
+                Done(idx, t0);
+                return;
+            }
+            w.Arm(idx);
+            _waiting[idx] = w;
+        }
+        try
+        {
+            Span<byte> req = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(req, idx);
+            DemandTrace.Hop(idx, "dest-send");
+            _urgent!.Send(FrameType.Demand, 0, req);
+            Interlocked.Increment(ref _demandsSent);
+        }
+        catch (MigrationException e) { Fail(e); }
+        if (!w.Wait(_pageTimeout))
+            Fail(new MigrationException($"page {idx} did not arrive within {_pageTimeout.TotalSeconds:0.#} s"));
+        if (_failed is { } f2 && !w.Filled) { Failed(destination, f2); return; }
+        w.Buffer.CopyTo(destination);
+        DemandTrace.Hop(idx, "dest-woken");
+        Done(idx, t0);
+    }
+
+    private void Done(ulong idx, long t0)
+    {
+        var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
+        Fetches.Record(ns);
+        if (!DestinationGuest.IsVcpuThread)
+            Interlocked.Add(ref FetchNsByRange[Math.Min((ulong)FetchNsByRange.Length - 1, (idx << 12) / _bytesPerVcpu)], ns);
+    }
+
+    /// <summary>
+    /// After a failure: a vCPU thread gets the error; a uffd reader thread (whose engine loop must not die from an
+    /// exception) gets zeros for a guest that is being stopped and torn down anyway.
+    /// </summary>
+    private static void Failed(Span<byte> destination, Exception f)
+    {
+        if (DestinationGuest.IsVcpuThread) throw f as MigrationException ?? new MigrationException(f.Message, f);
+        destination.Clear();
+    }
+
+    // ---- receive path -------------------------------------------------------------------------------------------
+
+    /// <summary>A page (or a zero-page marker: <paramref name="bytes"/> empty) arrived. Receiver threads only; never waits.</summary>
+    public void OnPage(ulong idx, ReadOnlySpan<byte> bytes, PageFlags flags)
+    {
+        if (idx >= Pages) throw new MigrationException($"source sent page {idx}, out of range (guest RAM has {Pages} pages)");
+        if (Interlocked.CompareExchange(ref _arrivedOnce[idx], 1, 0) != 0) { Interlocked.Increment(ref _duplicates); return; }
+        var zero = bytes.IsEmpty;
+        if (zero) { Interlocked.Increment(ref _zeroPages); bytes = ZeroPage; }
+        else _received.Write(idx, bytes);
+        Interlocked.Increment(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages);
+
+        var gpa = _ram.Base + (idx << GuestAddress.PageShift);
+        if (_engine!.TryInstall(gpa, bytes)) Interlocked.Increment(ref _installedByReceiver);
+        else
+        {
+            lock (_gate)
+            {
+                if (_waiting.Remove(idx, out var w)) { DemandTrace.Hop(idx, (flags & PageFlags.Demand) != 0 ? "dest-rx-urgent" : "dest-rx-push"); w.Fill(bytes); Interlocked.Increment(ref _handedToWaiters); }
+                else if (!_engine.Tracker.IsPresent(idx)) { _early[idx] = bytes.ToArray(); Interlocked.Increment(ref _early_count); }
+            }
+        }
+        if (Interlocked.Increment(ref _receivedCount) == (long)Pages) _allReceived.Set();
+    }
+
+    /// <summary>Wakes every waiter with <paramref name="e"/>; later ReadPage calls fail at once.</summary>
+    public void Fail(Exception e)
+    {
+        lock (_gate)
+        {
+            _failed ??= e;
+            foreach (var w in _waiting.Values) w.Abort();
+            _waiting.Clear();
+        }
+    }
+
+    public void Dispose() => _allReceived.Dispose();
+
+    /// <summary>One per fault-path thread, reused: a page buffer and a flag it spins on briefly before blocking.</summary>
+    private sealed class Waiter
+    {
+        private readonly ManualResetEventSlim _event = new(false, spinCount: 1);
+        public readonly byte[] Buffer = new byte[Wire.PageSize];
+        public ulong Index;
+        public volatile bool Filled;
+
+        public void Arm(ulong index) { Index = index; Filled = false; _event.Reset(); }
+        public void Fill(ReadOnlySpan<byte> bytes) { bytes.CopyTo(Buffer); Filled = true; _event.Set(); }
+        public void Abort() => _event.Set();
+        public bool Raised;
+        private static readonly long SpinTicks = Stopwatch.Frequency / 1_000_000 * (long.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_WAIT_SPIN_US"), out var us) ? us : 100);
+
+        /// <summary>
+        /// Spins on the flag for a while at normal priority (a reply takes ~50–100 µs here: no wake-up to pay, and
+        /// the receivers outrank a spinner), then blocks at raised priority: woken at nice 0 behind the push, the
+        /// receivers and the other vCPUs on 2 cores, a thread waited milliseconds for its slice.
+        /// </summary>
+        public bool Wait(TimeSpan timeout)
+        {
+            var until = Stopwatch.GetTimestamp() + SpinTicks;
+            while (!Filled && !_event.IsSet && Stopwatch.GetTimestamp() < until) Thread.SpinWait(20);
+            if (Filled) return true;
+            Raised = ThreadPriority.RaiseForLatency();
+            return _event.Wait(timeout);
+        }
+    }
+}

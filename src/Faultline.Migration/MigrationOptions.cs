@@ -1,0 +1,21 @@
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Transport;
+
+namespace Faultline.Migration;
+
+/// <summary>What both ends share: the link and the time limits. Every wait on the peer is bounded: nothing hangs.</summary>
+public abstract record MigrationOptions
+{
+    /// <summary>Emulated one-way delay added to every frame this end sends (so each direction is delayed once when both ends set it).</summary>
+    public TimeSpan LinkDelay { get; init; }
+    /// <summary>The first frames of a connection (Hello, Layout) must arrive within this.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Building the destination VM (before the pause) must finish within this.</summary>
+    public TimeSpan SetupTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>During post-copy, silence from the peer longer than this is a failure.</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Test seam: wraps each connection's channel (FaultPlan-style injection: disconnect, stall, corrupt).</summary>
+    public Func<IByteChannel, ChannelRole, IByteChannel>? WrapChannel { get; init; }
+
+    internal IByteChannel Wrap(IByteChannel c, ChannelRole role) => WrapChannel is null ? c : WrapChannel(c, role);
+}

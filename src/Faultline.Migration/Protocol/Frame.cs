@@ -1,0 +1,21 @@
+using System.Buffers.Binary;
+
+namespace Faultline.Migration.Protocol;
+
+/// <summary>A decoded frame; <see cref="Payload"/> points into the reader's buffer and is valid until its next Read.</summary>
+public readonly ref struct Frame
+{
+    public FrameType Type { get; }
+    public byte Flags { get; }
+    public ReadOnlySpan<byte> Payload { get; }
+
+    public Frame(FrameType type, byte flags, ReadOnlySpan<byte> payload) { Type = type; Flags = flags; Payload = payload; }
+
+    /// <summary>The u64 at the start of the payload (page index, zero-page index, push-done count).</summary>
+    public ulong Index => BinaryPrimitives.ReadUInt64LittleEndian(Payload);
+
+    /// <summary>A page frame's 4096 bytes.</summary>
+    public ReadOnlySpan<byte> PageBytes => Payload.Slice(8, Wire.PageSize);
+
+    public string AbortMessage => System.Text.Encoding.UTF8.GetString(Payload).ReplaceLineEndings(" ");
+}

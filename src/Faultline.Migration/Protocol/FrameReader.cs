@@ -1,0 +1,87 @@
+using System.Buffers.Binary;
+using Faultline.Migration.Transport;
+
+namespace Faultline.Migration.Protocol;
+
+/// <summary>
+/// Decodes frames from a byte channel through one buffer (no allocation per frame): reads as much as the socket has,
+/// parses in place, compacts only when a frame straddles the buffer's end. Everything is checked before it is used:
+/// sync, header checksum, type, the type's length limits, payload checksum. Any violation, and the stream ending
+/// inside a frame, is a <see cref="MigrationException"/> with a one-line message; the reader never waits for bytes
+/// a bad length promised. One thread reads.
+/// </summary>
+public sealed class FrameReader
+{
+    private readonly IByteChannel _ch;
+    private readonly byte[] _buf;
+    private int _pos, _end;
+    private bool _first = true;
+
+    public long FramesRead { get; private set; }
+    public string Peer => _ch.Peer;
+
+    public FrameReader(IByteChannel channel, int bufferSize = 2 << 20)
+    {
+        _ch = channel;
+        _buf = GC.AllocateUninitializedArray<byte>(Math.Max(bufferSize, Wire.HeaderSize + Wire.MaxPayload), pinned: true);
+    }
+
+    /// <summary>Reads the next frame (blocking). Its payload is valid until the next call.</summary>
+    public Frame Read()
+    {
+        Fill(Wire.HeaderSize, 0);
+        var h = new ReadOnlySpan<byte>(_buf, _pos, Wire.HeaderSize);
+        var sync = BinaryPrimitives.ReadUInt16LittleEndian(h);
+        if (sync != Wire.Sync) throw Bad($"bad frame sync 0x{sync:x4}");
+        var headerCrc = BinaryPrimitives.ReadUInt32LittleEndian(h[12..]);
+        if (Crc32C.Compute(h[..12]) != headerCrc) throw Bad("bad header checksum");
+        var type = (FrameType)h[2];
+        var flags = h[3];
+        var length = BinaryPrimitives.ReadUInt32LittleEndian(h[4..]);
+        var crc = BinaryPrimitives.ReadUInt32LittleEndian(h[8..]);
+        switch (Wire.LengthAllowed(type, length))
+        {
+            case null: throw Bad($"unknown frame type 0x{(byte)type:x2}");
+            case false: throw Bad($"{type} frame with bad length {length}");
+        }
+        if (_first && type != FrameType.Hello && type != FrameType.Abort) throw Bad($"first frame is {type}, not Hello");
+        Fill(Wire.HeaderSize + (int)length, Wire.HeaderSize);
+        var payload = new ReadOnlySpan<byte>(_buf, _pos + Wire.HeaderSize, (int)length);
+        if (Crc32C.Compute(payload) != crc)
+            throw new MigrationException(type is FrameType.Page
+                ? $"checksum mismatch on page {BinaryPrimitives.ReadUInt64LittleEndian(payload)} from {Peer}"
+                : $"checksum mismatch on a {type} frame from {Peer}");
+        _pos += Wire.HeaderSize + (int)length;
+        _first = false;
+        FramesRead++;
+        return new Frame(type, flags, payload);
+    }
+
+    private MigrationException Bad(string what) => _first
+        ? new MigrationException($"{Peer} is not a Faultline migration peer ({what})")
+        : new MigrationException($"corrupt stream from {Peer}: {what}");
+
+    private void Fill(int need, int headerBytesDone)
+    {
+        if (_end - _pos >= need) return;
+        if (_buf.Length - _pos < need)
+        {
+            var n = _end - _pos;
+            Buffer.BlockCopy(_buf, _pos, _buf, 0, n);
+            _pos = 0; _end = n;
+        }
+        while (_end - _pos < need)
+        {
+            var got = _ch.Receive(_buf.AsSpan(_end));
+            if (got == 0)
+            {
+                var have = _end - _pos;
+                if (have == 0 && headerBytesDone == 0) throw new MigrationException($"{Peer} closed the connection");
+                throw new MigrationException(headerBytesDone == 0
+                    ? $"{Peer} closed the connection mid-frame ({have} of {Wire.HeaderSize} header bytes)"
+                    : $"{Peer} closed the connection mid-frame ({have - Wire.HeaderSize} of {need - Wire.HeaderSize} payload bytes)");
+            }
+            _end += got;
+        }
+    }
+}

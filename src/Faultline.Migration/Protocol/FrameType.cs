@@ -1,0 +1,52 @@
+namespace Faultline.Migration.Protocol;
+
+/// <summary>Every frame on a migration connection. The numbers are wire values: never renumber, only add.</summary>
+public enum FrameType : byte
+{
+    /// <summary>Both ends, first frame on every connection: magic, protocol version, role, session nonce.</summary>
+    Hello = 0x01,
+    /// <summary>Source → destination: page size, vCPU count, RAM base and size, backing, guest image checksum.</summary>
+    Layout = 0x02,
+    /// <summary>Destination → source: the VM is built and its memory mapped; the source may pause its guest now.</summary>
+    Ready = 0x03,
+    /// <summary>Source → destination: the paused vCPUs' state, one section list per vCPU.</summary>
+    VcpuState = 0x04,
+    /// <summary>Destination → source: page indices a vCPU is waiting for (urgent channel).</summary>
+    Demand = 0x05,
+    /// <summary>Source → destination: one page's bytes (index + 4096 bytes); flags say demand or push.</summary>
+    Page = 0x06,
+    /// <summary>Source → destination: a page of zeros, sent as its index only.</summary>
+    ZeroPage = 0x07,
+    /// <summary>Source → destination: the background push has sent every page it had to send.</summary>
+    PushDone = 0x08,
+    /// <summary>Destination → source: every page has been received and installed; the source may release its memory.</summary>
+    Complete = 0x09,
+    /// <summary>Source → destination: the source's digest and counters, after Complete.</summary>
+    Summary = 0x0A,
+    /// <summary>Either end: the sender gives up; payload is a one-line UTF-8 message.</summary>
+    Abort = 0x0B,
+    /// <summary>Destination → source: every vCPU runs again (u64: the destination's CLOCK_MONOTONIC ns); the push starts now, not inside the downtime.</summary>
+    Resumed = 0x0C,
+}
+
+/// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>).</summary>
+[Flags]
+public enum PageFlags : byte
+{
+    None = 0,
+    /// <summary>Sent because the destination asked for it (urgent channel).</summary>
+    Demand = 1,
+    /// <summary>Sent by the background push (main channel).</summary>
+    Push = 2,
+}
+
+/// <summary>Which connection of a session a <see cref="FrameType.Hello"/> opens.</summary>
+public enum ChannelRole : byte
+{
+    /// <summary>The source's side of a connection (it answers both).</summary>
+    Source = 0,
+    /// <summary>Control frames, vCPU state and the background push.</summary>
+    Main = 1,
+    /// <summary>Demand requests and their pages only, so that they never queue behind the push (QEMU's postcopy-preempt channel).</summary>
+    Urgent = 2,
+}

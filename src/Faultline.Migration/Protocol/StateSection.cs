@@ -1,0 +1,12 @@
+namespace Faultline.Migration.Protocol;
+
+/// <summary>Tags of the sections of one vCPU's state. Wire values: only add. A tag with <see cref="Optional"/> set may be skipped by a reader that doesn't know it.</summary>
+public static class StateSection
+{
+    public const ushort Regs = 0x0001;           // struct kvm_regs, 144 bytes, x86-64 uapi layout
+    public const ushort Sregs = 0x0002;          // struct kvm_sregs, 312 bytes
+    public const ushort Events = 0x0003;         // struct kvm_vcpu_events, 64 bytes
+    public const ushort Workload = 0x0100;       // the Faultline guest's generation protocol (WorkloadProgress, 48 bytes)
+    /// <summary>Flag bit: a reader that doesn't know this section may ignore it (later issues: async-PF state).</summary>
+    public const ushort Optional = 0x0001;
+}

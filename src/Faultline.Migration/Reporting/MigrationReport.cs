@@ -1,0 +1,107 @@
+using System.Text;
+using System.Text.Json;
+
+namespace Faultline.Migration.Reporting;
+
+/// <summary>What one migration did and measured. <see cref="ToJson"/> writes the report's keys.</summary>
+public sealed record MigrationReport
+{
+    public required string Engine { get; init; }
+    public required string EngineMechanism { get; init; }
+    public required int Vcpus { get; init; }
+    public required ulong RamBytes { get; init; }
+    /// <summary>Source pauses its vCPUs → the last destination vCPU re-enters KVM_RUN (one host clock: CLOCK_MONOTONIC).</summary>
+    public required double DowntimeMs { get; init; }
+    /// <summary>Destination connects (migration starts) → every page present on the destination.</summary>
+    public required double TotalMs { get; init; }
+    /// <summary>Source pauses → every page present on the destination (the post-copy phase, downtime included).</summary>
+    public required double PostcopyMs { get; init; }
+    /// <summary>Destination connects → the source pauses (handshake, VM built on the destination).</summary>
+    public required double SetupMs { get; init; }
+    public required ulong PagesTotal { get; init; }
+    public required long PagesDemand { get; init; }
+    public required long PagesPushed { get; init; }
+    public required long PagesZero { get; init; }
+    public required long PagesDuplicate { get; init; }
+    public required long DemandRequests { get; init; }
+    /// <summary>Pages whose bytes arrived while a fault path owned the page: handed to its waiter, or kept until it asked.</summary>
+    public required long PagesToWaiters { get; init; }
+    public required long PagesKeptUntilAsked { get; init; }
+    public required long DemandAlreadyPushed { get; init; }
+    public required long BytesOnWire { get; init; }
+    public required LatencySummary FaultLatencyUs { get; init; }
+    /// <summary>How fault latency was taken for this engine.</summary>
+    public required string FaultLatencyMeasure { get; init; }
+    public required double[] VcpuBlockedMs { get; init; }
+    public required string SourceSha256 { get; init; }
+    public required string ReceivedSha256 { get; init; }
+    public required ulong GuestMismatches { get; init; }
+    public required long EngineInstalled { get; init; }
+    public required long InstalledByReceiver { get; init; }
+    public required string Link { get; init; }
+    public required double LinkDelayUs { get; init; }
+    public required bool LinkDelayEmulated { get; init; }
+
+    /// <summary>Optional baseline: a plain loopback socket streaming the guest's RAM size, one thread to another.</summary>
+    public double? RawStreamMs { get; init; }
+
+    public bool DigestsMatch => SourceSha256 == ReceivedSha256;
+
+    public string ToJson()
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("downtime_ms", Math.Round(DowntimeMs, 3));
+            w.WriteNumber("total_ms", Math.Round(TotalMs, 3));
+            w.WriteNumber("postcopy_ms", Math.Round(PostcopyMs, 3));
+            w.WriteNumber("setup_ms", Math.Round(SetupMs, 3));
+            w.WriteNumber("pages_total", PagesTotal);
+            w.WriteNumber("pages_demand", PagesDemand);
+            w.WriteNumber("pages_pushed", PagesPushed);
+            w.WriteNumber("pages_zero", PagesZero);
+            w.WriteNumber("pages_duplicate", PagesDuplicate);
+            w.WriteNumber("demand_requests", DemandRequests);
+            w.WriteNumber("pages_to_waiters", PagesToWaiters);
+            w.WriteNumber("pages_kept_until_asked", PagesKeptUntilAsked);
+            w.WriteNumber("demand_already_pushed", DemandAlreadyPushed);
+            w.WriteNumber("bytes_on_wire", BytesOnWire);
+            w.WriteStartObject("fault_latency_us");
+            w.WriteNumber("p50", Math.Round(FaultLatencyUs.P50, 1));
+            w.WriteNumber("p90", Math.Round(FaultLatencyUs.P90, 1));
+            w.WriteNumber("p99", Math.Round(FaultLatencyUs.P99, 1));
+            w.WriteNumber("max", Math.Round(FaultLatencyUs.Max, 1));
+            w.WriteNumber("mean", Math.Round(FaultLatencyUs.Mean, 1));
+            w.WriteNumber("count", FaultLatencyUs.Count);
+            w.WriteString("measured", FaultLatencyMeasure);
+            w.WriteEndObject();
+            w.WriteStartArray("vcpu_blocked_ms");
+            foreach (var b in VcpuBlockedMs) w.WriteNumberValue(Math.Round(b, 3));
+            w.WriteEndArray();
+            w.WriteString("source_sha256", SourceSha256);
+            w.WriteString("received_sha256", ReceivedSha256);
+            w.WriteBoolean("digests_match", DigestsMatch);
+            w.WriteNumber("guest_mismatches", GuestMismatches);
+            w.WriteStartObject("link");
+            w.WriteString("kind", Link);
+            w.WriteNumber("delay_us", LinkDelayUs);
+            w.WriteBoolean("delay_emulated", LinkDelayEmulated);
+            w.WriteEndObject();
+            if (RawStreamMs is { } raw)
+            {
+                w.WriteNumber("raw_stream_ms", Math.Round(raw, 3));
+                w.WriteNumber("total_over_raw", Math.Round(TotalMs / raw, 3));
+                w.WriteNumber("postcopy_over_raw", Math.Round(PostcopyMs / raw, 3));
+            }
+            w.WriteString("engine", Engine);
+            w.WriteString("engine_mechanism", EngineMechanism);
+            w.WriteNumber("engine_installed", EngineInstalled);
+            w.WriteNumber("installed_by_receiver", InstalledByReceiver);
+            w.WriteNumber("vcpus", Vcpus);
+            w.WriteNumber("ram_bytes", RamBytes);
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(ms.ToArray());
+    }
+}

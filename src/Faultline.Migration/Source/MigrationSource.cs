@@ -1,0 +1,206 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Faultline.Guest;
+using Faultline.Kvm.Memory;
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Transport;
+
+namespace Faultline.Migration.Source;
+
+/// <summary>
+/// The sending end of a post-copy migration. <see cref="Create"/> builds and starts the guest; <see cref="Serve"/>
+/// accepts one destination and migrates to it:
+/// handshake and layout (the guest still runs) → the destination builds its VM and says Ready → pause, capture vCPU
+/// state, send it → serve demand requests (urgent channel) while pushing every other page (main channel) → on
+/// Complete, hash the paused image and send the summary. Guest RAM is kept until Dispose: a failure at any point
+/// loses nothing, and after the pause the guest stays paused (it must not run in two places).
+/// </summary>
+public sealed class MigrationSource : IDisposable
+{
+    private readonly SourceOptions _o;
+    private readonly SourceGuest _guest;
+    private readonly uint _imageCrc;
+    private Exception? _firstError;
+    private int _disposed;
+
+    public GuestMachine Machine { get; }
+    /// <summary>True once the guest has been paused for a migration; it never runs here again.</summary>
+    public bool Paused { get; private set; }
+    public ulong Pages => Machine.Ram.PageCount;
+
+    private MigrationSource(SourceOptions o, GuestMachine m)
+    {
+        _o = o;
+        Machine = m;
+        // the generated guest image (slot 0) before any vCPU ran: the CPU later sets accessed/dirty bits in its page tables
+        _imageCrc = ImageHash.Crc32C(m.System);
+        var perVcpu = m.BytesPerVcpu;
+        var write = (ulong)Math.Round(perVcpu / 4096 * Math.Clamp(o.WriteFraction, 0, 1)) * 4096;
+        _guest = new SourceGuest(m, o.QwordsPerPage, write);
+    }
+
+    /// <summary>Builds the VM (anonymous RAM, CPL3 workload) and starts its vCPUs.</summary>
+    public static MigrationSource Create(SourceOptions o)
+    {
+        if (o.QwordsPerPage is < 1 or > 512) throw new UsageException($"qwords per page must be within 1..512, not {o.QwordsPerPage}");
+        var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous));
+        var s = new MigrationSource(o, m);
+        Warmup.StatePath(o.Vcpus);
+        s._guest.Start();
+        return s;
+    }
+
+    /// <summary>Waits until every vCPU has completed the configured number of whole passes.</summary>
+    public void WaitUntilWarm(CancellationToken ct = default) =>
+        _guest.WaitForPasses(_o.PassesBeforeMigration, TimeSpan.FromMinutes(10), ct);
+
+    /// <summary>SHA-256 of guest RAM as it is now (after the pause: the image the destination must end up with).</summary>
+    public string RamSha256() => ImageHash.Sha256Hex(Machine.Ram);
+
+    /// <summary>Accepts one destination on <paramref name="listener"/> and migrates the guest to it.</summary>
+    public SourceResult Serve(MigrationListener listener, CancellationToken ct = default)
+    {
+        WaitUntilWarm(ct);
+        _firstError = null;
+        PeerConnection? main = null, urgent = null;
+        Thread? pushThread = null, demandThread = null;
+        var completeReceived = false;
+        try
+        {
+            main = new PeerConnection(_o.Wrap(listener.Accept(_o.AcceptTimeout, ct), ChannelRole.Main), ChannelRole.Main, _o.LinkDelay);
+            using var reg = ct.Register(() => { main?.Shutdown(); urgent?.Shutdown(); });
+            var nonce = (ulong)Random.Shared.NextInt64() | 1;
+            main.ExchangeHello(ChannelRole.Source, ChannelRole.Main, nonce, _o.HandshakeTimeout);
+            urgent = new PeerConnection(_o.Wrap(listener.Accept(_o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, _o.LinkDelay);
+            var uh = urgent.ExchangeHello(ChannelRole.Source, ChannelRole.Urgent, nonce, _o.HandshakeTimeout);
+            if (uh.Nonce != nonce)
+            {
+                urgent.TryAbort("urgent channel belongs to another migration session");
+                throw new MigrationException($"{urgent.Peer} opened an urgent channel for another migration session");
+            }
+            var ram = Machine.Ram;
+            Span<byte> lb = stackalloc byte[LayoutMessage.Size];
+            new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
+                _imageCrc, nonce).Encode(lb);
+            main.Send(FrameType.Layout, 0, lb);
+            // this thread runs the downtime: it must not wait for a CPU behind busy vCPUs once Ready arrives
+            var raised = ThreadPriority.RaiseForLatency();
+            using var noGc = new NoGcWindow();
+            try { main.Expect(FrameType.Ready, _o.SetupTimeout); }
+            catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
+
+            // ---- pause: downtime starts here -------------------------------------------------------------
+            var pauseTs = Stopwatch.GetTimestamp();
+            Paused = true;
+            DemandTrace.Hop(1_000_000, "src-pause");
+            var states = _guest.Pause(TimeSpan.FromSeconds(10));
+            var pausedTs = Stopwatch.GetTimestamp();
+            DemandTrace.Hop(1_000_000, "src-parked");
+            main.Send(FrameType.VcpuState, 0, VcpuStateMessage.Encode(Clock.ToNanoseconds(pauseTs), states));
+            var stateSentTs = Stopwatch.GetTimestamp();
+            DemandTrace.Hop(1_000_000, "src-state-sent");
+            if (raised) ThreadPriority.LowerToNormal();
+            noGc.Dispose();
+
+            main.Channel.ReceiveTimeout = _o.IdleTimeout;
+            urgent.Channel.ReceiveTimeout = null; // the destination may need nothing for a long time
+            var sent = new SentPages(ram.PageCount);
+            var pushStart = _o.PushFromResumePoint
+                ? ((states[0].Regs.Rdi & ~0xFFFUL) - ram.Base.Value) >> GuestAddress.PageShift
+                : _o.PushStartPage;
+            var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount);
+            var demand = new DemandServer(ram, sent, urgent, pusher);
+            using var stop = new CancellationTokenSource();
+            demandThread = Worker("fl-mig-demand", () => ThreadPriority.RaiseForLatency(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
+            // the push waits for Resumed: started now, it would take the CPUs the destination needs to restore its vCPUs
+            var f = ReadMain(main);
+            if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
+            pushThread = Worker("fl-mig-push", null, () => pusher.Run(stop.Token), main, urgent);
+
+            f = ReadMain(main);
+            if (f.Type != FrameType.Complete) throw new MigrationException($"protocol error: expected Complete from {main.Peer}, got {f.Type}");
+            var c = CompleteMessage.Decode(f.Payload);
+            if (c.PagesPresent != Pages || c.PagesTotal != Pages)
+                throw new MigrationException($"destination reported {c.PagesPresent} of {c.PagesTotal} pages complete, the guest has {Pages}");
+            Volatile.Write(ref completeReceived, true);
+            pushThread.Join();
+            if (_firstError is { } pe) throw pe;
+            if (!sent.AllSent) throw new MigrationException($"destination confirmed completion but only {sent.SentCount} of {Pages} pages were sent");
+
+            var sha = ImageHash.Sha256(ram);
+            Span<byte> sb = stackalloc byte[SummaryMessage.Size];
+            var summary = new SummaryMessage(sha, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
+                (ulong)(main.Channel.BytesSent + urgent.Channel.BytesSent + SummaryMessage.Size + Wire.HeaderSize),
+                Clock.ToNanoseconds(stateSentTs - pauseTs));
+            summary.Encode(sb);
+            main.Send(FrameType.Summary, 0, sb);
+            main.Flush();
+            WaitForClose(main);
+            demandThread.Join();
+            DemandTrace.Dump("source");
+            return new SourceResult(Pages, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
+                main.Channel.BytesSent + urgent.Channel.BytesSent, main.Channel.BytesReceived + urgent.Channel.BytesReceived,
+                Convert.ToHexStringLower(sha), Stopwatch.GetElapsedTime(pauseTs, pausedTs).TotalMilliseconds,
+                Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || _firstError is not null)
+        {
+            var first = _firstError ?? e;
+            var msg = first is FaultlineException ? first.Message : $"internal error: {first.Message}";
+            main?.TryAbort(msg);
+            urgent?.TryAbort(msg);
+            throw new MigrationException(Paused
+                ? $"{msg}; the source keeps the paused guest and all {Pages} pages"
+                : msg, first);
+        }
+        finally
+        {
+            main?.Shutdown();
+            urgent?.Shutdown();
+            pushThread?.Join();
+            demandThread?.Join();
+            main?.Dispose();
+            urgent?.Dispose();
+        }
+    }
+
+    private Frame ReadMain(PeerConnection main)
+    {
+        try { return main.Read(); }
+        catch (MigrationException) when (_firstError is not null) { throw _firstError; }
+    }
+
+    /// <summary>After the summary: the destination closes first, so our last frames are never cut off by a reset.</summary>
+    private void WaitForClose(PeerConnection main)
+    {
+        main.Channel.ReceiveTimeout = _o.HandshakeTimeout;
+        try
+        {
+            while (true) main.Reader.Read();
+        }
+        catch (MigrationException) { /* closed: done */ }
+    }
+
+    private Thread Worker(string name, Action? setup, Action body, PeerConnection main, PeerConnection urgent)
+    {
+        var t = new Thread(() =>
+        {
+            try { setup?.Invoke(); body(); }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _firstError, e, null);
+                main.Shutdown();
+                urgent.Shutdown();
+            }
+        }) { Name = name, IsBackground = true };
+        t.Start();
+        return t;
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _guest.Dispose();
+        Machine.Dispose();
+    }
+}

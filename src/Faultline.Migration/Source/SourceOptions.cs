@@ -1,0 +1,20 @@
+namespace Faultline.Migration.Source;
+
+/// <summary>The source: a guest of <see cref="Vcpus"/> vCPUs and <see cref="RamBytes"/> of anonymous RAM running the generation workload.</summary>
+public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
+{
+    /// <summary>Qwords the workload writes (and later verifies) per page: 512 covers every byte.</summary>
+    public int QwordsPerPage { get; init; } = 512;
+    /// <summary>Part of each vCPU's range the guest writes; the rest stays zero (and travels as zero-page markers).</summary>
+    public double WriteFraction { get; init; } = 1.0;
+    /// <summary>Whole passes every vCPU completes before a destination is accepted (1: every written page holds data).</summary>
+    public int PassesBeforeMigration { get; init; } = 1;
+    /// <summary>Pages the push sends right after each demanded page before it may jump again (QEMU continues from the requested page).</summary>
+    public int PrefetchWindowPages { get; init; } = 64;
+    /// <summary>Test seam: the push starts here instead of page 0 (e.g. at the pages the guest touches first, to force push/demand races).</summary>
+    public ulong PushStartPage { get; init; }
+    /// <summary>Test seam: the push starts at the page vCPU 0 was working on when it paused, the very page it faults on first after resuming (forces the push/demand race).</summary>
+    public bool PushFromResumePoint { get; init; }
+    /// <summary>How long to wait for a destination to connect (null: forever).</summary>
+    public TimeSpan? AcceptTimeout { get; init; } = TimeSpan.FromSeconds(60);
+}

@@ -1,0 +1,26 @@
+namespace Faultline.Migration.Transport;
+
+/// <summary>
+/// One end of a reliable byte stream (a TCP or Unix socket, or a test double). Send is thread-safe and writes all of
+/// its bytes in order; Receive is called by one thread. Errors are <see cref="MigrationException"/>s.
+/// </summary>
+public interface IByteChannel : IDisposable
+{
+    /// <summary>Writes every byte (blocking), atomically with respect to other Send calls.</summary>
+    void Send(ReadOnlySpan<byte> data);
+
+    /// <summary>Reads at least one byte; 0 means the peer closed the stream.</summary>
+    int Receive(Span<byte> buffer);
+
+    /// <summary>Bounds how long one Receive may wait (null: forever).</summary>
+    TimeSpan? ReceiveTimeout { get; set; }
+
+    /// <summary>Ends both directions now: a thread blocked in Receive returns or throws.</summary>
+    void Shutdown();
+
+    long BytesSent { get; }
+    long BytesReceived { get; }
+
+    /// <summary>The peer, for messages ("127.0.0.1:7000", "unix:/tmp/x").</summary>
+    string Peer { get; }
+}

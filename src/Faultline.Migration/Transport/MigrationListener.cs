@@ -1,0 +1,62 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace Faultline.Migration.Transport;
+
+/// <summary>A listening socket for the source; <see cref="Address"/> is the bound address (port 0 resolved).</summary>
+public sealed class MigrationListener : IDisposable
+{
+    private readonly Socket _socket;
+    private readonly string? _unixPath;
+
+    public MigrationAddress Address { get; }
+
+    public MigrationListener(MigrationAddress address)
+    {
+        _socket = address.NewSocket();
+        try
+        {
+            if (address.IsUnix)
+            {
+                _unixPath = address.Text[5..];
+                if (File.Exists(_unixPath)) File.Delete(_unixPath);
+            }
+            else _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            _socket.Bind(address.EndPoint);
+            _socket.Listen(4);
+        }
+        catch (SocketException e)
+        {
+            _socket.Dispose();
+            throw new MigrationException($"cannot listen on {address}: {e.SocketErrorCode}");
+        }
+        Address = _socket.LocalEndPoint is IPEndPoint ip
+            ? new MigrationAddress(ip, $"{ip.Address}:{ip.Port}")
+            : address;
+    }
+
+    /// <summary>Accepts one connection within <paramref name="timeout"/> (null: wait until cancelled).</summary>
+    public SocketChannel Accept(TimeSpan? timeout, CancellationToken ct = default)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        if (timeout is { } t) cts.CancelAfter(t);
+        try
+        {
+            var s = _socket.AcceptAsync(cts.Token).AsTask().GetAwaiter().GetResult();
+            var peer = s.RemoteEndPoint is IPEndPoint ip ? $"{ip.Address}:{ip.Port}" : $"unix:{_unixPath}";
+            return new SocketChannel(s, peer);
+        }
+        catch (OperationCanceledException)
+        {
+            ct.ThrowIfCancellationRequested();
+            throw new MigrationException($"no destination connected to {Address} within {timeout?.TotalSeconds:0.#} s");
+        }
+        catch (SocketException e) { throw new MigrationException($"accept on {Address} failed: {e.SocketErrorCode}"); }
+    }
+
+    public void Dispose()
+    {
+        _socket.Dispose();
+        if (_unixPath is not null) try { File.Delete(_unixPath); } catch (IOException) { }
+    }
+}

@@ -1,0 +1,120 @@
+using System.Buffers;
+using Faultline.Migration.Protocol;
+
+namespace Faultline.Migration.Transport;
+
+/// <summary>
+/// One connection of a migration session: a channel (maybe behind an emulated delay line), its frame reader, and
+/// frame sending. Send is thread-safe; reading is for one thread.
+/// </summary>
+public sealed class PeerConnection : IDisposable
+{
+    private int _disposed;
+
+    public IByteChannel Channel { get; }
+    public FrameReader Reader { get; }
+    public ChannelRole Role { get; }
+    public string Peer => Channel.Peer;
+
+    public PeerConnection(IByteChannel channel, ChannelRole role, TimeSpan linkDelay = default)
+    {
+        Channel = linkDelay > TimeSpan.Zero ? new DelayLineChannel(channel, linkDelay) : channel;
+        Role = role;
+        Reader = new FrameReader(Channel);
+    }
+
+    public void Send(FrameType type, byte flags, ReadOnlySpan<byte> payload)
+    {
+        var size = Wire.HeaderSize + payload.Length;
+        if (size <= 512)
+        {
+            Span<byte> b = stackalloc byte[size];
+            FrameCodec.Write(b, type, flags, payload);
+            Channel.Send(b);
+            return;
+        }
+        var rented = ArrayPool<byte>.Shared.Rent(size);
+        try
+        {
+            FrameCodec.Write(rented, type, flags, payload);
+            Channel.Send(rented.AsSpan(0, size));
+        }
+        finally { ArrayPool<byte>.Shared.Return(rented); }
+    }
+
+    /// <summary>Sends pre-encoded frames.</summary>
+    public void SendRaw(ReadOnlySpan<byte> frames) => Channel.Send(frames);
+
+    /// <summary>Reads the next frame; an Abort from the peer becomes a <see cref="MigrationException"/> carrying its message.</summary>
+    public Frame Read()
+    {
+        var f = Reader.Read();
+        if (f.Type == FrameType.Abort) throw new MigrationException($"peer aborted: {f.AbortMessage}");
+        return f;
+    }
+
+    /// <summary>Reads the next frame, which must be of <paramref name="expected"/> type, within <paramref name="timeout"/>.</summary>
+    public Frame Expect(FrameType expected, TimeSpan timeout)
+    {
+        var old = Channel.ReceiveTimeout;
+        Channel.ReceiveTimeout = timeout;
+        try
+        {
+            var f = Read();
+            if (f.Type != expected) throw new MigrationException($"protocol error: expected {expected} from {Peer}, got {f.Type}");
+            return f;
+        }
+        finally { Channel.ReceiveTimeout = old; }
+    }
+
+    /// <summary>
+    /// Sends our Hello and reads the peer's (both ends send first, so neither waits for the other). A version
+    /// mismatch or a wrong role fails both ends: each checks, and we also tell the peer why.
+    /// </summary>
+    public HelloMessage ExchangeHello(ChannelRole ourRole, ChannelRole expectedPeerRole, ulong nonce, TimeSpan timeout)
+    {
+        Span<byte> h = stackalloc byte[HelloMessage.Size];
+        new HelloMessage(Wire.Version, ourRole, nonce).Encode(h);
+        Send(FrameType.Hello, 0, h);
+        var peer = HelloMessage.Decode(Expect(FrameType.Hello, timeout).Payload, Peer);
+        if (peer.Version != Wire.Version)
+        {
+            var m = $"protocol version mismatch: this end speaks version {Wire.Version}, {Peer} speaks version {peer.Version}";
+            TryAbort(m);
+            throw new MigrationException(m);
+        }
+        if (peer.Role != expectedPeerRole)
+        {
+            var m = $"{Peer} opened a {peer.Role} channel where a {expectedPeerRole} channel was expected";
+            TryAbort(m);
+            throw new MigrationException(m);
+        }
+        return peer;
+    }
+
+    /// <summary>Best effort: tells the peer why we stop. Never throws.</summary>
+    public void TryAbort(string message)
+    {
+        try
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(message.Length > 1000 ? message[..1000] : message);
+            Send(FrameType.Abort, 0, bytes);
+            Flush();
+        }
+        catch (Exception) { /* the connection is gone already */ }
+    }
+
+    /// <summary>Waits until an emulated delay line has written everything queued (no-op on a plain socket).</summary>
+    public void Flush()
+    {
+        if (Channel is DelayLineChannel d) d.Flush();
+    }
+
+    public void Shutdown() => Channel.Shutdown();
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Channel.Dispose();
+    }
+}

@@ -1,0 +1,81 @@
+using System.Net.Sockets;
+
+namespace Faultline.Migration.Transport;
+
+/// <summary>A connected TCP (TCP_NODELAY) or Unix stream socket as an <see cref="IByteChannel"/>.</summary>
+public sealed class SocketChannel : IByteChannel
+{
+    private readonly Socket _socket;
+    private readonly Lock _send = new();
+    private long _sent, _received;
+    private int _disposed;
+
+    public string Peer { get; }
+    public long BytesSent => Interlocked.Read(ref _sent);
+    public long BytesReceived => Interlocked.Read(ref _received);
+
+    public SocketChannel(Socket socket, string peer)
+    {
+        _socket = socket;
+        Peer = peer;
+        if (socket.ProtocolType == ProtocolType.Tcp) socket.NoDelay = true;
+    }
+
+    public TimeSpan? ReceiveTimeout
+    {
+        get => _socket.ReceiveTimeout <= 0 ? null : TimeSpan.FromMilliseconds(_socket.ReceiveTimeout);
+        set => _socket.ReceiveTimeout = value is null ? 0 : (int)Math.Max(1, value.Value.TotalMilliseconds);
+    }
+
+    public void Send(ReadOnlySpan<byte> data)
+    {
+        lock (_send)
+        {
+            try
+            {
+                while (!data.IsEmpty)
+                {
+                    var n = _socket.Send(data, SocketFlags.None);
+                    data = data[n..];
+                    _sent += n;
+                }
+            }
+            catch (SocketException e) { throw Lost(e); }
+            catch (ObjectDisposedException) { throw new MigrationException($"connection to {Peer} is closed"); }
+        }
+    }
+
+    public int Receive(Span<byte> buffer)
+    {
+        try
+        {
+            var n = _socket.Receive(buffer, SocketFlags.None);
+            Interlocked.Add(ref _received, n);
+            return n;
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.TimedOut or SocketError.WouldBlock)
+        {
+            throw new MigrationException($"no data from {Peer} for {ReceiveTimeout?.TotalSeconds:0.#} s");
+        }
+        catch (SocketException e) { throw Lost(e); }
+        catch (ObjectDisposedException) { return 0; }
+    }
+
+    private MigrationException Lost(SocketException e) => e.SocketErrorCode switch
+    {
+        SocketError.Shutdown or SocketError.OperationAborted or SocketError.Interrupted => new MigrationException($"connection to {Peer} was shut down"),
+        _ => new MigrationException($"connection to {Peer} lost ({e.SocketErrorCode})", e),
+    };
+
+    public void Shutdown()
+    {
+        try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Shutdown();
+        _socket.Dispose();
+    }
+}

@@ -1,0 +1,278 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Faultline.Kvm.Memory;
+using Faultline.Migration.Destination;
+using Faultline.Migration.Reporting;
+using Faultline.Migration.Source;
+using Faultline.Migration.Transport;
+using Faultline.Paging;
+using Spectre.Console;
+
+namespace Faultline.Cli.Commands;
+
+/// <summary>
+/// <c>faultline migrate</c>: post-copy live migration of a running guest between two processes.
+/// <list type="bullet">
+/// <item><c>migrate</c>: both ends on this machine, the source as a child process of the same faultline; prints a report.</item>
+/// <item><c>migrate source --listen ADDR</c>: runs the guest and serves one destination.</item>
+/// <item><c>migrate dest --connect ADDR</c>: takes the guest over and reports.</item>
+/// </list>
+/// All logic lives in Faultline.Migration; this file parses options and renders. Errors are typed exceptions.
+/// </summary>
+public static class MigrateCommand
+{
+    private const string ListeningPrefix = "listening on ";
+
+    public static Command Create()
+    {
+        var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns();
+        var baseline = new Option<bool>("--baseline")
+        {
+            Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
+        };
+        var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
+        {
+            vcpus, mem, engine, delay, json, netns, baseline, SourceCommand(), DestCommand(),
+        };
+        migrate.SetAction((pr, ct) =>
+        {
+            var bytes = ParseSize(pr.GetValue(mem)!);
+            double? raw = pr.GetValue(baseline) ? RawStream.Measure(bytes).TotalMilliseconds : null;
+            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, ParseEngine(pr.GetValue(engine)!), ParseDelay(pr.GetValue(delay)!),
+                pr.GetValue(json), pr.GetValue(netns), raw, pr.InvocationConfiguration.Output, ct));
+        });
+        return migrate;
+    }
+
+    // ---- options ------------------------------------------------------------------------------------------------
+
+    private static Option<int> Vcpus() => new("--vcpus") { Description = "vCPUs of the guest", DefaultValueFactory = _ => 2 };
+    private static Option<string> Mem() => new("--mem") { Description = "Guest RAM (e.g. 256M, 2G)", DefaultValueFactory = _ => "256M" };
+    private static Option<string> Engine() => new("--engine")
+    {
+        Description = "Paging engine on the destination: missing, minor (shmem), exits, bitmap", DefaultValueFactory = _ => "exits",
+    };
+    private static Option<string> Delay() => new("--link-delay")
+    {
+        Description = "One-way delay added to every frame in each direction, emulated in user space (this kernel has no netem), e.g. 30us",
+        DefaultValueFactory = _ => "0",
+    };
+    private static Option<FileInfo?> Json() => new("--json") { Description = "Also write the report as JSON to this file" };
+    private static Option<bool> Netns() => new("--netns")
+    {
+        Description = "Run the two ends in two network namespaces joined by a veth pair (set up and torn down with ip); default: loopback",
+    };
+
+    private static Command SourceCommand()
+    {
+        var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
+        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay();
+        var cmd = new Command("source", "Run a guest that writes a generation-stamped pattern, and migrate it to the first destination that connects")
+        {
+            listen, vcpus, mem, delay,
+        };
+        cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), ParseSize(pr.GetValue(mem)!),
+            ParseDelay(pr.GetValue(delay)!), pr.InvocationConfiguration.Output, ct)));
+        return cmd;
+    }
+
+    private static Command DestCommand()
+    {
+        var connect = new Option<string>("--connect") { Description = "Address of the source: HOST:PORT or unix:PATH", Required = true };
+        var engine = Engine(); var delay = Delay(); var json = Json();
+        var cmd = new Command("dest", "Take over a guest from a source: resume it at once, fetch pages on demand while the rest is pushed")
+        {
+            connect, engine, delay, json,
+        };
+        cmd.SetAction((pr, ct) =>
+        {
+            var o = DestOptions(MigrationAddress.Parse(pr.GetValue(connect)!), ParseEngine(pr.GetValue(engine)!), ParseDelay(pr.GetValue(delay)!), "tcp");
+            var report = RunDestination(o, pr.InvocationConfiguration.Output, ct);
+            Render(report, null, pr.InvocationConfiguration.Output);
+            WriteJson(report, pr.GetValue(json));
+            return Task.FromResult(report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4);
+        });
+        return cmd;
+    }
+
+    // ---- the three actions --------------------------------------------------------------------------------------
+
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, TextWriter output, CancellationToken ct)
+    {
+        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay });
+        source.WaitUntilWarm(ct);
+        using var listener = new MigrationListener(MigrationAddress.Parse(listen));
+        output.WriteLine($"{ListeningPrefix}{listener.Address}");
+        output.Flush();
+        var r = source.Serve(listener, ct);
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"source: {r.PagesTotal} pages sent ({r.PagesDemand} on demand, {r.PagesPushed} pushed, {r.PagesZero} zero), paused in {r.PauseMs:0.000} ms, state on the wire after {r.PauseToStateSentMs:0.000} ms, sha256 {r.SourceSha256}"));
+        return 0;
+    }
+
+    private static int Local(int vcpus, ulong mem, PagingMode engine, TimeSpan delay, FileInfo? json, bool netns, double? rawMs, TextWriter output, CancellationToken ct)
+    {
+        new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
+        using var link = netns ? NetnsLink.Create() : null;
+        var listenAddr = link is null ? "127.0.0.1:0" : $"{link.SourceIp}:0";
+        var (file, prefix) = Self();
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (link is not null) { psi.FileName = "ip"; psi.ArgumentList.Add("netns"); psi.ArgumentList.Add("exec"); psi.ArgumentList.Add(link.SourceNamespace); psi.ArgumentList.Add(file); }
+        foreach (var a in prefix) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "migrate", "source", "--listen", listenAddr, "--vcpus", vcpus.ToString(CultureInfo.InvariantCulture),
+                     "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us" })
+            psi.ArgumentList.Add(a);
+        using var child = Process.Start(psi) ?? throw new MigrationException($"cannot start the source process ({file})");
+        var stderr = child.StandardError.ReadToEndAsync(ct);
+        try
+        {
+            var address = WaitForListening(child, stderr);
+            if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
+            var o = DestOptions(address, engine, delay, link is null ? "loopback" : "veth (source in its own network namespace)");
+            var report = RunDestination(o, output, ct);
+            if (rawMs is { } raw) report = report with { RawStreamMs = raw };
+            string? sourceLine = null;
+            for (string? line; (line = child.StandardOutput.ReadLine()) is not null;) sourceLine = line;
+            if (!child.WaitForExit(TimeSpan.FromSeconds(60))) throw new MigrationException("the source process did not exit after the migration");
+            if (child.ExitCode != 0) throw new MigrationException($"source process failed: {LastLine(stderr)}");
+            Render(report, sourceLine, output);
+            WriteJson(report, json);
+            return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
+        }
+        catch (Exception) when (!child.HasExited)
+        {
+            // the destination failed: the source has been told (Abort) or has seen the socket close; give it a moment to say why
+            if (!child.WaitForExit(TimeSpan.FromSeconds(10))) child.Kill(entireProcessTree: true);
+            throw;
+        }
+    }
+
+    private static MigrationReport RunDestination(DestinationOptions o, TextWriter output, CancellationToken ct)
+    {
+        if (!ReferenceEquals(output, Console.Out) || !AnsiConsole.Profile.Capabilities.Interactive)
+            return new MigrationDestination(o).Run(null, ct);
+        MigrationReport? report = null;
+        AnsiConsole.Progress().AutoClear(true).HideCompleted(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("connecting", maxValue: 1);
+                var progress = new InlineProgress(p =>
+                {
+                    task.MaxValue = p.PagesTotal;
+                    task.Value = p.PagesPresent;
+                    task.Description = string.Create(CultureInfo.InvariantCulture,
+                        $"{p.Phase}: {p.PagesPresent}/{p.PagesTotal} pages, {p.PagesDemand} demand, {p.PagesPushed} pushed, fault {p.LastFaultLatencyUs:0} µs");
+                });
+                report = new MigrationDestination(o).Run(progress, ct);
+            });
+        return report!;
+    }
+
+    private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, TimeSpan delay, string link) =>
+        new(a, engine, engine == PagingMode.Minor ? Backing.Shmem : Backing.Anonymous) { LinkDelay = delay, LinkKind = link };
+
+    // ---- rendering ----------------------------------------------------------------------------------------------
+
+    private static void Render(MigrationReport r, string? sourceLine, TextWriter output)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("migration").AddColumn(new TableColumn("").RightAligned());
+        string F(double v, string unit) => v.ToString("0.000", CultureInfo.InvariantCulture) + " " + unit;
+        t.AddRow("guest", $"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, engine {r.Engine}");
+        t.AddRow("link", $"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}");
+        t.AddRow("downtime (source pause → vCPUs running)", F(r.DowntimeMs, "ms"));
+        t.AddRow("total (start → every page present)", F(r.TotalMs, "ms"));
+        t.AddRow("  of which post-copy (pause → every page)", F(r.PostcopyMs, "ms"));
+        if (r.RawStreamMs is { } raw)
+            t.AddRow("plain socket streaming the same bytes", $"{F(raw, "ms")} (post-copy {r.PostcopyMs / raw:0.00}x, total {r.TotalMs / raw:0.00}x)");
+        t.AddRow("pages", $"{r.PagesTotal} = {r.PagesDemand} on demand + {r.PagesPushed} pushed ({r.PagesZero} zero, {r.PagesDuplicate} duplicates dropped)");
+        t.AddRow("bytes on wire", $"{r.BytesOnWire:N0}");
+        var l = r.FaultLatencyUs;
+        t.AddRow("fault latency µs (p50 / p90 / p99 / max)", string.Create(CultureInfo.InvariantCulture, $"{l.P50:0.0} / {l.P90:0.0} / {l.P99:0.0} / {l.Max:0.0}  ({l.Count} faults)"));
+        t.AddRow("vCPU blocked ms", string.Join(", ", r.VcpuBlockedMs.Select(b => b.ToString("0.0", CultureInfo.InvariantCulture))));
+        t.AddRow("source sha256", r.SourceSha256);
+        t.AddRow("received sha256", $"{r.ReceivedSha256} {(r.DigestsMatch ? "[green]match[/]" : "[red]DIFFER[/]")}");
+        t.AddRow("guest mismatches", r.GuestMismatches == 0 ? "[green]0[/]" : $"[red]{r.GuestMismatches}[/]");
+        console.Write(t);
+        if (sourceLine is not null) output.WriteLine(sourceLine);
+    }
+
+    private static void WriteJson(MigrationReport r, FileInfo? json)
+    {
+        if (json is not null) File.WriteAllText(json.FullName, r.ToJson() + Environment.NewLine);
+    }
+
+    // ---- helpers ------------------------------------------------------------------------------------------------
+
+    /// <summary>How to start this same faultline again: the apphost, or dotnet + the entry assembly.</summary>
+    private static (string File, string[] Prefix) Self()
+    {
+        var process = Environment.ProcessPath ?? throw new MigrationException("cannot tell which program to start as the source");
+        var entry = System.Reflection.Assembly.GetEntryAssembly()?.Location;
+        if (Path.GetFileNameWithoutExtension(process) == "dotnet" && !string.IsNullOrEmpty(entry)) return (process, [entry]);
+        return (process, []);
+    }
+
+    private static MigrationAddress WaitForListening(Process child, Task<string> stderr)
+    {
+        var line = child.StandardOutput.ReadLine();
+        if (line is null || !line.StartsWith(ListeningPrefix, StringComparison.Ordinal))
+        {
+            child.WaitForExit(TimeSpan.FromSeconds(10));
+            throw new MigrationException($"source process failed: {LastLine(stderr) ?? line ?? "it exited without a word"}");
+        }
+        return MigrationAddress.Parse(line[ListeningPrefix.Length..]);
+    }
+
+    private static string? LastLine(Task<string> text)
+    {
+        if (!text.Wait(TimeSpan.FromSeconds(5))) return null;
+        var lines = text.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var last = lines.LastOrDefault(l => l.StartsWith("faultline:", StringComparison.Ordinal)) ?? lines.LastOrDefault();
+        return last?.StartsWith("faultline: ", StringComparison.Ordinal) == true ? last["faultline: ".Length..] : last;
+    }
+
+    internal static ulong ParseSize(string s)
+    {
+        var t = s.Trim();
+        var i = 0;
+        while (i < t.Length && char.IsAsciiDigit(t[i])) i++;
+        if (i == 0 || !ulong.TryParse(t[..i], NumberStyles.None, CultureInfo.InvariantCulture, out var n))
+            throw new UsageException($"'{s}' is not a size (e.g. 256M, 2G, 4096K)");
+        var mult = t[i..].ToUpperInvariant() switch
+        {
+            "" or "B" => 1UL, "K" or "KB" or "KIB" => 1UL << 10, "M" or "MB" or "MIB" => 1UL << 20, "G" or "GB" or "GIB" => 1UL << 30,
+            _ => throw new UsageException($"'{s}' is not a size (e.g. 256M, 2G, 4096K)"),
+        };
+        return n * mult;
+    }
+
+    internal static TimeSpan ParseDelay(string s)
+    {
+        var t = s.Trim();
+        var i = 0;
+        while (i < t.Length && (char.IsAsciiDigit(t[i]) || t[i] == '.')) i++;
+        if (i == 0 || !double.TryParse(t[..i], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var v) || v < 0)
+            throw new UsageException($"'{s}' is not a delay (e.g. 30us, 0.5ms, 0)");
+        var us = t[i..] switch
+        {
+            "" when v == 0 => 0, "ns" => v / 1000, "us" or "µs" => v, "ms" => v * 1000,
+            _ => throw new UsageException($"'{s}' is not a delay (e.g. 30us, 0.5ms, 0)"),
+        };
+        if (us > 1_000_000) throw new UsageException($"--link-delay {s} is more than a second");
+        return TimeSpan.FromMicroseconds(us);
+    }
+
+    internal static PagingMode ParseEngine(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "missing" => PagingMode.Missing, "minor" => PagingMode.Minor, "exits" => PagingMode.Exits, "bitmap" => PagingMode.Bitmap,
+        _ => throw new UsageException($"--engine {s}: use missing, minor, exits or bitmap"),
+    };
+
+    private sealed class InlineProgress(Action<MigrationProgress> report) : IProgress<MigrationProgress>
+    {
+        public void Report(MigrationProgress value) => report(value);
+    }
+}

@@ -1,0 +1,45 @@
+using Faultline.Kvm.Memory;
+using Faultline.Paging;
+using Faultline.TestKit;
+using Xunit.Abstractions;
+using static Faultline.TestKit.Units;
+
+namespace Faultline.Migration.Tests;
+
+public sealed class EndToEndMigrationTests(ITestOutputHelper output)
+{
+    public static TheoryData<PagingMode, Backing, int> EveryEngine()
+    {
+        var d = new TheoryData<PagingMode, Backing, int>();
+        foreach (var v in new[] { 1, 2 })
+        {
+            d.Add(PagingMode.Exits, Backing.Anonymous, v);
+            d.Add(PagingMode.Missing, Backing.Anonymous, v);
+            d.Add(PagingMode.Bitmap, Backing.Anonymous, v);
+            d.Add(PagingMode.Minor, Backing.Shmem, v);
+            d.Add(PagingMode.Exits, Backing.Shmem, v);
+        }
+        return d;
+    }
+
+    [KvmTheory]
+    [MemberData(nameof(EveryEngine))]
+    public void A_running_guest_moves_with_every_page_installed_once_and_verified(PagingMode mode, Backing backing, int vcpus)
+    {
+        var o = MigrationHarness.Run(vcpus, 4 * MiB, mode, backing);
+        using var src = o.SourceEnd;
+        Assert.Null(o.DestinationError);
+        Assert.Null(o.SourceError);
+        var r = o.Report!;
+        output.WriteLine(r.ToJson());
+        Assert.Equal(0UL, r.GuestMismatches);
+        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+        Assert.Equal(src.RamSha256(), r.SourceSha256);              // the paused image is what the source still holds
+        Assert.Equal((long)r.PagesTotal, r.EngineInstalled);        // every page installed exactly once
+        Assert.Equal((long)r.PagesTotal, r.PagesDemand + r.PagesPushed);
+        // a second copy only ever comes from resending a demanded page the push had in flight; it is dropped, not installed
+        Assert.True(r.PagesDuplicate <= r.DemandAlreadyPushed, $"{r.PagesDuplicate} duplicates for {r.DemandAlreadyPushed} resends");
+        Assert.True(r.PagesZero > 0, "the unwritten quarter of each range should travel as zero markers");
+        Assert.Equal(r.PagesTotal, o.Source!.PagesDemand + o.Source.PagesPushed); // the source sent each page once (plus resends)
+    }
+}

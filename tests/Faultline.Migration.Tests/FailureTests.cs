@@ -1,0 +1,117 @@
+using Faultline.Migration.Destination;
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Source;
+using Faultline.Paging;
+using Faultline.TestKit;
+using Xunit.Abstractions;
+using static Faultline.TestKit.Units;
+
+namespace Faultline.Migration.Tests;
+
+/// <summary>Broken links and bad peers mid-migration: both ends fail with one line, nothing is left behind, and the source can still finish the job.</summary>
+public sealed class FailureTests(ITestOutputHelper output)
+{
+    [KvmTheory]
+    [InlineData(FaultKind.Disconnect, 40, "closed the connection")]
+    [InlineData(FaultKind.PageIndexOutOfRange, 25, "out of range")]
+    [InlineData(FaultKind.CorruptPageByte, 60, "checksum mismatch on page")]
+    [InlineData(FaultKind.TruncateMidFrame, 10, "mid-frame")]
+    public void A_broken_stream_fails_both_ends_with_one_line_leaves_nothing_and_the_source_retries_to_a_match(FaultKind kind, int atPage, string expected)
+    {
+        var plan = new FaultPlan(kind, atPage);
+        output.WriteLine($"plan: {plan}");
+        Transport.RawStream.Measure(1 << 16);   // the runtime's socket engine (epoll fd, pipe) exists before the baseline
+        var before = ProcessResources.Now();
+        var fdsBefore = FdTargets();
+        FaultyChannel? faulty = null;
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB) { WriteFraction = 0.75 }, a => new DestinationOptions(a, PagingMode.Exits)
+        {
+            WrapChannel = (c, role) => role == ChannelRole.Main ? faulty = new FaultyChannel(c, plan) : c,
+            IdleTimeout = TimeSpan.FromSeconds(5),
+        });
+        using var source = o.SourceEnd;
+        Assert.True(faulty!.Fired, $"{plan} never fired");
+        var de = Assert.IsType<MigrationException>(o.DestinationError);
+        var se = Assert.IsType<MigrationException>(o.SourceError);
+        output.WriteLine($"destination: {de.Message}\nsource: {se.Message}");
+        Assert.Contains(expected, de.Message);
+        Assert.DoesNotContain('\n', de.Message);
+        Assert.DoesNotContain('\n', se.Message);
+        Assert.Contains($"the source keeps the paused guest and all {source.Pages} pages", se.Message);
+        Assert.True(source.Paused);
+
+        // the destination is gone: only the source's 2 parked vCPU threads remain of ours
+        var mid = ProcessResources.Settled(before);
+        Assert.True(mid.FaultlineThreads <= before.FaultlineThreads + 2, $"fl- threads: {before.FaultlineThreads} → {mid.FaultlineThreads}");
+
+        // no guest data lost: the same source migrates again, to a fresh destination, and the digests match
+        var held = source.RamSha256();
+        using var listener = new Transport.MigrationListener(Transport.MigrationAddress.Parse("127.0.0.1:0"));
+        SourceResult? sr = null;
+        Exception? retryError = null;
+        var t = new Thread(() => { try { sr = source.Serve(listener); } catch (Exception e) { retryError = e; } });
+        t.Start();
+        var r = new MigrationDestination(new DestinationOptions(listener.Address, PagingMode.Exits)).Run();
+        t.Join();
+        Assert.Null(retryError);
+        Assert.Equal(held, r.SourceSha256);
+        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+        Assert.Equal(0UL, r.GuestMismatches);
+        Assert.Equal(sr!.SourceSha256, r.ReceivedSha256);
+
+        // and once the source is disposed, nothing at all is left: no VM, uffd, socket, mapping or thread
+        listener.Dispose();
+        source.Dispose();
+        var after = ProcessResources.Settled(before);
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads: {before.FaultlineThreads} → {after.FaultlineThreads}");
+        var leaked = FdTargets().Except(fdsBefore).Where(t => !t.EndsWith(".dll", StringComparison.Ordinal)).ToList(); // assemblies loaded on first use are not leaks
+        Assert.True(leaked.Count == 0, $"fds: {before.Fds} → {after.Fds}: new {string.Join(", ", leaked)}");
+    }
+
+    private static List<string> FdTargets() => Directory.GetFiles("/proc/self/fd").Select(f =>
+    {
+        try { return new FileInfo(f).LinkTarget ?? "?"; } catch (IOException) { return "gone"; }
+    }).ToList();
+
+    [KvmFact]
+    public void A_destination_that_cannot_map_the_memory_refuses_before_the_source_pauses()
+    {
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB), a => new DestinationOptions(a, PagingMode.Exits) { MaxRamBytes = 2 * MiB });
+        using var source = o.SourceEnd;
+        var de = Assert.IsType<MigrationException>(o.DestinationError);
+        var se = Assert.IsType<MigrationException>(o.SourceError);
+        Assert.Equal("cannot map 4 MiB of guest memory (this destination allows 2 MiB)", de.Message);
+        Assert.Contains("cannot map 4 MiB", se.Message);
+        Assert.Contains("the source guest was not stopped", se.Message);
+        Assert.False(source.Paused);
+    }
+
+    [KvmFact]
+    public void A_layout_mismatch_fails_both_ends_before_the_pause()
+    {
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB), a => new DestinationOptions(a, PagingMode.Exits) { ExpectVcpus = 4 });
+        using var source = o.SourceEnd;
+        var de = Assert.IsType<MigrationException>(o.DestinationError);
+        var se = Assert.IsType<MigrationException>(o.SourceError);
+        Assert.Equal("layout mismatch: source has 2 vCPU(s), this destination expects 4", de.Message);
+        Assert.Contains("layout mismatch", se.Message);
+        Assert.False(source.Paused);
+    }
+
+    [KvmFact]
+    public void The_push_and_a_demand_race_for_the_same_page_and_it_is_installed_once()
+    {
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB) { WriteFraction = 0.75, PushFromResumePoint = true, PrefetchWindowPages = 1 },
+            a => new DestinationOptions(a, PagingMode.Exits));
+        using var source = o.SourceEnd;
+        Assert.Null(o.DestinationError);
+        var r = o.Report!;
+        output.WriteLine(r.ToJson());
+        Assert.Equal(0UL, r.GuestMismatches);
+        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+        Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
+        Assert.Equal((long)r.PagesTotal, r.PagesDemand + r.PagesPushed);
+        // a page reached the destination while a vCPU's fault path owned it, or twice (push and demand reply): the race happened
+        Assert.True(r.PagesToWaiters + r.PagesKeptUntilAsked + r.PagesDuplicate > 0, "no push/demand race observed");
+    }
+}

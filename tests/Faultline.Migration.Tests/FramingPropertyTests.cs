@@ -1,0 +1,245 @@
+using System.Buffers.Binary;
+using Faultline.Kvm.Interop;
+using Faultline.Migration.Protocol;
+using Faultline.Guest;
+
+namespace Faultline.Migration.Tests;
+
+/// <summary>Seeded property tests of the frame format: every failure message names its seed, so a run can be replayed.</summary>
+public sealed class FramingPropertyTests
+{
+    private static readonly int BaseSeed = Environment.GetEnvironmentVariable("FAULTLINE_SEED") is { } s ? int.Parse(s) : 20261122;
+
+    private sealed record Sample(FrameType Type, byte Flags, byte[] Payload);
+
+    private static Sample RandomFrame(Random r)
+    {
+        switch (r.Next(8))
+        {
+            case 0:
+            {
+                var p = new byte[Wire.PagePayloadSize];
+                r.NextBytes(p);
+                return new Sample(FrameType.Page, (byte)(r.Next(2) == 0 ? PageFlags.Push : PageFlags.Demand), p);
+            }
+            case 1: return new Sample(FrameType.ZeroPage, (byte)PageFlags.Push, BitConverter.GetBytes((ulong)r.NextInt64()));
+            case 2:
+            {
+                var p = new byte[8 * r.Next(1, Wire.MaxDemandIndices + 1)];
+                r.NextBytes(p);
+                return new Sample(FrameType.Demand, 0, p);
+            }
+            case 3:
+            {
+                var p = new byte[r.Next(0, 300)];
+                r.NextBytes(p);
+                return new Sample(FrameType.Abort, 0, p);
+            }
+            case 4: return new Sample(FrameType.Ready, 0, []);
+            case 5:
+            {
+                var p = new byte[CompleteMessage.Size]; r.NextBytes(p);
+                return new Sample(FrameType.Complete, 0, p);
+            }
+            case 6:
+            {
+                var p = new byte[SummaryMessage.Size]; r.NextBytes(p);
+                return new Sample(FrameType.Summary, 0, p);
+            }
+            default:
+            {
+                var p = new byte[r.Next(VcpuStateMessage.MinSize, 5000)]; r.NextBytes(p);
+                return new Sample(FrameType.VcpuState, 0, p);
+            }
+        }
+    }
+
+    private static (List<Sample> Frames, byte[] Stream, List<int> Boundaries) RandomStream(Random r, int count)
+    {
+        var frames = new List<Sample>();
+        var ms = new MemoryStream();
+        var bounds = new List<int> { 0 };
+        var hello = new byte[HelloMessage.Size];
+        new HelloMessage(Wire.Version, ChannelRole.Main, 7).Encode(hello);
+        frames.Add(new Sample(FrameType.Hello, 0, hello));
+        ms.Write(FrameCodec.ToArray(FrameType.Hello, 0, hello));
+        bounds.Add((int)ms.Length);
+        for (var i = 0; i < count; i++)
+        {
+            var f = RandomFrame(r);
+            frames.Add(f);
+            ms.Write(FrameCodec.ToArray(f.Type, f.Flags, f.Payload));
+            bounds.Add((int)ms.Length);
+        }
+        return (frames, ms.ToArray(), bounds);
+    }
+
+    [Fact]
+    public void Random_frames_split_at_random_points_decode_to_the_same_frames()
+    {
+        for (var iter = 0; iter < 200; iter++)
+        {
+            var seed = BaseSeed + iter;
+            var r = new Random(seed);
+            var (frames, stream, _) = RandomStream(r, r.Next(1, 60));
+            var reader = new FrameReader(new MemoryChannel(stream, r, maxPiece: r.Next(2, 20000)), bufferSize: r.Next(0, 3) == 0 ? 1 : 4 << 20);
+            foreach (var expected in frames)
+            {
+                var f = reader.Read();
+                Assert.True(f.Type == expected.Type && f.Flags == expected.Flags && f.Payload.SequenceEqual(expected.Payload),
+                    $"seed {seed}: frame {reader.FramesRead} decoded as {f.Type}/{f.Flags}/{f.Payload.Length} bytes, expected {expected.Type}/{expected.Flags}/{expected.Payload.Length}");
+            }
+            var end = Assert.Throws<MigrationException>(() => reader.Read());
+            Assert.True(end.Message.Contains("closed the connection"), $"seed {seed}: {end.Message}");
+        }
+    }
+
+    [Fact]
+    public void Any_flipped_byte_is_a_one_line_MigrationException_and_never_a_hang()
+    {
+        for (var iter = 0; iter < 300; iter++)
+        {
+            var seed = BaseSeed + 1000 + iter;
+            var r = new Random(seed);
+            var (frames, stream, _) = RandomStream(r, r.Next(1, 20));
+            var at = r.Next(stream.Length);
+            stream[at] ^= (byte)(1 << r.Next(8));
+            var reader = new FrameReader(new MemoryChannel(stream, r));
+            var e = Assert.Throws<MigrationException>(() => { for (var i = 0; i <= frames.Count; i++) reader.Read(); });
+            Assert.False(e.Message.Contains('\n'), $"seed {seed}: multi-line message");
+            Assert.True(e.Message is { Length: > 0 } && !e.Message.Contains("closed the connection\u0000"), $"seed {seed}: {e.Message}");
+            Assert.True(reader.FramesRead <= frames.Count, $"seed {seed}: a corrupt frame was accepted");
+        }
+    }
+
+    [Fact]
+    public void A_stream_cut_inside_a_frame_says_so()
+    {
+        for (var iter = 0; iter < 200; iter++)
+        {
+            var seed = BaseSeed + 2000 + iter;
+            var r = new Random(seed);
+            var (frames, stream, bounds) = RandomStream(r, r.Next(1, 20));
+            var cut = r.Next(1, stream.Length);
+            if (bounds.Contains(cut)) cut--;
+            var whole = bounds.Count(b => b > 0 && b <= cut);
+            var reader = new FrameReader(new MemoryChannel(stream[..cut], r));
+            for (var i = 0; i < whole; i++) reader.Read();
+            var e = Assert.Throws<MigrationException>(() => reader.Read());
+            Assert.True(e.Message.Contains("mid-frame"), $"seed {seed}: cut at {cut}: {e.Message}");
+        }
+    }
+
+    [Theory]
+    [InlineData(FrameType.Page, 4096u, "bad length")]
+    [InlineData(FrameType.ZeroPage, 16u, "bad length")]
+    [InlineData(FrameType.Demand, 12u, "bad length")]
+    [InlineData(FrameType.Demand, 0u, "bad length")]
+    [InlineData(FrameType.Abort, 100_000u, "bad length")]
+    [InlineData(FrameType.VcpuState, 0x7FFF_FFF0u, "bad length")]
+    [InlineData((FrameType)0x77, 8u, "unknown frame type")]
+    public void A_well_checksummed_header_with_a_bad_type_or_length_is_refused_before_its_payload_is_awaited(FrameType type, uint length, string expected)
+    {
+        var hello = new byte[HelloMessage.Size];
+        new HelloMessage(Wire.Version, ChannelRole.Main, 1).Encode(hello);
+        var header = new byte[Wire.HeaderSize];
+        FrameCodec.WriteHeader(header, type, 0, length, 0);
+        // no payload follows: a reader that trusted the length would wait for it forever
+        var stream = FrameCodec.ToArray(FrameType.Hello, 0, hello).Concat(header).ToArray();
+        var reader = new FrameReader(new BlockingAfterEndChannel(stream));
+        reader.Read();
+        var e = Assert.Throws<MigrationException>(() => reader.Read());
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void A_page_with_a_wrong_checksum_names_the_page()
+    {
+        var payload = new byte[Wire.PagePayloadSize];
+        BinaryPrimitives.WriteUInt64LittleEndian(payload, 42);
+        var frame = new byte[Wire.HeaderSize + Wire.PagePayloadSize];
+        FrameCodec.WritePage(frame, PageFlags.Push, 42, payload.AsSpan(8));
+        frame[^1] ^= 1;
+        var hello = new byte[HelloMessage.Size];
+        new HelloMessage(Wire.Version, ChannelRole.Main, 1).Encode(hello);
+        var reader = new FrameReader(new MemoryChannel([.. FrameCodec.ToArray(FrameType.Hello, 0, hello), .. frame], new Random(1)));
+        reader.Read();
+        var e = Assert.Throws<MigrationException>(() => reader.Read());
+        Assert.Equal("checksum mismatch on page 42 from memory", e.Message);
+    }
+
+    [Fact]
+    public void Garbage_at_the_start_means_the_peer_is_not_Faultline()
+    {
+        var reader = new FrameReader(new MemoryChannel("SSH-2.0-OpenSSH_9.6\r\n"u8.ToArray(), new Random(1)));
+        var e = Assert.Throws<MigrationException>(() => reader.Read());
+        Assert.StartsWith("memory is not a Faultline migration peer", e.Message);
+    }
+
+    [Fact]
+    public void Crc32C_has_the_standard_check_value_and_both_paths_agree()
+    {
+        Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
+        Assert.Equal(0xE3069283u, Crc32C.ComputeSoftware("123456789"u8));
+        var r = new Random(BaseSeed);
+        for (var i = 0; i < 500; i++)
+        {
+            var b = new byte[r.Next(0, 10000)];
+            r.NextBytes(b);
+            var split = r.Next(0, b.Length + 1);
+            Assert.True(Crc32C.ComputeSoftware(b) == Crc32C.Compute(b), $"seed {BaseSeed}: length {b.Length}");
+            Assert.True(Crc32C.Append(Crc32C.Compute(b.AsSpan(0, split)), b.AsSpan(split)) == Crc32C.Compute(b), $"seed {BaseSeed}: split {split}/{b.Length}");
+        }
+    }
+
+    [Fact]
+    public void Vcpu_state_round_trips_keeps_unknown_optional_sections_and_refuses_unknown_mandatory_ones()
+    {
+        var regs = new KvmRegs { Rip = 0x40123, Rax = 7, Rflags = 2 };
+        var sregs = new KvmSregs { Cr0 = 0x80010001, Cr3 = 0x1000, Efer = 0x500 };
+        var events = new KvmVcpuEvents { InterruptShadow = 1, Flags = 4 };
+        var wp = new WorkloadProgress(Workload.VerifyThenWrite, 512, 0x400000, 0x800000, 11, 12, 3);
+        var states = new[]
+        {
+            new VcpuState { Id = 0, Regs = regs, Sregs = sregs, Events = events, Workload = wp },
+            new VcpuState { Id = 1, Regs = regs, Sregs = sregs, Events = events, UnknownOptional = [(0x0200, [1, 2, 3])] },
+        };
+        var bytes = VcpuStateMessage.Encode(123456789, states);
+        var (pause, back) = VcpuStateMessage.Decode(bytes, 2);
+        Assert.Equal(123456789, pause);
+        Assert.Equal(regs.Rip, back[0].Regs.Rip);
+        Assert.Equal(sregs.Efer, back[1].Sregs.Efer);
+        Assert.Equal(events.InterruptShadow, back[0].Events.InterruptShadow);
+        Assert.Equal(wp, back[0].Workload);
+        Assert.Equal(new byte[] { 1, 2, 3 }, back[1].UnknownOptional.Single().Data);
+
+        // the same optional section without its optional flag: a later version's mandatory state this one can't restore
+        var i = bytes.AsSpan().IndexOf(new byte[] { 0x00, 0x02, 0x01, 0x00 });
+        bytes[i + 2] = 0;
+        var e = Assert.Throws<MigrationException>(() => VcpuStateMessage.Decode(bytes, 2));
+        Assert.Contains("not understood by this version", e.Message);
+        Assert.Throws<MigrationException>(() => VcpuStateMessage.Decode(bytes.AsSpan(0, bytes.Length - 5), 2));
+        Assert.Throws<MigrationException>(() => VcpuStateMessage.Decode(VcpuStateMessage.Encode(1, states), 3));
+    }
+
+    /// <summary>Serves its bytes, then blocks on the next Receive (a live peer that stopped talking): proves the reader never waits on a bad length.</summary>
+    private sealed class BlockingAfterEndChannel(byte[] data) : Faultline.Migration.Transport.IByteChannel
+    {
+        private int _pos;
+        public TimeSpan? ReceiveTimeout { get; set; }
+        public long BytesSent => 0;
+        public long BytesReceived => _pos;
+        public string Peer => "peer";
+        public void Send(ReadOnlySpan<byte> d) { }
+        public int Receive(Span<byte> buffer)
+        {
+            if (_pos >= data.Length) throw new TimeoutException("reader waited for bytes a bad length promised");
+            var n = Math.Min(buffer.Length, data.Length - _pos);
+            data.AsSpan(_pos, n).CopyTo(buffer);
+            _pos += n;
+            return n;
+        }
+        public void Shutdown() { }
+        public void Dispose() { }
+    }
+}

@@ -1,1 +1,0 @@
-namespace Faultline.Migration.Tests;
