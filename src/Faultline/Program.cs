@@ -11,6 +11,7 @@ internal static class Program
         ProbeCommand.Create(),
         RunCommand.Create(),
         BenchCommand.Create(),
+        MigrateCommand.Create(),
     ];
 
     private static int Main(string[] args) => App.Run(args, Console.Out, Console.Error);
