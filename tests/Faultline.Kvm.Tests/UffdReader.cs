@@ -19,6 +19,7 @@ internal sealed class UffdReader : IDisposable
     private readonly Thread _thread;
     private readonly List<(UffdFault Fault, ResolveOutcome Outcome)> _log = [];
     private Exception? _error;
+    private int _inFlight;
     private int _disposed;
 
     public UffdReader(Userfaultfd uffd, Func<UffdFault, ResolveOutcome> resolve, string name = "fl-uffd0")
@@ -29,10 +30,18 @@ internal sealed class UffdReader : IDisposable
         _thread.Start();
     }
 
-    /// <summary>Every fault read so far, with what resolving it returned.</summary>
+    /// <summary>
+    /// Every fault read so far, with what resolving it returned. Waits for a resolution in flight to be logged: the
+    /// vCPU it woke may finish (and the test read this) before the reader thread gets to record it.
+    /// </summary>
     public IReadOnlyList<(UffdFault Fault, ResolveOutcome Outcome)> Log
     {
-        get { lock (_log) return [.. _log]; }
+        get
+        {
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _inFlight) != 0) spin.SpinOnce();
+            lock (_log) return [.. _log];
+        }
     }
 
     public Exception? Error => Volatile.Read(ref _error);
@@ -48,10 +57,19 @@ internal sealed class UffdReader : IDisposable
         {
             while (_uffd.WaitReadable(_stop))
             {
-                while (_uffd.TryReadFault(out var fault))
+                while (true)
                 {
-                    var outcome = _resolve(fault);
-                    lock (_log) _log.Add((fault, outcome));
+                    Interlocked.Increment(ref _inFlight);    // before the read: a fault that is read counts until it is logged
+                    try
+                    {
+                        if (!_uffd.TryReadFault(out var fault)) break;
+                        var outcome = _resolve(fault);
+                        lock (_log) _log.Add((fault, outcome));
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref _inFlight);
+                    }
                 }
             }
         }
