@@ -22,12 +22,13 @@ public sealed unsafe class LeakTests
     private static readonly TimeSpan RunTimeout = TimeSpan.FromSeconds(60);
 
     /// <summary>
-    /// The runtime maps and unmaps on its own: GC regions commit (a region's two lines become one), malloc arenas grow.
-    /// Measured: -1..+3 lines over 50 machines, with tiered compilation off in this test project (with it on, tier-1
-    /// rejits add ~35 W^X double-mapping lines after any warm-up). Our own mappings are compared exactly instead; a leak
-    /// of one mapping per machine would still be 50 lines here.
+    /// The runtime maps and unmaps on its own: GC regions commit (a region's two lines become one), malloc arenas and
+    /// thread stacks come and go. Measured over 50 machines with tiered compilation off in this test project: -1..+3
+    /// lines on a quiet host, down to -9 on a loaded one (with tiering on, tier-1 rejits add ~35 W^X double-mapping
+    /// lines after any warm-up). Only growth is a leak; our own mappings are compared exactly, and a leak of one
+    /// mapping per machine would still be 50 lines here.
     /// </summary>
-    private const int RuntimeMappingSlack = 8;
+    private const int RuntimeMappingSlack = 16;
 
     private readonly List<(ulong Start, ulong End)> _anonymous = [];
 
@@ -104,6 +105,7 @@ public sealed unsafe class LeakTests
         Assert.Equal(baseline.Fds, after.Fds);
         Assert.Equal(baseline.FaultlineThreads, after.FaultlineThreads);
         Assert.Equal(0, OwnMappings.Count(_anonymous));
-        Assert.InRange(after.Mappings, baseline.Mappings - RuntimeMappingSlack, baseline.Mappings + RuntimeMappingSlack);
+        Assert.True(after.Mappings <= baseline.Mappings + RuntimeMappingSlack,
+            $"/proc/self/maps grew from {baseline.Mappings} to {after.Mappings} lines over {Machines} machines");
     }
 }
