@@ -15,6 +15,7 @@ public sealed unsafe class Vcpu : IDisposable
     private readonly int _mmapSize;
     private int _rawFd = -1;
     private volatile int _tid;
+    private int _kickQueued;   // 1 from a kick's tgkill until the vCPU thread has drained it: at most one kick signal queued
     private int _disposed;
     private bool _addedRef;
     private readonly ulong _syncCap;
@@ -57,21 +58,39 @@ public sealed unsafe class Vcpu : IDisposable
         var mask = new KvmSignalMask { Len = 8, Sigset = old[0] & ~(1UL << (KickSignal - 1)) };
         if (!_addedRef) { _fd.DangerousAddRef(ref _addedRef); _rawFd = _fd.Fd; }
         if (Libc.Ioctl(_rawFd, KvmIoctls.KVM_SET_SIGNAL_MASK, &mask) != 0) throw new KvmException("KVM_SET_SIGNAL_MASK", Marshal.GetLastPInvokeError());
+        Volatile.Write(ref _kickQueued, 0);   // a kick queued on a previous thread died with it, or is spurious here
         _tid = Libc.Gettid();
     }
 
     /// <summary>Called by the vCPU thread when it stops running this vCPU: no kick may target its thread id afterwards.</summary>
-    public void UnbindThread() => _tid = 0;
+    public void UnbindThread()
+    {
+        _tid = 0;
+        Volatile.Write(ref _kickQueued, 0);
+    }
 
     /// <summary>
     /// Makes a KVM_RUN on this vCPU return <see cref="VcpuExitKind.Interrupted"/> promptly, from any thread.
     /// A kick sent while the vCPU is outside KVM_RUN stays pending and ends the next KVM_RUN at once.
     /// </summary>
-    public void Kick()
+    public void Kick() => TryKick();
+
+    /// <summary>
+    /// <see cref="Kick"/>, saying whether a kick is on its way: false when no thread is bound, or when tgkill failed
+    /// (errno in Marshal.GetLastPInvokeError(); EAGAIN: the user's queue of pending real-time signals, RLIMIT_SIGPENDING,
+    /// is full). Real-time signals queue one entry per send, counted per user across processes, so a kick is only sent
+    /// when none is queued: one not yet drained already ends this or the next KVM_RUN. Without that, kicks at a thread
+    /// that does not drain them (outside KVM_RUN, or blocked where signals don't reach, HOST.md) fill the user's queue,
+    /// and every kick of every process of that user fails.
+    /// </summary>
+    public bool TryKick()
     {
         var tid = _tid;
-        if (tid == 0 || _run == null) return;
-        Libc.Syscall(Libc.SYS_tgkill, Libc.Getpid(), tid, KickSignal);
+        if (tid == 0 || _run == null) return false;
+        if (Interlocked.Exchange(ref _kickQueued, 1) != 0) return true;
+        if (Libc.Syscall(Libc.SYS_tgkill, Libc.Getpid(), tid, KickSignal) == 0) return true;
+        Volatile.Write(ref _kickQueued, 0);
+        return false;
     }
 
     /// <summary>KVM_RUN once and decode the exit. Allocation-free.</summary>
@@ -149,6 +168,9 @@ public sealed unsafe class Vcpu : IDisposable
         set[0] = 1UL << (KickSignal - 1);
         var zero = new Timespec();
         while (Libc.Sigtimedwait(set, null, &zero) > 0) KicksDelivered++;
+        // after the drain: a kick coalesced into the one just drained is answered by this Interrupted exit, and a kick
+        // from now on sends a new signal
+        Volatile.Write(ref _kickQueued, 0);
     }
 
     /// <summary>Supplies the value of a pending MMIO read (or an emulated-MMIO memory-fault read) before the next <see cref="Run"/>.</summary>
