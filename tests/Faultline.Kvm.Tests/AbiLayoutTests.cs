@@ -57,6 +57,7 @@ public sealed unsafe class AbiLayoutTests
         Size<UffdioRange>(16);
         Size<UffdioRegister>(32);
         Size<UffdioCopy>(40);
+        Size<UffdioMove>(40);
         Size<UffdioZeropage>(32);
         Size<UffdioContinue>(32);
         Size<UffdioWriteprotect>(24);
@@ -290,6 +291,7 @@ public sealed unsafe class AbiLayoutTests
         ["UFFDIO_WAKE"] = 0x8010AA02,
         ["UFFDIO_COPY"] = 0xC028AA03,
         ["UFFDIO_ZEROPAGE"] = 0xC020AA04,
+        ["UFFDIO_MOVE"] = 0xC028AA05,
         ["UFFDIO_WRITEPROTECT"] = 0xC018AA06,
         ["UFFDIO_CONTINUE"] = 0xC020AA07,
         ["UFFDIO_API"] = 0xC018AA3F,
@@ -325,6 +327,7 @@ public sealed unsafe class AbiLayoutTests
         Assert.Equal(0x8010AA02u, UffdIoctls.UFFDIO_WAKE);
         Assert.Equal(0xC028AA03u, UffdIoctls.UFFDIO_COPY);
         Assert.Equal(0xC020AA04u, UffdIoctls.UFFDIO_ZEROPAGE);
+        Assert.Equal(0xC028AA05u, UffdIoctls.UFFDIO_MOVE);
         Assert.Equal(0xC018AA06u, UffdIoctls.UFFDIO_WRITEPROTECT);
         Assert.Equal(0xC020AA07u, UffdIoctls.UFFDIO_CONTINUE);
         Assert.Equal(0xC018AA3Fu, UffdIoctls.UFFDIO_API);
