@@ -80,7 +80,7 @@ public sealed class GuestMachine : IDisposable
         var n = Vcpus.Count;
         for (var i = 0; i < n; i++) Image.Boot(Vcpus[i], workload, args(i), level);
         var outcomes = new VcpuOutcome?[n];
-        using var start = new Barrier(n + 1);
+        var start = new StartLine(n);
         var stop = 0;
         var threads = new Thread[n];
         for (var i = 0; i < n; i++)
@@ -89,7 +89,7 @@ public sealed class GuestMachine : IDisposable
             threads[i] = new Thread(() => outcomes[id] = RunVcpu(Vcpus[id], handler, start, ref stop)) { Name = $"fl-vcpu{id}", IsBackground = true };
             threads[i].Start();
         }
-        start.SignalAndWait();
+        start.WaitAllReadyThenGo();   // every vCPU thread is running and spinning: no wake-up latency inside the measure
         var sw = Stopwatch.StartNew();
         var deadline = timeout ?? TimeSpan.FromMinutes(5);
         using (ct.Register(() => { Volatile.Write(ref stop, 1); foreach (var v in Vcpus) v.Kick(); }))
@@ -110,15 +110,17 @@ public sealed class GuestMachine : IDisposable
         return new RunOutcome(outcomes.Select((o, i) => o ?? new VcpuOutcome(i, 0, [], 0, new GuestException("vCPU thread ended without outcome"))).ToArray(), sw.Elapsed);
     }
 
-    private static VcpuOutcome RunVcpu(Vcpu vcpu, IExitHandler? handler, Barrier start, ref int stop)
+    private static VcpuOutcome RunVcpu(Vcpu vcpu, IExitHandler? handler, StartLine start, ref int stop)
     {
         var reports = new List<ulong>();
         long exits = 0;
+        var started = false;
         try
         {
             vcpu.BindToCurrentThread();
             handler?.OnVcpuThreadStart(vcpu);
-            start.SignalAndWait();
+            started = true;
+            start.ReadyAndSpin();
             while (true)
             {
                 var exit = vcpu.Run();
@@ -145,6 +147,7 @@ public sealed class GuestMachine : IDisposable
         }
         catch (Exception e)
         {
+            if (!started) start.Ready(); // a thread that failed before the start line must not hold the others
             return new VcpuOutcome(vcpu.Id, 0, reports, exits, e);
         }
         finally
@@ -152,6 +155,34 @@ public sealed class GuestMachine : IDisposable
             vcpu.UnbindThread();
             try { handler?.OnVcpuThreadStop(vcpu); } catch { /* the outcome already carries the first error */ }
         }
+    }
+
+    /// <summary>
+    /// demand_paging_test's start: each vCPU thread says it is ready and spins (yielding, never sleeping) until the
+    /// main thread, having seen all of them ready, says go. A blocking barrier would put thread wake-ups (up to
+    /// milliseconds on this nested host) inside the measured interval.
+    /// </summary>
+    private sealed class StartLine(int threads)
+    {
+        private int _ready;
+        private volatile bool _go;
+
+        public void Ready() => Interlocked.Increment(ref _ready);
+
+        public void ReadyAndSpin()
+        {
+            Ready();
+            var spin = new SpinWait();
+            while (!_go) spin.SpinOnce(sleep1Threshold: -1);
+        }
+
+        public void WaitAllReadyThenGo()
+        {
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _ready) < threads) spin.SpinOnce(sleep1Threshold: -1);
+            _go = true;
+        }
+
     }
 
     /// <summary>A typed error for an exit nobody handled, with the registers that explain it.</summary>
