@@ -329,8 +329,9 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
                 var ready = uffd.WaitReadable(_stop!, timeout);
                 if (_stop!.IsSet) break;
                 if (_forwardToVcpu) RescueStaleForwards(c);
-                if (!ready) continue;
-                while (uffd.TryReadFault(out var f))
+                // one message per wake-up, as refpaging and the selftests do: draining until EAGAIN costs a read
+                // syscall per fault on a 2-core host where the reader competes with the vCPU it just woke
+                if (!ready || !uffd.TryReadFault(out var f)) continue;
                 {
                     c.ReaderFaults++;
                     var idx = (f.Address - _ram!.Host.Value) >> 12;
