@@ -153,6 +153,41 @@ public sealed unsafe class UserfaultfdTests
         Assert.Equal(0, Pattern.HostMismatches(m, seed2));
     }
 
+    [KvmFact]
+    public void A_multi_page_copy_or_continue_stops_at_an_existing_page_and_reports_the_bytes_it_installed()
+    {
+        const int pages = 8;
+        var src = new byte[pages * (int)PageSize];
+        for (var i = 0; i < src.Length; i += 8) BitConverter.TryWriteBytes(src.AsSpan(i), 0x1234_0000_0000UL + (ulong)i);
+        foreach (var backing in new[] { Backing.Anonymous, Backing.Shmem })
+        {
+            using var ram = GuestRegion.Create(new GuestAddress(0x100000), pages * PageSize, backing);
+            var shmem = backing == Backing.Shmem;
+            using var uffd = Userfaultfd.Open(shmem ? UffdFeatures.MinorShmem : UffdFeatures.None);
+            uffd.Register(ram.Host, ram.Size, shmem ? UffdRegisterMode.Minor : UffdRegisterMode.Missing);
+            if (shmem) ram.WriteBacking(0, src);    // the page cache holds the bytes; CONTINUE maps them
+            ResolveOutcome Install(int first, int count, out long done)
+            {
+                var dst = ram.Host.Add((ulong)first * PageSize);
+                // SAFETY: src is pinned for the call and holds every page of the range
+                fixed (byte* p = src)
+                    return shmem ? uffd.Continue(dst, (ulong)count * PageSize, out done) : uffd.Copy(dst, p + first * (int)PageSize, (ulong)count * PageSize, out done);
+            }
+
+            Assert.Equal(ResolveOutcome.Installed, Install(3, 1, out var one));
+            Assert.Equal((long)PageSize, one);
+            // [0, 8) with page 3 present: pages 0..2 go in, the kernel stops there and says how far it got
+            Assert.Equal(ResolveOutcome.Retry, Install(0, pages, out var part));
+            Assert.Equal(3 * (long)PageSize, part);
+            // the rest starts at the existing page: nothing is installed, EEXIST
+            Assert.Equal(ResolveOutcome.AlreadyPresent, Install(3, pages - 3, out var none));
+            Assert.True(none <= 0, $"{backing}: {none} bytes reported for a range starting at an existing page");
+            Assert.Equal(ResolveOutcome.Installed, Install(4, pages - 4, out var rest));
+            Assert.Equal((pages - 4) * (long)PageSize, rest);
+            Assert.True(ram.Span(ram.Base, src.Length).SequenceEqual(src), $"{backing}: guest RAM differs from the copied bytes");
+        }
+    }
+
     private static string Wchan(int tid) => File.ReadAllText($"/proc/self/task/{tid}/wchan").Trim();
 
     [KvmFact]

@@ -1,3 +1,4 @@
+using Faultline.Kvm.Memory;
 using Faultline.Migration.Destination;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Source;
@@ -12,23 +13,28 @@ namespace Faultline.Migration.Tests;
 public sealed class FailureTests(ITestOutputHelper output)
 {
     [KvmTheory]
-    [InlineData(FaultKind.Disconnect, 40, "closed the connection")]
-    [InlineData(FaultKind.PageIndexOutOfRange, 25, "out of range")]
-    [InlineData(FaultKind.CorruptPageByte, 60, "checksum mismatch on page")]
-    [InlineData(FaultKind.TruncateMidFrame, 10, "mid-frame")]
-    public void A_broken_stream_fails_both_ends_with_one_line_leaves_nothing_and_the_source_retries_to_a_match(FaultKind kind, int atPage, string expected)
+    [InlineData(FaultKind.Disconnect, 40, false, "closed the connection")]
+    [InlineData(FaultKind.PageIndexOutOfRange, 25, false, "out of range")]
+    [InlineData(FaultKind.CorruptPageByte, 60, false, "checksum mismatch on page")]
+    [InlineData(FaultKind.TruncateMidFrame, 10, false, "mid-frame")]
+    [InlineData(FaultKind.PageIndexOutOfRange, 3, true, "out of range")]
+    [InlineData(FaultKind.CorruptPageByte, 2, true, "checksum mismatch on page")]
+    [InlineData(FaultKind.TruncateMidFrame, 4, true, "mid-frame")]
+    public void A_broken_stream_fails_both_ends_with_one_line_leaves_nothing_and_the_source_retries_to_a_match(FaultKind kind, int atPage, bool inRun, string expected)
     {
-        var plan = new FaultPlan(kind, atPage);
+        var plan = new FaultPlan(kind, atPage, inRun);
         output.WriteLine($"plan: {plan}");
         Transport.RawStream.Measure(1 << 16);   // the runtime's socket engine (epoll fd, pipe) exists before the baseline
         var before = ProcessResources.Now();
         var fdsBefore = FdTargets();
         FaultyChannel? faulty = null;
-        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB) { WriteFraction = 0.75 }, a => new DestinationOptions(a, PagingMode.Exits)
-        {
-            WrapChannel = (c, role) => role == ChannelRole.Main ? faulty = new FaultyChannel(c, plan) : c,
-            IdleTimeout = TimeSpan.FromSeconds(5),
-        });
+        // single-page frames (the push as protocol version 1 sent it) or page runs: both paths must fail the same way
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB) { WriteFraction = 0.75, PushRunPages = inRun ? Wire.MaxRunPages : 1 },
+            a => new DestinationOptions(a, PagingMode.Exits)
+            {
+                WrapChannel = (c, role) => role == ChannelRole.Main ? faulty = new FaultyChannel(c, plan) : c,
+                IdleTimeout = TimeSpan.FromSeconds(5),
+            });
         using var source = o.SourceEnd;
         Assert.True(faulty!.Fired, $"{plan} never fired");
         var de = Assert.IsType<MigrationException>(o.DestinationError);
@@ -113,5 +119,34 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Equal((long)r.PagesTotal, r.PagesDemand + r.PagesPushed);
         // a page reached the destination while a vCPU's fault path owned it, or twice (push and demand reply): the race happened
         Assert.True(r.PagesToWaiters + r.PagesKeptUntilAsked + r.PagesDuplicate > 0, "no push/demand race observed");
+    }
+
+    [KvmTheory]
+    [InlineData(PagingMode.Exits, Backing.Anonymous)]
+    [InlineData(PagingMode.Missing, Backing.Anonymous)]
+    [InlineData(PagingMode.Minor, Backing.Shmem)]
+    public void Page_runs_race_demand_faults_and_every_page_is_still_installed_once(PagingMode mode, Backing backing)
+    {
+        // the push starts at the page vCPU 0 resumes on and jumps to every demanded page: its runs cover pages the
+        // vCPUs are faulting on right then, so run pages reach fault paths that own them, and demands hit pages in flight
+        // (with 100 µs each way, emulated, so a demand is still unanswered when the run carrying its page lands)
+        var delay = TimeSpan.FromMicroseconds(100);
+        var o = MigrationHarness.Run(new SourceOptions(2, 8 * MiB) { WriteFraction = 0.75, PushFromResumePoint = true, PrefetchWindowPages = 1, LinkDelay = delay },
+            a => new DestinationOptions(a, mode, backing) { LinkDelay = delay });
+        using var source = o.SourceEnd;
+        Assert.Null(o.DestinationError);
+        Assert.Null(o.SourceError);
+        var r = o.Report!;
+        output.WriteLine(r.ToJson());
+        Assert.Equal(0UL, r.GuestMismatches);
+        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+        Assert.Equal(source.RamSha256(), r.SourceSha256);
+        Assert.Equal((long)r.PagesTotal, r.EngineInstalled);                 // exactly once, runs and faults together
+        Assert.Equal((long)r.PagesTotal, r.PagesDemand + r.PagesPushed);
+        Assert.True(r.PushRuns > 0, "the push sent no page runs");
+        Assert.True(r.InstalledByReceiver > r.PushRuns, $"{r.InstalledByReceiver} pages installed by the receiver from {r.PushRuns} runs");
+        Assert.True(r.PagesToWaiters + r.PagesKeptUntilAsked + r.PagesDuplicate > 0, "no push/demand race observed");
+        // and on the run path itself: a run brought a page a fault path owned (33 of 33 runs here had 2..12 of them)
+        Assert.True(r.RunPagesToFaultPath > 0, "no run page reached a fault path that owned it");
     }
 }

@@ -6,16 +6,19 @@ namespace Faultline.Migration.Tests;
 
 public enum FaultKind { None, Disconnect, PageIndexOutOfRange, CorruptPageByte, TruncateMidFrame }
 
-/// <summary>What to break, and at which received page frame (deterministic: printed by the tests that use it).</summary>
-public sealed record FaultPlan(FaultKind Kind, int AtPage)
+/// <summary>
+/// What to break, and at which received Page / ZeroPage frame (with <paramref name="InRun"/>, at which PageRun frame).
+/// Deterministic: printed by the tests that use it.
+/// </summary>
+public sealed record FaultPlan(FaultKind Kind, int AtPage, bool InRun = false)
 {
-    public override string ToString() => $"{Kind} at page frame {AtPage}";
+    public override string ToString() => $"{Kind} at {(InRun ? "page run" : "page")} frame {AtPage}";
 }
 
 /// <summary>
 /// A decorator on the receiving side of a channel that re-frames what arrives and breaks it as its plan says: cut
-/// the link (both ends see it), send a page index out of range (checksum fixed up, so only the index is wrong),
-/// flip a page byte (checksum left stale), or end the stream inside a frame.
+/// the link (both ends see it), send a page index out of range (a run's first index; checksum fixed up, so only the
+/// index is wrong), flip a page byte (a run's last page; checksum left stale), or end the stream inside a frame.
 /// </summary>
 internal sealed class FaultyChannel(IByteChannel inner, FaultPlan plan) : IByteChannel
 {
@@ -40,7 +43,8 @@ internal sealed class FaultyChannel(IByteChannel inner, FaultPlan plan) : IByteC
             if (_ended) return 0;
             var f = _reader.Read();
             var payload = f.Payload.ToArray();
-            if (f.Type is FrameType.Page or FrameType.ZeroPage && ++_pages == plan.AtPage && plan.Kind != FaultKind.None)
+            var counts = plan.InRun ? f.Type is FrameType.PageRun : f.Type is FrameType.Page or FrameType.ZeroPage;
+            if (counts && ++_pages == plan.AtPage && plan.Kind != FaultKind.None)
             {
                 Fired = true;
                 switch (plan.Kind)

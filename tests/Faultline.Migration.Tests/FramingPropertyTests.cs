@@ -14,7 +14,7 @@ public sealed class FramingPropertyTests
 
     private static Sample RandomFrame(Random r)
     {
-        switch (r.Next(8))
+        switch (r.Next(9))
         {
             case 0:
             {
@@ -46,12 +46,28 @@ public sealed class FramingPropertyTests
                 var p = new byte[SummaryMessage.Size]; r.NextBytes(p);
                 return new Sample(FrameType.Summary, 0, p);
             }
-            default:
+            case 7:
             {
                 var p = new byte[r.Next(VcpuStateMessage.MinSize, 5000)]; r.NextBytes(p);
                 return new Sample(FrameType.VcpuState, 0, p);
             }
+            default:
+            {
+                var n = r.Next(1, Wire.MaxRunPages + 1);
+                return new Sample(FrameType.PageRun, (byte)PageFlags.Push, RunPayload(r, (ulong)r.NextInt64(), n));
+            }
         }
+    }
+
+    /// <summary>A page run's payload (pages random, some all zeros), as the source's encoder writes it.</summary>
+    private static byte[] RunPayload(Random r, ulong first, int n)
+    {
+        var pages = new byte[n * Wire.PageSize];
+        r.NextBytes(pages);
+        for (var i = 0; i < n; i++) if (r.Next(8) == 0) pages.AsSpan(i * Wire.PageSize, Wire.PageSize).Clear();
+        var frame = new byte[Wire.HeaderSize + Wire.RunPayloadSize(n)];
+        Assert.Equal(frame.Length, FrameCodec.WritePageRun(frame, PageFlags.Push, first, n, pages));
+        return frame[Wire.HeaderSize..];
     }
 
     private static (List<Sample> Frames, byte[] Stream, List<int> Boundaries) RandomStream(Random r, int count)
@@ -137,6 +153,10 @@ public sealed class FramingPropertyTests
     [InlineData(FrameType.Demand, 0u, "bad length")]
     [InlineData(FrameType.Abort, 100_000u, "bad length")]
     [InlineData(FrameType.VcpuState, 0x7FFF_FFF0u, "bad length")]
+    [InlineData(FrameType.PageRun, 16u, "bad length")]                           // no pages
+    [InlineData(FrameType.PageRun, 16u + 65 * 4100, "bad length")]               // one page more than a run may carry
+    [InlineData(FrameType.PageRun, 16u + 2 * 4100 - 1, "bad length")]            // not a whole number of pages
+    [InlineData(FrameType.PageRun, 16u + 4096, "bad length")]                    // a page without its checksum
     [InlineData((FrameType)0x77, 8u, "unknown frame type")]
     public void A_well_checksummed_header_with_a_bad_type_or_length_is_refused_before_its_payload_is_awaited(FrameType type, uint length, string expected)
     {
@@ -166,6 +186,67 @@ public sealed class FramingPropertyTests
         reader.Read();
         var e = Assert.Throws<MigrationException>(() => reader.Read());
         Assert.Equal("checksum mismatch on page 42 from memory", e.Message);
+    }
+
+    private static FrameReader ReaderAfterHello(params byte[][] frames)
+    {
+        var hello = new byte[HelloMessage.Size];
+        new HelloMessage(Wire.Version, ChannelRole.Main, 1).Encode(hello);
+        var reader = new FrameReader(new MemoryChannel([.. FrameCodec.ToArray(FrameType.Hello, 0, hello), .. frames.SelectMany(f => f)], new Random(1)));
+        reader.Read();
+        return reader;
+    }
+
+    /// <summary>A run frame whose header checksum is recomputed over <paramref name="payload"/>'s preamble as its length implies, so only the field under test is wrong.</summary>
+    private static byte[] RunFrameWith(byte[] payload)
+    {
+        var frame = new byte[Wire.HeaderSize + payload.Length];
+        payload.CopyTo(frame.AsSpan(Wire.HeaderSize));
+        var n = Wire.RunPagesOf((uint)payload.Length);
+        FrameCodec.WriteHeader(frame, FrameType.PageRun, (byte)PageFlags.Push, (uint)payload.Length, Crc32C.Compute(payload.AsSpan(0, Wire.RunPreambleSize(n))));
+        return frame;
+    }
+
+    [Fact]
+    public void A_page_run_decodes_to_its_pages_and_each_page_is_checked_on_its_own()
+    {
+        var r = new Random(BaseSeed);
+        var payload = RunPayload(r, 1000, 5);
+        var reader = ReaderAfterHello(RunFrameWith(payload));
+        var f = reader.Read();
+        Assert.Equal(FrameType.PageRun, f.Type);
+        Assert.Equal(1000UL, f.Index);
+        Assert.Equal(5, f.RunCount);
+        Assert.True(f.RunPages.SequenceEqual(payload.AsSpan(Wire.RunPreambleSize(5))));
+        for (var i = 0; i < 5; i++)   // the per-page checksum is CRC-32C of the page's 4096 bytes
+            Assert.Equal(Crc32C.Compute(f.RunPages.Slice(i * Wire.PageSize, Wire.PageSize)), BinaryPrimitives.ReadUInt32LittleEndian(f.Payload[(16 + 4 * i)..]));
+
+        // a flipped byte in the third page: that page is named
+        var bad = (byte[])payload.Clone();
+        bad[Wire.RunPreambleSize(5) + 2 * Wire.PageSize + 17] ^= 4;
+        var e = Assert.Throws<MigrationException>(() => ReaderAfterHello(RunFrameWith(bad)).Read());
+        Assert.Equal("checksum mismatch on page 1002 from memory", e.Message);
+
+        // a flipped byte in the preamble (here: the first index) fails the header's payload checksum
+        var frame = RunFrameWith(payload);
+        frame[Wire.HeaderSize + 1] ^= 1;
+        e = Assert.Throws<MigrationException>(() => ReaderAfterHello(frame).Read());
+        Assert.Equal("checksum mismatch on a PageRun frame from memory", e.Message);
+    }
+
+    [Fact]
+    public void A_page_run_whose_count_or_reserved_bytes_disagree_is_refused_even_with_good_checksums()
+    {
+        var r = new Random(BaseSeed + 1);
+        var payload = RunPayload(r, 7, 4);
+        BinaryPrimitives.WriteUInt16LittleEndian(payload.AsSpan(8), 3);
+        var e = Assert.Throws<MigrationException>(() => ReaderAfterHello(RunFrameWith(payload)).Read());
+        Assert.Equal("corrupt stream from memory: PageRun frame says 3 pages but carries 4", e.Message);
+
+        payload = RunPayload(r, 7, 4);
+        payload[13] = 1;
+        e = Assert.Throws<MigrationException>(() => ReaderAfterHello(RunFrameWith(payload)).Read());
+        Assert.Equal("corrupt stream from memory: PageRun frame with non-zero reserved bytes", e.Message);
     }
 
     [Fact]

@@ -91,10 +91,20 @@ public sealed unsafe class Userfaultfd : IDisposable
     }
 
     /// <summary>UFFDIO_COPY: atomically installs <paramref name="length"/> bytes from <paramref name="src"/> at <paramref name="dst"/>.</summary>
-    public ResolveOutcome Copy(HostAddress dst, void* src, ulong length, bool dontWake = false)
+    public ResolveOutcome Copy(HostAddress dst, void* src, ulong length, bool dontWake = false) => Copy(dst, src, length, out _, dontWake);
+
+    /// <summary>
+    /// UFFDIO_COPY over several pages. <paramref name="copied"/> is the kernel's uffdio_copy.copy: the bytes installed
+    /// (all of them on <see cref="ResolveOutcome.Installed"/>). A copy that stops part-way (the next page exists, or
+    /// the mapping changed) returns <see cref="ResolveOutcome.Retry"/> (EAGAIN) with the bytes done so far, which the
+    /// kernel has already installed and woken; a copy whose first page exists returns AlreadyPresent with copied ≤ 0.
+    /// </summary>
+    public ResolveOutcome Copy(HostAddress dst, void* src, ulong length, out long copied, bool dontWake = false)
     {
         var op = new UffdioCopy { Dst = dst.Value, Src = (ulong)src, Len = length, Mode = dontWake ? UffdConst.UFFDIO_COPY_MODE_DONTWAKE : 0 };
-        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_COPY, &op) == 0) return ResolveOutcome.Installed;
+        var r = Libc.Ioctl(_raw, UffdIoctls.UFFDIO_COPY, &op);
+        copied = r == 0 ? (long)length : op.Copy;
+        if (r == 0) return ResolveOutcome.Installed;
         return Outcome("UFFDIO_COPY", Marshal.GetLastPInvokeError());
     }
 
@@ -107,10 +117,15 @@ public sealed unsafe class Userfaultfd : IDisposable
     }
 
     /// <summary>UFFDIO_CONTINUE: maps the page cache page already there (MINOR faults on shmem).</summary>
-    public ResolveOutcome Continue(HostAddress dst, ulong length, bool dontWake = false)
+    public ResolveOutcome Continue(HostAddress dst, ulong length, bool dontWake = false) => Continue(dst, length, out _, dontWake);
+
+    /// <summary>UFFDIO_CONTINUE over several pages; <paramref name="mapped"/> is uffdio_continue.mapped, with the same partial-progress rules as <see cref="Copy(HostAddress, void*, ulong, out long, bool)"/>.</summary>
+    public ResolveOutcome Continue(HostAddress dst, ulong length, out long mapped, bool dontWake = false)
     {
         var op = new UffdioContinue { Range = new UffdioRange { Start = dst.Value, Len = length }, Mode = dontWake ? UffdConst.UFFDIO_CONTINUE_MODE_DONTWAKE : 0 };
-        if (Libc.Ioctl(_raw, UffdIoctls.UFFDIO_CONTINUE, &op) == 0) return ResolveOutcome.Installed;
+        var r = Libc.Ioctl(_raw, UffdIoctls.UFFDIO_CONTINUE, &op);
+        mapped = r == 0 ? (long)length : op.Mapped;
+        if (r == 0) return ResolveOutcome.Installed;
         return Outcome("UFFDIO_CONTINUE", Marshal.GetLastPInvokeError());
     }
 

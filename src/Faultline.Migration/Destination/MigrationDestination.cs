@@ -87,6 +87,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                             break;
                         case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
                         case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
+                        case FrameType.PageRun: s.OnPageRun(f.Index, f.RunCount, f.RunPages, (PageFlags)f.Flags); break;
                         case FrameType.PushDone: break;
                         case FrameType.Summary:
                             summary = SummaryMessage.Decode(f.Payload);
@@ -168,6 +169,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 PagesTotal = source.Pages, PagesDemand = source.DemandPages, PagesPushed = source.PushedPages, PagesZero = source.ZeroPages,
                 PagesDuplicate = source.Duplicates, DemandRequests = source.DemandsSent,
                 PagesToWaiters = source.HandedToWaiters, PagesKeptUntilAsked = source.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
+                PushRuns = source.RunFrames, RunPagesToFaultPath = source.RunPagesToFaultPath,
                 BytesOnWire = main.Channel.BytesReceived + urgent.Channel.BytesReceived + main.Channel.BytesSent + urgent.Channel.BytesSent,
                 FaultLatencyUs = readers ? source.Fetches.Summarize() : guest.FaultLatency.Summarize(),
                 FaultLatencyMeasure = readers

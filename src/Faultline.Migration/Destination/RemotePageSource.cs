@@ -35,7 +35,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     private PeerConnection? _urgent;
     private volatile Exception? _failed;
     private long _receivedCount, _demandPages, _pushedPages, _zeroPages, _duplicates, _installedByReceiver, _handedToWaiters, _early_count;
-    private long _demandsSent, _alreadyArrived;
+    private long _demandsSent, _alreadyArrived, _runFrames, _runPagesToFaultPath;
 
     public ulong Pages { get; }
     /// <summary>Per fault-path ReadPage: from the request to the bytes in hand (reader engines' fault latency).</summary>
@@ -70,6 +70,10 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     public long KeptForLaterAsk => Interlocked.Read(ref _early_count);
     public long DemandsSent => Interlocked.Read(ref _demandsSent);
     public long AlreadyArrived => Interlocked.Read(ref _alreadyArrived);
+    /// <summary>PageRun frames received.</summary>
+    public long RunFrames => Interlocked.Read(ref _runFrames);
+    /// <summary>First copies that arrived in a run while a fault path owned the page (handed to its waiter or kept).</summary>
+    public long RunPagesToFaultPath => Interlocked.Read(ref _runPagesToFaultPath);
 
     public string Describe() => $"remote source over {_urgent?.Peer}";
 
@@ -157,6 +161,64 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             }
         }
         if (Interlocked.Increment(ref _receivedCount) == (long)Pages) _allReceived.Set();
+    }
+
+    /// <summary>
+    /// A run of <paramref name="count"/> consecutive pages from <paramref name="first"/> arrived (push). Receiver
+    /// threads only; never waits. Each page whose first copy this is goes into the received image; those pages are
+    /// installed with the engine's TryInstallRun (one ioctl per contiguous sub-run nobody else owns); a first copy a
+    /// fault path owns is handled exactly as <see cref="OnPage"/> does (to its waiter, or kept until it asks); later
+    /// copies are dropped.
+    /// </summary>
+    public void OnPageRun(ulong first, int count, ReadOnlySpan<byte> bytes, PageFlags flags)
+    {
+        if (count is < 1 or > Wire.MaxRunPages || first >= Pages || (ulong)count > Pages - first)
+            throw new MigrationException($"source sent pages {first}..{first + (ulong)Math.Max(count, 1) - 1}, out of range (guest RAM has {Pages} pages)");
+        if (bytes.Length != count * Wire.PageSize) throw new MigrationException($"page run of {count} pages carries {bytes.Length} bytes");
+        Span<bool> fresh = stackalloc bool[count];
+        Span<bool> installed = stackalloc bool[count];
+        installed.Clear();
+        var arrived = 0;
+        for (var i = 0; i < count; i++)
+        {
+            fresh[i] = Interlocked.CompareExchange(ref _arrivedOnce[first + (ulong)i], 1, 0) == 0;
+            if (!fresh[i]) continue;
+            arrived++;
+            _received.Write(first + (ulong)i, bytes.Slice(i * Wire.PageSize, Wire.PageSize));
+        }
+        Interlocked.Add(ref _duplicates, count - arrived);
+        Interlocked.Increment(ref _runFrames);
+        if (arrived == 0) return;
+        Interlocked.Add(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages, arrived);
+
+        var installedNow = 0;
+        for (var i = 0; i < count;)
+        {
+            if (!fresh[i]) { i++; continue; }
+            var j = i + 1;
+            while (j < count && fresh[j]) j++;
+            installedNow += _engine!.TryInstallRun(_ram.Base + ((first + (ulong)i) << GuestAddress.PageShift), j - i,
+                bytes.Slice(i * Wire.PageSize, (j - i) * Wire.PageSize), installed[i..j]);
+            i = j;
+        }
+        Interlocked.Add(ref _installedByReceiver, installedNow);
+        if (installedNow < arrived)
+        {
+            // first copies a fault path owns: its waiter gets them, or they wait until it asks
+            lock (_gate)
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    if (!fresh[i] || installed[i]) continue;
+                    var idx = first + (ulong)i;
+                    var page = bytes.Slice(i * Wire.PageSize, Wire.PageSize);
+                    Interlocked.Increment(ref _runPagesToFaultPath);
+                    if (_waiting.Remove(idx, out var w)) { DemandTrace.Hop(idx, "dest-rx-run"); w.Fill(page); Interlocked.Increment(ref _handedToWaiters); }
+                    else if (!_engine!.Tracker.IsPresent(idx)) { _early[idx] = page.ToArray(); Interlocked.Increment(ref _early_count); }
+                }
+            }
+        }
+        if (Interlocked.Add(ref _receivedCount, arrived) == (long)Pages) _allReceived.Set();
     }
 
     /// <summary>Wakes every waiter with <paramref name="e"/>; later ReadPage calls fail at once.</summary>

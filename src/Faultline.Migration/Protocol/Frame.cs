@@ -17,5 +17,11 @@ public readonly ref struct Frame
     /// <summary>A page frame's 4096 bytes.</summary>
     public ReadOnlySpan<byte> PageBytes => Payload.Slice(8, Wire.PageSize);
 
+    /// <summary>A page run's page count (checked against its length by the reader).</summary>
+    public int RunCount => BinaryPrimitives.ReadUInt16LittleEndian(Payload[8..]);
+
+    /// <summary>A page run's pages: <see cref="RunCount"/> × 4096 bytes, page <see cref="Index"/> first.</summary>
+    public ReadOnlySpan<byte> RunPages => Payload[Wire.RunPreambleSize(RunCount)..];
+
     public string AbortMessage => System.Text.Encoding.UTF8.GetString(Payload).ReplaceLineEndings(" ");
 }

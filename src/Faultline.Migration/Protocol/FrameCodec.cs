@@ -9,8 +9,39 @@ public static class FrameCodec
     public static int Write(Span<byte> dst, FrameType type, byte flags, ReadOnlySpan<byte> payload)
     {
         payload.CopyTo(dst[Wire.HeaderSize..]);
-        WriteHeader(dst, type, flags, (uint)payload.Length, Crc32C.Compute(payload));
+        WriteHeader(dst, type, flags, (uint)payload.Length, PayloadChecksum(type, payload));
         return Wire.HeaderSize + payload.Length;
+    }
+
+    /// <summary>The header's payload checksum: CRC-32C of the whole payload, or of a page run's preamble (its pages have their own).</summary>
+    public static uint PayloadChecksum(FrameType type, ReadOnlySpan<byte> payload)
+    {
+        if (type != FrameType.PageRun || payload.Length < Wire.RunHeaderSize) return Crc32C.Compute(payload);
+        var pre = Wire.RunPreambleSize(BinaryPrimitives.ReadUInt16LittleEndian(payload[8..]));
+        return Crc32C.Compute(payload[..Math.Min(pre, payload.Length)]);
+    }
+
+    /// <summary>
+    /// Writes a page run: <paramref name="count"/> consecutive pages from <paramref name="first"/>, taken from
+    /// <paramref name="pages"/> (count × 4096 bytes), each with its CRC-32C; returns the frame's size.
+    /// </summary>
+    public static int WritePageRun(Span<byte> dst, PageFlags flags, ulong first, int count, ReadOnlySpan<byte> pages)
+    {
+        if (count is < 1 or > Wire.MaxRunPages) throw new ArgumentOutOfRangeException(nameof(count), $"a run has 1..{Wire.MaxRunPages} pages");
+        var size = Wire.RunPayloadSize(count);
+        var p = dst.Slice(Wire.HeaderSize, size);
+        BinaryPrimitives.WriteUInt64LittleEndian(p, first);
+        BinaryPrimitives.WriteUInt16LittleEndian(p[8..], (ushort)count);
+        p.Slice(10, 6).Clear();
+        var pre = Wire.RunPreambleSize(count);
+        for (var i = 0; i < count; i++)
+        {
+            var page = pages.Slice(i * Wire.PageSize, Wire.PageSize);
+            BinaryPrimitives.WriteUInt32LittleEndian(p[(Wire.RunHeaderSize + 4 * i)..], Crc32C.Compute(page));
+            page.CopyTo(p[(pre + i * Wire.PageSize)..]);
+        }
+        WriteHeader(dst, FrameType.PageRun, (byte)flags, (uint)size, Crc32C.Compute(p[..pre]));
+        return Wire.HeaderSize + size;
     }
 
     /// <summary>Writes a page frame (index + bytes, one checksum over both); returns its size.</summary>

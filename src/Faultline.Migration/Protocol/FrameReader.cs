@@ -47,7 +47,8 @@ public sealed class FrameReader
         if (_first && type != FrameType.Hello && type != FrameType.Abort) throw Bad($"first frame is {type}, not Hello");
         Fill(Wire.HeaderSize + (int)length, Wire.HeaderSize);
         var payload = new ReadOnlySpan<byte>(_buf, _pos + Wire.HeaderSize, (int)length);
-        if (Crc32C.Compute(payload) != crc)
+        if (type == FrameType.PageRun) CheckRun(payload, crc);
+        else if (Crc32C.Compute(payload) != crc)
             throw new MigrationException(type is FrameType.Page
                 ? $"checksum mismatch on page {BinaryPrimitives.ReadUInt64LittleEndian(payload)} from {Peer}"
                 : $"checksum mismatch on a {type} frame from {Peer}");
@@ -55,6 +56,25 @@ public sealed class FrameReader
         _first = false;
         FramesRead++;
         return new Frame(type, flags, payload);
+    }
+
+    /// <summary>
+    /// A page run: the preamble (index, count, reserved, per-page checksums) against the header's checksum, the count
+    /// against the length, the reserved bytes zero, then every page against its own checksum.
+    /// </summary>
+    private void CheckRun(ReadOnlySpan<byte> payload, uint crc)
+    {
+        var n = Wire.RunPagesOf((uint)payload.Length);
+        var pre = Wire.RunPreambleSize(n);
+        if (Crc32C.Compute(payload[..pre]) != crc) throw new MigrationException($"checksum mismatch on a PageRun frame from {Peer}");
+        var count = BinaryPrimitives.ReadUInt16LittleEndian(payload[8..]);
+        if (count != n) throw Bad($"PageRun frame says {count} pages but carries {n}");
+        if (BinaryPrimitives.ReadUInt16LittleEndian(payload[10..]) != 0 || BinaryPrimitives.ReadUInt32LittleEndian(payload[12..]) != 0)
+            throw Bad("PageRun frame with non-zero reserved bytes");
+        var first = BinaryPrimitives.ReadUInt64LittleEndian(payload);
+        for (var i = 0; i < n; i++)
+            if (Crc32C.Compute(payload.Slice(pre + i * Wire.PageSize, Wire.PageSize)) != BinaryPrimitives.ReadUInt32LittleEndian(payload[(Wire.RunHeaderSize + 4 * i)..]))
+                throw new MigrationException($"checksum mismatch on page {unchecked(first + (ulong)i)} from {Peer}");
     }
 
     private MigrationException Bad(string what) => _first

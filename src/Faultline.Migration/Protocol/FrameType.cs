@@ -27,9 +27,15 @@ public enum FrameType : byte
     Abort = 0x0B,
     /// <summary>Destination → source: every vCPU runs again (u64: the destination's CLOCK_MONOTONIC ns); the push starts now, not inside the downtime.</summary>
     Resumed = 0x0C,
+    /// <summary>
+    /// Source → destination (main, version 2): up to <see cref="Wire.MaxRunPages"/> consecutive pages of the push in one
+    /// frame: u64 first index, u16 count, u16 0, u32 0, u32 CRC-32C of each page, then the pages. The header's payload
+    /// checksum covers everything before the pages; each page is covered by its own checksum.
+    /// </summary>
+    PageRun = 0x0D,
 }
 
-/// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>).</summary>
+/// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>, <see cref="FrameType.PageRun"/>).</summary>
 [Flags]
 public enum PageFlags : byte
 {

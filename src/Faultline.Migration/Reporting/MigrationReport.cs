@@ -28,6 +28,10 @@ public sealed record MigrationReport
     public required long PagesToWaiters { get; init; }
     public required long PagesKeptUntilAsked { get; init; }
     public required long DemandAlreadyPushed { get; init; }
+    /// <summary>PageRun frames received (consecutive pushed pages installed with one ioctl per run).</summary>
+    public long PushRuns { get; init; }
+    /// <summary>First copies that arrived inside a run while a fault path owned the page (the push/demand race on the run path).</summary>
+    public long RunPagesToFaultPath { get; init; }
     public required long BytesOnWire { get; init; }
     public required LatencySummary FaultLatencyUs { get; init; }
     /// <summary>How fault latency was taken for this engine.</summary>
@@ -66,6 +70,8 @@ public sealed record MigrationReport
             w.WriteNumber("pages_to_waiters", PagesToWaiters);
             w.WriteNumber("pages_kept_until_asked", PagesKeptUntilAsked);
             w.WriteNumber("demand_already_pushed", DemandAlreadyPushed);
+            w.WriteNumber("push_runs", PushRuns);
+            w.WriteNumber("run_pages_to_fault_path", RunPagesToFaultPath);
             w.WriteNumber("bytes_on_wire", BytesOnWire);
             w.WriteStartObject("fault_latency_us");
             w.WriteNumber("p50", Math.Round(FaultLatencyUs.P50, 1));

@@ -43,6 +43,7 @@ public sealed class MigrationSource : IDisposable
     public static MigrationSource Create(SourceOptions o)
     {
         if (o.QwordsPerPage is < 1 or > 512) throw new UsageException($"qwords per page must be within 1..512, not {o.QwordsPerPage}");
+        if (o.PushRunPages is < 1 or > Wire.MaxRunPages) throw new UsageException($"pages per push frame must be within 1..{Wire.MaxRunPages}, not {o.PushRunPages}");
         var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous));
         var s = new MigrationSource(o, m);
         Warmup.StatePath(o.Vcpus);
@@ -108,7 +109,7 @@ public sealed class MigrationSource : IDisposable
             var pushStart = _o.PushFromResumePoint
                 ? ((states[0].Regs.Rdi & ~0xFFFUL) - ram.Base.Value) >> GuestAddress.PageShift
                 : _o.PushStartPage;
-            var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount);
+            var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
             var demand = new DemandServer(ram, sent, urgent, pusher);
             using var stop = new CancellationTokenSource();
             demandThread = Worker("fl-mig-demand", () => ThreadPriority.RaiseForLatency(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);

@@ -23,6 +23,8 @@ internal sealed class SentPages(ulong pages)
         return true;
     }
 
+    public bool IsUnsent(ulong index) => Volatile.Read(ref _state[index]) == Unsent;
+
     /// <summary>A pushed page is demanded: claims its one resend on the urgent channel.</summary>
     public bool TryClaimResend(ulong index) => Interlocked.CompareExchange(ref _state[index], PushedAndResent, Pushed) == Pushed;
 

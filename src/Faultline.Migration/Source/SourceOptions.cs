@@ -11,6 +11,8 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     public int PassesBeforeMigration { get; init; } = 1;
     /// <summary>Pages the push sends right after each demanded page before it may jump again (QEMU continues from the requested page).</summary>
     public int PrefetchWindowPages { get; init; } = 64;
+    /// <summary>Most pages per push frame: consecutive non-zero pages travel as one PageRun (installed with one ioctl); 1 sends a frame per page.</summary>
+    public int PushRunPages { get; init; } = Protocol.Wire.MaxRunPages;
     /// <summary>Test seam: the push starts here instead of page 0 (e.g. at the pages the guest touches first, to force push/demand races).</summary>
     public ulong PushStartPage { get; init; }
     /// <summary>Test seam: the push starts at the page vCPU 0 was working on when it paused, the very page it faults on first after resuming (forces the push/demand race).</summary>

@@ -303,17 +303,113 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         var idx = t.IndexOf(page);
         // never waits: a page that is present or being installed by a fault path is not this caller's
         if (!t.TryClaim(idx)) return false;
-        lock (_pushCounters)
-        {
-            try { InstallClaimed(idx, wake: true, bytes); }
-            catch { t.Abandon(idx); throw; }
-            t.Publish(idx);
-            _pushCounters.Installed++;
-        }
+        try { InstallClaimed(idx, wake: true, bytes); }
+        catch { t.Abandon(idx); throw; }
+        t.Publish(idx);
+        Interlocked.Increment(ref _receiverInstalled);
         _bitmap?.Clear(idx);
         return true;
     }
 
+    public int TryInstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed)
+    {
+        var t = Tracker;
+        if (count < 0 || installed.Length < count) throw new ArgumentOutOfRangeException(nameof(count));
+        if (bytes.Length < count * (int)Page) throw new ArgumentException($"a run of {count} pages is {count * (int)Page} bytes", nameof(bytes));
+        if ((first.Value & (Page - 1)) != 0) throw new ArgumentException($"{first} is not page-aligned", nameof(first));
+        installed[..count].Clear();
+        if (count == 0) return 0;
+        if (!t.Contains(first) || !t.Contains(first + ((ulong)(count - 1) << 12)))
+            throw new MigrationException($"pages {first}+{count} are outside guest RAM");
+        var i0 = t.IndexOf(first);
+        var done = 0;
+        var i = 0;
+        while (i < count)
+        {
+            // never waits: pages present or owned by a fault path are skipped; the pages claimed here form sub-runs
+            if (!t.TryClaim(i0 + (ulong)i)) { i++; continue; }
+            var j = i + 1;
+            if (!InScratch(i0 + (ulong)i))
+                while (j < count && SameUffd(i0 + (ulong)i, i0 + (ulong)j) && !InScratch(i0 + (ulong)j) && t.TryClaim(i0 + (ulong)j)) j++;
+            var n = j - i;
+            try
+            {
+                if (n == 1) InstallClaimed(i0 + (ulong)i, wake: true, bytes.Slice(i * (int)Page, (int)Page));
+                else InstallRunClaimed(i0 + (ulong)i, n, bytes.Slice(i * (int)Page, n * (int)Page));
+            }
+            catch
+            {
+                for (var k = i; k < j; k++) t.Abandon(i0 + (ulong)k);
+                throw;
+            }
+            for (var k = i; k < j; k++)
+            {
+                t.Publish(i0 + (ulong)k);
+                _bitmap?.Clear(i0 + (ulong)k);
+                installed[k] = true;
+            }
+            done += n;
+            i = j;
+        }
+        Interlocked.Add(ref _receiverInstalled, done);
+        return done;
+    }
+
+    private bool InScratch(ulong index) => _inScratch is { } s && Volatile.Read(ref s[index]) != 0;
+
+    private bool SameUffd(ulong a, ulong b) => _uffds.Length <= 1 || (a << 12) / _bytesPerUffd == (b << 12) / _bytesPerUffd;
+
+    /// <summary>
+    /// Installs <paramref name="pages"/> claimed, contiguous pages with one ioctl (same userfaultfd, none in scratch):
+    /// anonymous, one UFFDIO_COPY; shmem, one pwrite into the page cache and one UFFDIO_CONTINUE; native userfault
+    /// without a userfaultfd, a copy (anonymous) or the pwrite alone (shmem). Waiters in the range are woken.
+    /// </summary>
+    private void InstallRunClaimed(ulong index, int pages, ReadOnlySpan<byte> bytes)
+    {
+        var host = _ram!.HostOf(_tracker!.AddressOf(index));
+        var len = (ulong)pages * Page;
+        if (Options.Backing == Backing.Shmem)
+        {
+            _ram.WriteBacking(index << 12, bytes[..(int)len]);
+            if (_uffds.Length == 0) return;
+            var uffd = UffdOf(index);
+            for (ulong off = 0; off < len;)
+            {
+                var o = uffd.Continue(host.Add(off), len - off, out var mapped);
+                off += Advance(o, mapped, uffd, host.Add(off));
+            }
+            return;
+        }
+        fixed (byte* src = bytes)
+        {
+            if (_uffds.Length == 0) { Buffer.MemoryCopy(src, host.Pointer, len, len); return; }
+            var uffd = UffdOf(index);
+            for (ulong off = 0; off < len;)
+            {
+                var o = uffd.Copy(host.Add(off), src + off, len - off, out var copied);
+                off += Advance(o, copied, uffd, host.Add(off));
+            }
+        }
+    }
+
+    /// <summary>
+    /// Progress of one multi-page COPY/CONTINUE: all of it, the part the kernel did before it stopped (EAGAIN with a
+    /// positive count: installed and woken already), or, when the first remaining page exists already (EEXIST: native
+    /// userfault on a page never taken away), that page (kept, its waiters woken). EAGAIN with nothing done retries.
+    /// </summary>
+    private static ulong Advance(ResolveOutcome o, long done, Userfaultfd uffd, HostAddress at)
+    {
+        switch (o)
+        {
+            case ResolveOutcome.Installed: return (ulong)done;
+            case ResolveOutcome.Retry: return done > 0 ? (ulong)done & ~(Page - 1) : 0;
+            default:
+                uffd.Wake(at, Page);
+                return Page;
+        }
+    }
+
+    private long _receiverInstalled;
     private readonly Counters _pushCounters = new();
 
     // ---- readers ----------------------------------------------------------------------------------------------
@@ -570,7 +666,7 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         var all = _vcpuCounters.Concat(_readerCounters).Append(_pushCounters).ToArray();
         return new PagingStats
         {
-            Installed = all.Sum(c => c.Installed),
+            Installed = all.Sum(c => c.Installed) + Interlocked.Read(ref _receiverInstalled),
             ReaderFaults = all.Sum(c => c.ReaderFaults),
             ExitFaults = all.Sum(c => c.ExitFaults),
             UserfaultExits = all.Sum(c => c.UserfaultExits),

@@ -23,6 +23,15 @@ public interface IPagingEngine : IExitHandler, IDisposable
     /// </summary>
     bool TryInstall(GuestAddress page, ReadOnlySpan<byte> bytes);
 
+    /// <summary>
+    /// <see cref="TryInstall"/> for <paramref name="count"/> consecutive pages from <paramref name="first"/>
+    /// (<paramref name="bytes"/>: count × 4096): each page that is neither present nor being installed is claimed,
+    /// and every maximal contiguous sub-run this call claimed is installed with one ioctl (UFFDIO_COPY, or a page-cache
+    /// write + UFFDIO_CONTINUE) instead of one per page. Thread-safe and never waits; sets
+    /// <paramref name="installed"/>[i] for the pages this call installed and returns how many.
+    /// </summary>
+    int TryInstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed);
+
     /// <summary>Counters so far (read at the end, not per fault).</summary>
     PagingStats Snapshot();
 }

@@ -26,21 +26,21 @@ public static class MigrateCommand
 
     public static Command Create()
     {
-        var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns();
+        var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun();
         var baseline = new Option<bool>("--baseline")
         {
             Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
         };
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baseline, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baseline, run, SourceCommand(), DestCommand(),
         };
         migrate.SetAction((pr, ct) =>
         {
             var bytes = ParseSize(pr.GetValue(mem)!);
             double? raw = pr.GetValue(baseline) ? RawStream.Measure(bytes).TotalMilliseconds : null;
             return Task.FromResult(Local(pr.GetValue(vcpus), bytes, ParseEngine(pr.GetValue(engine)!), ParseDelay(pr.GetValue(delay)!),
-                pr.GetValue(json), pr.GetValue(netns), raw, pr.InvocationConfiguration.Output, ct));
+                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), raw, pr.InvocationConfiguration.Output, ct));
         });
         return migrate;
     }
@@ -58,6 +58,11 @@ public static class MigrateCommand
         Description = "One-way delay added to every frame in each direction, emulated in user space (this kernel has no netem), e.g. 30us",
         DefaultValueFactory = _ => "0",
     };
+    private static Option<int> PushRun() => new("--push-run")
+    {
+        Description = "Most pages per push frame: consecutive pages travel as one run, installed with one ioctl (1: a frame and an ioctl per page)",
+        DefaultValueFactory = _ => Faultline.Migration.Protocol.Wire.MaxRunPages,
+    };
     private static Option<FileInfo?> Json() => new("--json") { Description = "Also write the report as JSON to this file" };
     private static Option<bool> Netns() => new("--netns")
     {
@@ -67,13 +72,13 @@ public static class MigrateCommand
     private static Command SourceCommand()
     {
         var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
-        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay();
+        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun();
         var cmd = new Command("source", "Run a guest that writes a generation-stamped pattern, and migrate it to the first destination that connects")
         {
-            listen, vcpus, mem, delay,
+            listen, vcpus, mem, delay, run,
         };
         cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), ParseSize(pr.GetValue(mem)!),
-            ParseDelay(pr.GetValue(delay)!), pr.InvocationConfiguration.Output, ct)));
+            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), pr.InvocationConfiguration.Output, ct)));
         return cmd;
     }
 
@@ -98,9 +103,9 @@ public static class MigrateCommand
 
     // ---- the three actions --------------------------------------------------------------------------------------
 
-    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, TextWriter output, CancellationToken ct)
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TextWriter output, CancellationToken ct)
     {
-        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay });
+        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay, PushRunPages = pushRun });
         source.WaitUntilWarm(ct);
         using var listener = new MigrationListener(MigrationAddress.Parse(listen));
         output.WriteLine($"{ListeningPrefix}{listener.Address}");
@@ -111,9 +116,11 @@ public static class MigrateCommand
         return 0;
     }
 
-    private static int Local(int vcpus, ulong mem, PagingMode engine, TimeSpan delay, FileInfo? json, bool netns, double? rawMs, TextWriter output, CancellationToken ct)
+    private static int Local(int vcpus, ulong mem, PagingMode engine, TimeSpan delay, FileInfo? json, bool netns, int pushRun, double? rawMs, TextWriter output, CancellationToken ct)
     {
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
+        if (pushRun is < 1 or > Faultline.Migration.Protocol.Wire.MaxRunPages)
+            throw new UsageException($"--push-run {pushRun}: use 1..{Faultline.Migration.Protocol.Wire.MaxRunPages}");
         using var link = netns ? NetnsLink.Create() : null;
         var listenAddr = link is null ? "127.0.0.1:0" : $"{link.SourceIp}:0";
         var (file, prefix) = Self();
@@ -121,7 +128,8 @@ public static class MigrateCommand
         if (link is not null) { psi.FileName = "ip"; psi.ArgumentList.Add("netns"); psi.ArgumentList.Add("exec"); psi.ArgumentList.Add(link.SourceNamespace); psi.ArgumentList.Add(file); }
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in new[] { "migrate", "source", "--listen", listenAddr, "--vcpus", vcpus.ToString(CultureInfo.InvariantCulture),
-                     "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us" })
+                     "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
+                     "--push-run", pushRun.ToString(CultureInfo.InvariantCulture) })
             psi.ArgumentList.Add(a);
         using var child = Process.Start(psi) ?? throw new MigrationException($"cannot start the source process ({file})");
         var stderr = child.StandardError.ReadToEndAsync(ct);
@@ -188,7 +196,7 @@ public static class MigrateCommand
         if (r.RawStreamMs is { } raw)
             t.AddRow("plain socket streaming the same bytes", $"{F(raw, "ms")} (post-copy {r.PostcopyMs / raw:0.00}x, total {r.TotalMs / raw:0.00}x)");
         t.AddRow("pages", $"{r.PagesTotal} = {r.PagesDemand} on demand + {r.PagesPushed} pushed ({r.PagesZero} zero, {r.PagesDuplicate} duplicates dropped)");
-        t.AddRow("bytes on wire", $"{r.BytesOnWire:N0}");
+        t.AddRow("bytes on wire", $"{r.BytesOnWire:N0} ({r.PushRuns} page runs)");
         var l = r.FaultLatencyUs;
         t.AddRow("fault latency µs (p50 / p90 / p99 / max)", string.Create(CultureInfo.InvariantCulture, $"{l.P50:0.0} / {l.P90:0.0} / {l.P99:0.0} / {l.Max:0.0}  ({l.Count} faults)"));
         t.AddRow("vCPU blocked ms", string.Join(", ", r.VcpuBlockedMs.Select(b => b.ToString("0.0", CultureInfo.InvariantCulture))));
