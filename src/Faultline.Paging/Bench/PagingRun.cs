@@ -25,8 +25,10 @@ public static class PagingRun
         var seed = spec.Workload == Workload.Verify ? spec.SourceSeed : 0;
         var outcome = machine.Run(spec.Workload, i => machine.ArgsFor(i, seed, spec.QwordsPerPage, spec.Order), spec.Level, engine, spec.Timeout, ct)
             .ThrowIfFailed();
+        // stop first: joins the readers, so a reader that woke the last vCPU has also counted its install;
+        // and unregisters, so a page never installed now reads as zero and fails the check below
+        engine.Dispose();
         var stats = engine.Snapshot();
-        engine.Dispose(); // unregisters: a page never installed now reads as zero and fails the check below
         var wrong = HostCheck(machine.Ram, spec, source);
         return new PagingRunResult(spec, ram >> 12, outcome.Elapsed.TotalSeconds, stats, outcome.TotalResult, wrong);
     }
