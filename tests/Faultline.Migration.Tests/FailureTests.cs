@@ -29,7 +29,7 @@ public sealed class FailureTests(ITestOutputHelper output)
         var fdsBefore = FdTargets();
         FaultyChannel? faulty = null;
         // single-page frames (the push as protocol version 1 sent it) or page runs: both paths must fail the same way
-        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB) { WriteFraction = 0.75, PushRunPages = inRun ? Wire.MaxRunPages : 1 },
+        var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, PushRunPages = inRun ? Wire.MaxRunPages : 1 },
             a => new DestinationOptions(a, PagingMode.Exits)
             {
                 WrapChannel = (c, role) => role == ChannelRole.Main ? faulty = new FaultyChannel(c, plan) : c,
@@ -107,7 +107,7 @@ public sealed class FailureTests(ITestOutputHelper output)
     [KvmFact]
     public void The_push_and_a_demand_race_for_the_same_page_and_it_is_installed_once()
     {
-        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB) { WriteFraction = 0.75, PushFromResumePoint = true, PrefetchWindowPages = 1 },
+        var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, PushFromResumePoint = true, PrefetchWindowPages = 1 },
             a => new DestinationOptions(a, PagingMode.Exits));
         using var source = o.SourceEnd;
         Assert.Null(o.DestinationError);
