@@ -25,9 +25,10 @@ public sealed class EngineLifecycleTests
         for (var round = 0; round < 3; round++)
             foreach (var o in specs) PagingRun.Execute(new PagingRunSpec(o, 2, 256 * KiB));
         var after = ProcessResources.Settled(before);
-        Assert.Equal(before.FaultlineThreads, after.FaultlineThreads);
-        Assert.Equal(before.Fds, after.Fds);
-        Assert.Equal(before.OurMappings, after.OurMappings);
+        // a leak is growth (15 engine runs would leave 15+ of it); an earlier test's finalizer may close something meanwhile
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads {before.FaultlineThreads} → {after.FaultlineThreads}");
+        Assert.True(after.Fds <= before.Fds, $"fds {before.Fds} → {after.Fds}");
+        Assert.True(after.OurMappings <= before.OurMappings, $"own mappings {before.OurMappings} → {after.OurMappings}");
     }
 
     [Theory]

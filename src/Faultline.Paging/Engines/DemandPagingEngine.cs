@@ -234,17 +234,20 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
             c.AlreadyPresent++;
             return false;
         }
+        // counted before the install: the ioctl wakes the faulting vCPU, which may finish the whole run before this
+        // thread gets back, and a Snapshot taken then must already see the page
+        c.Installed++;
         try
         {
             InstallClaimed(index, wake, bytes);
         }
         catch
         {
+            c.Installed--;
             t.Abandon(index);
             throw;
         }
         t.Publish(index);
-        c.Installed++;
         return true;
     }
 
