@@ -129,24 +129,31 @@ public sealed class FailureTests(ITestOutputHelper output)
     {
         // the push starts at the page vCPU 0 resumes on and jumps to every demanded page: its runs cover pages the
         // vCPUs are faulting on right then, so run pages reach fault paths that own them, and demands hit pages in flight
-        // (with 100 µs each way, emulated, so a demand is still unanswered when the run carrying its page lands)
+        // (with 100 µs each way, emulated, so a demand is still unanswered when the run carrying its page lands).
+        // Whether a run page meets its fault path is timing: every migration must be exact, and within 5 one must show it
+        // (the exits engine's vCPUs run below the transfer; 2 of 24 single attempts there showed none).
         var delay = TimeSpan.FromMicroseconds(100);
-        var o = MigrationHarness.Run(new SourceOptions(2, 8 * MiB) { WriteFraction = 0.75, PushFromResumePoint = true, PrefetchWindowPages = 1, LinkDelay = delay },
-            a => new DestinationOptions(a, mode, backing) { LinkDelay = delay });
-        using var source = o.SourceEnd;
-        Assert.Null(o.DestinationError);
-        Assert.Null(o.SourceError);
-        var r = o.Report!;
-        output.WriteLine(r.ToJson());
-        Assert.Equal(0UL, r.GuestMismatches);
-        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
-        Assert.Equal(source.RamSha256(), r.SourceSha256);
-        Assert.Equal((long)r.PagesTotal, r.EngineInstalled);                 // exactly once, runs and faults together
-        Assert.Equal((long)r.PagesTotal, r.PagesDemand + r.PagesPushed);
-        Assert.True(r.PushRuns > 0, "the push sent no page runs");
-        Assert.True(r.InstalledByReceiver > r.PushRuns, $"{r.InstalledByReceiver} pages installed by the receiver from {r.PushRuns} runs");
-        Assert.True(r.PagesToWaiters + r.PagesKeptUntilAsked + r.PagesDuplicate > 0, "no push/demand race observed");
-        // and on the run path itself: a run brought a page a fault path owned (33 of 33 runs here had 2..12 of them)
-        Assert.True(r.RunPagesToFaultPath > 0, "no run page reached a fault path that owned it");
+        long runRace = 0;
+        for (var attempt = 1; attempt <= 5 && runRace == 0; attempt++)
+        {
+            var o = MigrationHarness.Run(new SourceOptions(2, 8 * MiB) { WriteFraction = 0.75, PushFromResumePoint = true, PrefetchWindowPages = 1, LinkDelay = delay },
+                a => new DestinationOptions(a, mode, backing) { LinkDelay = delay });
+            using var source = o.SourceEnd;
+            Assert.Null(o.DestinationError);
+            Assert.Null(o.SourceError);
+            var r = o.Report!;
+            output.WriteLine($"attempt {attempt}: {r.ToJson()}");
+            Assert.Equal(0UL, r.GuestMismatches);
+            Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+            Assert.Equal(source.RamSha256(), r.SourceSha256);
+            Assert.Equal((long)r.PagesTotal, r.EngineInstalled);                 // exactly once, runs and faults together
+            Assert.Equal((long)r.PagesTotal, r.PagesDemand + r.PagesPushed);
+            Assert.True(r.PushRuns > 0, "the push sent no page runs");
+            Assert.True(r.InstalledByReceiver > r.PushRuns, $"{r.InstalledByReceiver} pages installed by the receiver from {r.PushRuns} runs");
+            Assert.True(r.PagesToWaiters + r.PagesKeptUntilAsked + r.PagesDuplicate > 0, "no push/demand race observed");
+            runRace = r.RunPagesToFaultPath;
+        }
+        // and on the run path itself: a run brought a page a fault path owned
+        Assert.True(runRace > 0, "no run page reached a fault path that owned it in 5 migrations");
     }
 }

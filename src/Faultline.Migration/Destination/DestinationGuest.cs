@@ -27,9 +27,13 @@ internal sealed class DestinationGuest : IDisposable
     private readonly CountdownEvent _resumed, _finished;
     private VcpuState[]? _states;
     private volatile bool _stop;
+    private readonly int[] _tids;
+    private int _nice;
     private int _disposed;
 
     public long[] ResumedNs { get; }
+    /// <summary>Per vCPU: when it finished its verification pass (CLOCK_MONOTONIC ns).</summary>
+    public long[] FinishedNs { get; }
     public ulong[] Mismatches { get; }
     public long[] BlockedNs { get; }
     public long[] Faults { get; }
@@ -37,12 +41,14 @@ internal sealed class DestinationGuest : IDisposable
     public WaitHandle AllResumed => _resumed.WaitHandle;
     public WaitHandle AllFinished => _finished.WaitHandle;
 
-    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure)
+    /// <param name="postcopyNice">The vCPU threads' nice value until <see cref="PostcopyDone"/> (then 0).</param>
+    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0)
     {
-        _m = m; _engine = engine; _failure = failure;
+        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice;
         var n = m.Vcpus.Count;
         _threads = new Thread[n];
-        ResumedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
+        _tids = new int[n];
+        ResumedNs = new long[n]; FinishedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
         _resumed = new CountdownEvent(n);
         _finished = new CountdownEvent(n);
         FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount * 2 + 1024, 8_000_000));
@@ -75,8 +81,8 @@ internal sealed class DestinationGuest : IDisposable
             vcpu.BindToCurrentThread();
             _engine.OnVcpuThreadStart(vcpu);
             Warmup.RestorePath(vcpu);
-            // the restore is inside the downtime: wake at once when the state lands, back to nice 0 to run the guest
-            var raised = ThreadPriority.RaiseForLatency();
+            // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
+            ThreadPriority.RaiseForLatency();
             while (!_stateArrived.Wait(50)) if (_stop) return;
             if (_stop) return;
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
@@ -86,7 +92,8 @@ internal sealed class DestinationGuest : IDisposable
             vcpu.SetEvents(s.Events);
             var progress = s.Workload ?? throw new MigrationException($"vCPU {id} state has no workload section: nothing to verify");
             ResumedNs[id] = Clock.NowNs();
-            if (raised) ThreadPriority.LowerToNormal();
+            _tids[id] = ThreadPriority.CurrentThreadId;
+            ThreadPriority.SetBase(Volatile.Read(ref _nice));
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
             _resumed.Signal();
             var verifying = false;
@@ -109,6 +116,9 @@ internal sealed class DestinationGuest : IDisposable
                 if (_engine.TryHandleExit(vcpu, exit))
                 {
                     var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
+                    // a fault that waited for its page ran raised (RemotePageSource): back to the guest's priority now it is installed
+                    var nice = Volatile.Read(ref _nice);
+                    if (ThreadPriority.IsRaised || ThreadPriority.Base != nice) ThreadPriority.SetBase(nice);
                     if (exit.Kind == VcpuExitKind.MemoryFault || exit.Kind == VcpuExitKind.Interrupted)
                     {
                         FaultLatency.Record(ns);
@@ -124,6 +134,7 @@ internal sealed class DestinationGuest : IDisposable
                 }
                 throw GuestMachine.Unexpected(vcpu, exit);
             }
+            FinishedNs[id] = Clock.NowNs();
             _finished.Signal();
             counted = true;
         }
@@ -137,6 +148,13 @@ internal sealed class DestinationGuest : IDisposable
             vcpu.UnbindThread();
             if (!counted && !_finished.IsSet) try { _finished.Signal(); } catch (InvalidOperationException) { }
         }
+    }
+
+    /// <summary>Every page is present: the vCPUs run at normal priority again (they ran below the transfer's threads until now).</summary>
+    public void PostcopyDone()
+    {
+        Volatile.Write(ref _nice, 0);
+        foreach (var tid in _tids) ThreadPriority.TrySetNice(tid, 0);
     }
 
     /// <summary>Stops every vCPU thread (waiting, running or blocked on a page) and joins them.</summary>

@@ -57,7 +57,10 @@ public sealed class MigrationDestination(DestinationOptions o)
                 engine.Start(machine, source);
                 source.Attach(engine, urgent);
                 Warmup.StatePath((int)layout.Vcpus);
-                guest = new DestinationGuest(machine, engine, failure);
+                // vCPUs that handle their own faults (exits, bitmap) run below the transfer until every page is in, and
+                // raise themselves while they wait for a page; with uffd readers a blocked vCPU is woken by the kernel at
+                // its own priority, so those stay at nice 0
+                guest = new DestinationGuest(machine, engine, failure, o.Engine.HasReaders() ? 0 : ThreadPriority.GuestPostcopyNice);
                 guest.Start();
             }
             catch (Exception e) when (e is FaultlineException)
@@ -71,7 +74,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             var g = guest; var s = source; var m = main; var u = urgent;
             mainRx = Receiver("fl-mig-rx-main", failure, () =>
             {
-                var raised = ThreadPriority.RaiseForLatency(); // until the vCPU state is handed over (downtime), then a bulk receiver
+                ThreadPriority.RaiseForLatency(); // until the vCPU state is handed over (downtime), then a bulk receiver
                 while (true)
                 {
                     var f = m.Read();
@@ -82,7 +85,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                             var (p, states) = VcpuStateMessage.Decode(f.Payload, (int)layout.Vcpus);
                             Volatile.Write(ref pauseNs, p);
                             g.Resume(states);
-                            if (raised) { ThreadPriority.LowerToNormal(); raised = false; }
+                            ThreadPriority.SetBase(ThreadPriority.BulkNice); // a bulk receiver from now on, ahead of the guest
                             m.Channel.ReceiveTimeout = o.IdleTimeout;
                             break;
                         case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
@@ -145,6 +148,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 spin.SpinOnce(sleep1Threshold: -1);
             }
             var completeNs = Clock.NowNs();
+            guest.PostcopyDone();
             Volatile.Write(ref complete, 1);
             Span<byte> cb = stackalloc byte[CompleteMessage.Size];
             new CompleteMessage((ulong)engine.Tracker.PresentCount, source.Pages).Encode(cb);
@@ -165,7 +169,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             {
                 Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, Vcpus = machine.Config.Vcpus, RamBytes = machine.Ram.Size,
                 DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
-                SetupMs = Clock.Ms(pauseNs - startNs),
+                SetupMs = Clock.Ms(pauseNs - startNs), GuestFinishedMs = Clock.Ms(guest.FinishedNs.Max() - pauseNs),
                 PagesTotal = source.Pages, PagesDemand = source.DemandPages, PagesPushed = source.PushedPages, PagesZero = source.ZeroPages,
                 PagesDuplicate = source.Duplicates, DemandRequests = source.DemandsSent,
                 PagesToWaiters = source.HandedToWaiters, PagesKeptUntilAsked = source.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,

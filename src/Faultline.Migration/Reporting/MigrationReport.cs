@@ -18,6 +18,8 @@ public sealed record MigrationReport
     public required double PostcopyMs { get; init; }
     /// <summary>Destination connects → the source pauses (handshake, VM built on the destination).</summary>
     public required double SetupMs { get; init; }
+    /// <summary>Source pauses → the last destination vCPU finished its verification pass (the guest's own view of the migration's cost).</summary>
+    public double GuestFinishedMs { get; init; }
     public required ulong PagesTotal { get; init; }
     public required long PagesDemand { get; init; }
     public required long PagesPushed { get; init; }
@@ -61,6 +63,7 @@ public sealed record MigrationReport
             w.WriteNumber("total_ms", Math.Round(TotalMs, 3));
             w.WriteNumber("postcopy_ms", Math.Round(PostcopyMs, 3));
             w.WriteNumber("setup_ms", Math.Round(SetupMs, 3));
+            w.WriteNumber("guest_finished_ms", Math.Round(GuestFinishedMs, 3));
             w.WriteNumber("pages_total", PagesTotal);
             w.WriteNumber("pages_demand", PagesDemand);
             w.WriteNumber("pages_pushed", PagesPushed);

@@ -65,9 +65,16 @@ public sealed class PageTracker
     /// <summary>Ends an eviction: the page is missing on the host now.</summary>
     public void ReleaseToMissing(ulong index) => Volatile.Write(ref _state[index], Missing);
 
-    /// <summary>Waits (spinning, then yielding) until a page being installed by another thread is present.</summary>
+    /// <summary>
+    /// Waits until a page being installed by another thread is present: spinning for up to 100 µs (the installer is
+    /// inside one ioctl, up to a 64-page UFFDIO_COPY; a yielding low-priority thread may not run again for
+    /// milliseconds while busier threads hold the cores), then yielding.
+    /// </summary>
     public void WaitPresent(ulong index)
     {
+        if (Volatile.Read(ref _state[index]) != Installing) return;
+        var until = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 10_000;
+        while (Volatile.Read(ref _state[index]) == Installing && System.Diagnostics.Stopwatch.GetTimestamp() < until) Thread.SpinWait(10);
         var spin = new SpinWait();
         while (Volatile.Read(ref _state[index]) == Installing) spin.SpinOnce(sleep1Threshold: -1);
     }
