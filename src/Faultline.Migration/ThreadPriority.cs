@@ -6,7 +6,8 @@ namespace Faultline.Migration;
 /// Per-thread nice values (setpriority(PRIO_PROCESS, tid) applies to one thread on Linux). Post-copy on a small
 /// host has more busy threads than cores; who runs first is set here:
 /// <list type="bullet">
-/// <item><see cref="LatencyNice"/> (−15): the demand path (demand server, urgent receiver, a fault path waiting for its page) and the downtime's threads.</item>
+/// <item><see cref="LatencyNice"/> (−15): the demand path (demand server, urgent receiver, the urgent channel's emulated-delay pump, a
+/// vCPU from its fault exit until the page is installed, a uffd reader waiting for a page) and the downtime's threads.</item>
 /// <item><see cref="BulkNice"/> (−5): the background push and the destination's main receiver, so that every page lands as fast as the link and the CPUs allow.</item>
 /// <item><see cref="GuestPostcopyNice"/> (+10): destination vCPU threads that handle their own faults (exits, bitmap engines) while
 /// pages are still arriving (back to 0 once every page is present; a vCPU waiting for a page is at −15 meanwhile).

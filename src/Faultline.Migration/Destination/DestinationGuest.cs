@@ -113,12 +113,15 @@ internal sealed class DestinationGuest : IDisposable
                     _m.Image.Boot(vcpu, Workload.Verify, verify, PrivilegeLevel.User);
                     continue;
                 }
-                if (_engine.TryHandleExit(vcpu, exit))
+                // below the transfer the guest may wait long for a CPU; handling a fault it must not: from the exit to the
+                // page installed this thread is on the demand path (RemotePageSource also raises a fault path that waits)
+                if (exit.Kind == VcpuExitKind.MemoryFault && Volatile.Read(ref _nice) > 0) ThreadPriority.RaiseForLatency();
+                var handled = _engine.TryHandleExit(vcpu, exit);
+                var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
+                var nice = Volatile.Read(ref _nice);
+                if (ThreadPriority.IsRaised || ThreadPriority.Base != nice) ThreadPriority.SetBase(nice);
+                if (handled)
                 {
-                    var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
-                    // a fault that waited for its page ran raised (RemotePageSource): back to the guest's priority now it is installed
-                    var nice = Volatile.Read(ref _nice);
-                    if (ThreadPriority.IsRaised || ThreadPriority.Base != nice) ThreadPriority.SetBase(nice);
                     if (exit.Kind == VcpuExitKind.MemoryFault || exit.Kind == VcpuExitKind.Interrupted)
                     {
                         FaultLatency.Record(ns);

@@ -23,6 +23,7 @@ public sealed class DelayLineChannel : IByteChannel
     private volatile bool _stop;
     private volatile Exception? _error;
     private int _disposed;
+    private readonly int _nice;
 
     public TimeSpan Delay { get; }
     public string Peer => _inner.Peer;
@@ -30,11 +31,14 @@ public sealed class DelayLineChannel : IByteChannel
     public long BytesReceived => _inner.BytesReceived;
     public TimeSpan? ReceiveTimeout { get => _inner.ReceiveTimeout; set => _inner.ReceiveTimeout = value; }
 
-    public DelayLineChannel(IByteChannel inner, TimeSpan delay)
+    /// <param name="nice">The pump thread's nice value: the priority of the traffic it carries (the urgent channel's
+    /// demands and replies must not wait for a CPU behind the bulk transfer, just as on a real link they would not).</param>
+    public DelayLineChannel(IByteChannel inner, TimeSpan delay, int nice = 0)
     {
         _inner = inner;
         Delay = delay;
         _delayTicks = (long)(delay.TotalSeconds * Stopwatch.Frequency);
+        _nice = nice;
         _thread = new Thread(Pump) { Name = "fl-mig-delay", IsBackground = true };
         _thread.Start();
     }
@@ -56,6 +60,7 @@ public sealed class DelayLineChannel : IByteChannel
 
     private void Pump()
     {
+        if (_nice != 0) ThreadPriority.SetBase(_nice);
         try
         {
             while (true)

@@ -18,7 +18,11 @@ public sealed class PeerConnection : IDisposable
 
     public PeerConnection(IByteChannel channel, ChannelRole role, TimeSpan linkDelay = default)
     {
-        Channel = linkDelay > TimeSpan.Zero ? new DelayLineChannel(channel, linkDelay) : channel;
+        // the urgent channel's emulated link carries demands and their pages: its pump runs with the demand path; the
+        // main channel's pump spins through every bulk frame's delay (an emulation cost a real link doesn't have), at 0
+        Channel = linkDelay > TimeSpan.Zero
+            ? new DelayLineChannel(channel, linkDelay, role == ChannelRole.Urgent ? ThreadPriority.LatencyNice : 0)
+            : channel;
         Role = role;
         Reader = new FrameReader(Channel);
     }
