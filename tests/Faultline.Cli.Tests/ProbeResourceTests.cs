@@ -19,8 +19,8 @@ public sealed class ProbeResourceTests
         var before = ProcessResources.Now();
         for (var i = 0; i < 5; i++) HostProbe.Run(new ProbeOptions(TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(5)));
         var after = ProcessResources.Settled(before);
-        Assert.Equal(before.Fds, after.Fds);
-        Assert.Equal(before.FaultlineThreads, after.FaultlineThreads);
+        Assert.True(after.Fds <= before.Fds, $"fds {before.Fds} → {after.Fds}");   // a leak is growth; a finalizer may close one meanwhile
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads {before.FaultlineThreads} → {after.FaultlineThreads}");
         Assert.InRange(after.Mappings - before.Mappings, -16, 16);   // 5 probes x 4 VMs x (system + RAM + kvm_run) would be 60
     }
 
