@@ -15,10 +15,10 @@ public sealed class FailureTests(ITestOutputHelper output)
     [KvmTheory]
     [InlineData(FaultKind.Disconnect, 40, false, "closed the connection")]
     [InlineData(FaultKind.PageIndexOutOfRange, 25, false, "out of range")]
-    [InlineData(FaultKind.CorruptPageByte, 60, false, "checksum mismatch on page")]
+    [InlineData(FaultKind.CorruptPageByte, 60, false, "checksum mismatch on")]   // the 60th page frame may be a zero-page marker
     [InlineData(FaultKind.TruncateMidFrame, 10, false, "mid-frame")]
     [InlineData(FaultKind.PageIndexOutOfRange, 3, true, "out of range")]
-    [InlineData(FaultKind.CorruptPageByte, 2, true, "checksum mismatch on page")]
+    [InlineData(FaultKind.CorruptPageByte, 2, true, "checksum mismatch on")]
     [InlineData(FaultKind.TruncateMidFrame, 4, true, "mid-frame")]
     public void A_broken_stream_fails_both_ends_with_one_line_leaves_nothing_and_the_source_retries_to_a_match(FaultKind kind, int atPage, bool inRun, string expected)
     {
