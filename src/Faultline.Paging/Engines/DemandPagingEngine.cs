@@ -298,20 +298,11 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         }
     }
 
+    /// <summary>A run of one page: the same claim, install, publish and bit-clear as <see cref="TryInstallRun"/>.</summary>
     public bool TryInstall(GuestAddress page, ReadOnlySpan<byte> bytes)
     {
-        var t = Tracker;
-        if (!t.Contains(page)) throw new MigrationException($"page {page} is outside guest RAM");
-        if (bytes.Length < (int)Page) throw new ArgumentException("a page is 4096 bytes", nameof(bytes));
-        var idx = t.IndexOf(page);
-        // never waits: a page that is present or being installed by a fault path is not this caller's
-        if (!t.TryClaim(idx)) return false;
-        try { InstallClaimed(idx, wake: true, bytes); }
-        catch { t.Abandon(idx); throw; }
-        t.Publish(idx);
-        Interlocked.Increment(ref _receiverInstalled);
-        _bitmap?.Clear(idx);
-        return true;
+        Span<bool> installed = stackalloc bool[1];
+        return TryInstallRun(page, 1, bytes, installed) == 1;
     }
 
     public int TryInstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed)
