@@ -17,6 +17,11 @@ public sealed class BadInputTests
     [InlineData("--bogus", new[] { "--bogus" })]
     [InlineData("frobnicate", new[] { "frobnicate" })]                // unknown command
     [InlineData("extra", new[] { "probe", "extra" })]                 // stray argument
+    [InlineData("--backing", new[] { "migrate", "--backing", "banana" })]
+    [InlineData("--backing", new[] { "migrate", "--engine", "missing", "--backing", "shmem" })]
+    [InlineData("--backing", new[] { "migrate", "--engine", "minor", "--backing", "anon" })]
+    [InlineData("--backing", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--backing", "banana" })]
+    [InlineData("--vcpus", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--vcpus", "0", "--mem", "4M" })]
     public void Bad_input_is_one_line_and_exit_code_2(string mentioned, string[] args)
     {
         var r = CliRunner.Run(args);

@@ -1,4 +1,6 @@
 using Faultline.Kvm.Memory;
+using Faultline.Migration.Destination;
+using Faultline.Migration.Source;
 using Faultline.Paging;
 using Faultline.TestKit;
 using Xunit.Abstractions;
@@ -41,5 +43,37 @@ public sealed class EndToEndMigrationTests(ITestOutputHelper output)
         Assert.True(r.PagesDuplicate <= r.DemandAlreadyPushed, $"{r.PagesDuplicate} duplicates for {r.DemandAlreadyPushed} resends");
         Assert.True(r.PagesZero > 0, "the unwritten quarter of each range should travel as zero markers");
         Assert.Equal(r.PagesTotal, o.Source!.PagesDemand + o.Source.PagesPushed); // the source sent each page once (plus resends)
+    }
+
+    [KvmTheory]
+    [InlineData(PagingMode.Exits, Backing.Anonymous)]
+    [InlineData(PagingMode.Exits, Backing.Shmem)]
+    [InlineData(PagingMode.Minor, Backing.Shmem)]
+    public void A_prepared_destination_builds_before_it_connects_and_migrates_the_same(PagingMode mode, Backing backing)
+    {
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB),
+            a => new DestinationOptions(a, mode, backing) { ExpectVcpus = 2, ExpectRamBytes = 4 * MiB });
+        using var src = o.SourceEnd;
+        Assert.Null(o.DestinationError);
+        Assert.Null(o.SourceError);
+        var r = o.Report!;
+        output.WriteLine(r.ToJson());
+        Assert.NotNull(r.PrepareMs);                                 // built before connecting ...
+        Assert.True(r.PrepareMs > 0);
+        Assert.Contains("\"prepare_ms\"", r.ToJson());
+        Assert.Equal(0UL, r.GuestMismatches);                         // ... and the migration is the same
+        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+        Assert.Equal(src.RamSha256(), r.SourceSha256);
+        Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
+    }
+
+    [KvmFact]
+    public void A_destination_built_after_the_layout_reports_no_prepare_time()
+    {
+        var o = MigrationHarness.Run(new SourceOptions(1, 2 * MiB), a => new DestinationOptions(a, PagingMode.Exits));
+        using var src = o.SourceEnd;
+        Assert.Null(o.DestinationError);
+        Assert.Null(o.Report!.PrepareMs);
+        Assert.DoesNotContain("prepare_ms", o.Report.ToJson());
     }
 }

@@ -79,16 +79,34 @@ public sealed class FailureTests(ITestOutputHelper output)
         try { return new FileInfo(f).LinkTarget ?? "?"; } catch (IOException) { return "gone"; }
     }).ToList();
 
-    [KvmFact]
-    public void A_destination_that_cannot_map_the_memory_refuses_before_the_source_pauses()
+    [KvmTheory]
+    [InlineData(false)]
+    [InlineData(true)]   // prepared (told the shape): it fails before connecting, and still tells the source
+    public void A_destination_that_cannot_map_the_memory_refuses_before_the_source_pauses(bool prepared)
     {
-        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB), a => new DestinationOptions(a, PagingMode.Exits) { MaxRamBytes = 2 * MiB });
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB), a => new DestinationOptions(a, PagingMode.Exits)
+        {
+            MaxRamBytes = 2 * MiB, ExpectVcpus = prepared ? 2 : null, ExpectRamBytes = prepared ? 4 * MiB : null,
+        });
         using var source = o.SourceEnd;
         var de = Assert.IsType<MigrationException>(o.DestinationError);
         var se = Assert.IsType<MigrationException>(o.SourceError);
         Assert.Equal("cannot map 4 MiB of guest memory (this destination allows 2 MiB)", de.Message);
         Assert.Contains("cannot map 4 MiB", se.Message);
         Assert.Contains("the source guest was not stopped", se.Message);
+        Assert.False(source.Paused);
+    }
+
+    [KvmFact]
+    public void A_prepared_destination_of_another_shape_is_refused_before_the_pause()
+    {
+        var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB),
+            a => new DestinationOptions(a, PagingMode.Exits) { ExpectVcpus = 2, ExpectRamBytes = 8 * MiB });
+        using var source = o.SourceEnd;
+        var de = Assert.IsType<MigrationException>(o.DestinationError);
+        var se = Assert.IsType<MigrationException>(o.SourceError);
+        Assert.Equal("layout mismatch: source has 4 MiB, this destination expects 8 MiB", de.Message);
+        Assert.Contains("layout mismatch", se.Message);
         Assert.False(source.Paused);
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Faultline.Kvm.Interop;
 using Faultline.Kvm.Memory;
@@ -99,6 +100,7 @@ public sealed unsafe class Userfaultfd : IDisposable
     /// the mapping changed) returns <see cref="ResolveOutcome.Retry"/> (EAGAIN) with the bytes done so far, which the
     /// kernel has already installed and woken; a copy whose first page exists returns AlreadyPresent with copied ≤ 0.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside a transfer
     public ResolveOutcome Copy(HostAddress dst, void* src, ulong length, out long copied, bool dontWake = false)
     {
         var op = new UffdioCopy { Dst = dst.Value, Src = (ulong)src, Len = length, Mode = dontWake ? UffdConst.UFFDIO_COPY_MODE_DONTWAKE : 0 };
@@ -120,6 +122,7 @@ public sealed unsafe class Userfaultfd : IDisposable
     public ResolveOutcome Continue(HostAddress dst, ulong length, bool dontWake = false) => Continue(dst, length, out _, dontWake);
 
     /// <summary>UFFDIO_CONTINUE over several pages; <paramref name="mapped"/> is uffdio_continue.mapped, with the same partial-progress rules as <see cref="Copy(HostAddress, void*, ulong, out long, bool)"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside a transfer
     public ResolveOutcome Continue(HostAddress dst, ulong length, out long mapped, bool dontWake = false)
     {
         var op = new UffdioContinue { Range = new UffdioRange { Start = dst.Value, Len = length }, Mode = dontWake ? UffdConst.UFFDIO_CONTINUE_MODE_DONTWAKE : 0 };

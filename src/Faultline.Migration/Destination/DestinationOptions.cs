@@ -15,6 +15,12 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     public ulong? MaxRamBytes { get; init; }
     /// <summary>How long the guest may take on the destination to finish its interrupted pass and the verification pass.</summary>
     public TimeSpan GuestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>
+    /// Told the guest's shape (<see cref="ExpectVcpus"/> and <see cref="ExpectRamBytes"/>), the destination builds its
+    /// VM, memory, engine and vCPU threads before it connects, as QEMU's destination does when started with
+    /// <c>-incoming</c>: the migration then only checks the layout. Otherwise it builds after the source's layout.
+    /// </summary>
+    public bool Prepared => ExpectVcpus is not null && ExpectRamBytes is not null;
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

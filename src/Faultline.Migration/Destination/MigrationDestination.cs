@@ -33,8 +33,38 @@ public sealed class MigrationDestination(DestinationOptions o)
         SummaryMessage? summary = null;
         var summaryArrived = new ManualResetEventSlim(false);
         long pauseNs = 0;
+        long prepareNs = 0;
+        Exception? prepareError = null;
+        void Build(int vcpus, ulong ramBytes)
+        {
+            machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing));
+            received = new ReceivedImage(machine.Ram.Size);
+            source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus, o.IdleTimeout);
+            engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus) { PrefillPageCache = false });
+            engine.Start(machine, source);
+            Warmup.StatePath(vcpus);
+            // vCPUs that handle their own faults (exits, bitmap) run below the transfer until every page is in, and
+            // raise themselves while they wait for a page; with uffd readers a blocked vCPU is woken by the kernel at
+            // its own priority, so those stay at nice 0
+            guest = new DestinationGuest(machine, engine, failure, o.Engine.HasReaders() ? 0 : ThreadPriority.GuestPostcopyNice);
+            guest.Start();
+        }
         try
         {
+            // ---- prepared incoming (QEMU's -incoming): a destination told the guest's shape builds everything first -----
+            if (o.Prepared)
+            {
+                var t0 = Clock.NowNs();
+                try
+                {
+                    if (o.MaxRamBytes is { } max && o.ExpectRamBytes > max)
+                        throw new MigrationException($"cannot map {o.ExpectRamBytes >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
+                    Build(o.ExpectVcpus!.Value, o.ExpectRamBytes!.Value);
+                }
+                catch (FaultlineException e) { prepareError = e; }   // told to the source below, before it pauses
+                prepareNs = Clock.NowNs() - t0;
+            }
+
             main = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
             var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout);
             var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
@@ -43,25 +73,16 @@ public sealed class MigrationDestination(DestinationOptions o)
             var layout = LayoutMessage.Decode(main.Expect(FrameType.Layout, o.HandshakeTimeout).Payload);
             using var reg = ct.Register(() => failure.Set(new OperationCanceledException("migration cancelled")));
 
-            // ---- build everything before the source pauses ---------------------------------------------------
+            // ---- build everything before the source pauses (unless prepared) -----------------------------------
             try
             {
+                if (prepareError is not null) throw prepareError;
                 CheckLayout(layout, hello.Nonce);
-                machine = GuestMachine.Create(new MachineConfig((int)layout.Vcpus, layout.RamSize, o.Backing));
-                var crc = ImageHash.Crc32C(machine.System);
+                if (machine is null) Build((int)layout.Vcpus, layout.RamSize);
+                var crc = ImageHash.Crc32C(machine!.System);
                 if (crc != layout.ImageCrc)
                     throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
-                received = new ReceivedImage(machine.Ram.Size);
-                source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus, o.IdleTimeout);
-                engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus) { PrefillPageCache = false });
-                engine.Start(machine, source);
-                source.Attach(engine, urgent);
-                Warmup.StatePath((int)layout.Vcpus);
-                // vCPUs that handle their own faults (exits, bitmap) run below the transfer until every page is in, and
-                // raise themselves while they wait for a page; with uffd readers a blocked vCPU is woken by the kernel at
-                // its own priority, so those stay at nice 0
-                guest = new DestinationGuest(machine, engine, failure, o.Engine.HasReaders() ? 0 : ThreadPriority.GuestPostcopyNice);
-                guest.Start();
+                source!.Attach(engine!, urgent);
             }
             catch (Exception e) when (e is FaultlineException)
             {
@@ -71,7 +92,7 @@ public sealed class MigrationDestination(DestinationOptions o)
 
             main.Channel.ReceiveTimeout = o.SetupTimeout;
             urgent.Channel.ReceiveTimeout = null;
-            var g = guest; var s = source; var m = main; var u = urgent;
+            var g = guest!; var s = source!; var m = main; var u = urgent; var en = engine!; var mc = machine!;
             mainRx = Receiver("fl-mig-rx-main", failure, () =>
             {
                 ThreadPriority.RaiseForLatency(); // until the vCPU state is handed over (downtime), then a bulk receiver
@@ -121,68 +142,68 @@ public sealed class MigrationDestination(DestinationOptions o)
             main.Send(FrameType.Ready, 0, default);
 
             // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
-            Wait(guest.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
+            Wait(g.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
             noGc.Dispose();
-            var resumedNs = guest.ResumedNs.Max();
+            var resumedNs = g.ResumedNs.Max();
             Span<byte> rb = stackalloc byte[8];
             System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(rb, resumedNs);
             main.Send(FrameType.Resumed, 0, rb);
             var lastReport = Stopwatch.GetTimestamp();
-            while (!WaitHandle.WaitAll([source.AllReceived], 0))
+            while (!WaitHandle.WaitAll([s.AllReceived], 0))
             {
-                if (WaitHandle.WaitAny([source.AllReceived, failure.WaitHandle], 100) == 1) failure.ThrowIfSet();
+                if (WaitHandle.WaitAny([s.AllReceived, failure.WaitHandle], 100) == 1) failure.ThrowIfSet();
                 if (progress is not null && Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 100)
                 {
                     lastReport = Stopwatch.GetTimestamp();
-                    progress.Report(new MigrationProgress("post-copy", engine.Tracker.PresentCount, source.Pages, source.DemandPages, source.PushedPages,
-                        (engine.Options.Mode.HasReaders() ? source.Fetches.LastNs : guest.FaultLatency.LastNs) / 1000.0));
+                    progress.Report(new MigrationProgress("post-copy", en.Tracker.PresentCount, s.Pages, s.DemandPages, s.PushedPages,
+                        (en.Options.Mode.HasReaders() ? s.Fetches.LastNs : g.FaultLatency.LastNs) / 1000.0));
                 }
             }
             var spin = new SpinWait();
             var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 10;
-            while (!engine.Tracker.Complete)
+            while (!en.Tracker.Complete)
             {
                 failure.ThrowIfSet();
                 if (Stopwatch.GetTimestamp() > deadline)
-                    throw new MigrationException($"every page arrived but only {engine.Tracker.PresentCount} of {source.Pages} are installed");
+                    throw new MigrationException($"every page arrived but only {en.Tracker.PresentCount} of {s.Pages} are installed");
                 spin.SpinOnce(sleep1Threshold: -1);
             }
             var completeNs = Clock.NowNs();
-            guest.PostcopyDone();
+            g.PostcopyDone();
             Volatile.Write(ref complete, 1);
             Span<byte> cb = stackalloc byte[CompleteMessage.Size];
-            new CompleteMessage((ulong)engine.Tracker.PresentCount, source.Pages).Encode(cb);
+            new CompleteMessage((ulong)en.Tracker.PresentCount, s.Pages).Encode(cb);
             main.Send(FrameType.Complete, 0, cb);
-            progress?.Report(new MigrationProgress("complete", engine.Tracker.PresentCount, source.Pages, source.DemandPages, source.PushedPages, 0));
+            progress?.Report(new MigrationProgress("complete", en.Tracker.PresentCount, s.Pages, s.DemandPages, s.PushedPages, 0));
 
             Wait(summaryArrived.WaitHandle, failure, o.IdleTimeout, "the source's summary did not arrive");
             var sum = summary!.Value;
-            Wait(guest.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification");
+            Wait(g.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification");
             failure.ThrowIfSet();
-            var stats = engine.Snapshot();
+            var stats = en.Snapshot();
             DemandTrace.Dump("dest");
-            var receivedSha = received.Sha256Hex();
-            var readers = engine.Options.Mode.HasReaders();
-            var blocked = new double[machine.Config.Vcpus];
-            for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? source.FetchNsByRange[i] : guest.BlockedNs[i]) / 1e6;
+            var receivedSha = received!.Sha256Hex();
+            var readers = en.Options.Mode.HasReaders();
+            var blocked = new double[mc.Config.Vcpus];
+            for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? s.FetchNsByRange[i] : g.BlockedNs[i]) / 1e6;
             return new MigrationReport
             {
-                Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, Vcpus = machine.Config.Vcpus, RamBytes = machine.Ram.Size,
+                Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, Vcpus = mc.Config.Vcpus, RamBytes = mc.Ram.Size,
                 DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
-                SetupMs = Clock.Ms(pauseNs - startNs), GuestFinishedMs = Clock.Ms(guest.FinishedNs.Max() - pauseNs),
-                PagesTotal = source.Pages, PagesDemand = source.DemandPages, PagesPushed = source.PushedPages, PagesZero = source.ZeroPages,
-                PagesDuplicate = source.Duplicates, DemandRequests = source.DemandsSent,
-                PagesToWaiters = source.HandedToWaiters, PagesKeptUntilAsked = source.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
-                PushRuns = source.RunFrames, RunPagesToFaultPath = source.RunPagesToFaultPath,
+                SetupMs = Clock.Ms(pauseNs - startNs), PrepareMs = o.Prepared ? Clock.Ms(prepareNs) : null, GuestFinishedMs = Clock.Ms(g.FinishedNs.Max() - pauseNs),
+                PagesTotal = s.Pages, PagesDemand = s.DemandPages, PagesPushed = s.PushedPages, PagesZero = s.ZeroPages,
+                PagesDuplicate = s.Duplicates, DemandRequests = s.DemandsSent,
+                PagesToWaiters = s.HandedToWaiters, PagesKeptUntilAsked = s.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
+                PushRuns = s.RunFrames, RunPagesToFaultPath = s.RunPagesToFaultPath,
                 BytesOnWire = main.Channel.BytesReceived + urgent.Channel.BytesReceived + main.Channel.BytesSent + urgent.Channel.BytesSent,
-                FaultLatencyUs = readers ? source.Fetches.Summarize() : guest.FaultLatency.Summarize(),
+                FaultLatencyUs = readers ? s.Fetches.Summarize() : g.FaultLatency.Summarize(),
                 FaultLatencyMeasure = readers
                     ? "uffd reader: demand request sent → page bytes in hand (UFFDIO_COPY/CONTINUE and the kernel's wake-up not included)"
                     : "vCPU thread: KVM_RUN returned with the fault → page installed, vCPU about to re-enter",
                 VcpuBlockedMs = blocked,
                 SourceSha256 = Convert.ToHexStringLower(sum.SourceSha256), ReceivedSha256 = receivedSha,
-                GuestMismatches = guest.Mismatches.Aggregate(0UL, (a, b) => a + b),
-                EngineInstalled = stats.Installed, InstalledByReceiver = source.InstalledByReceiver,
+                GuestMismatches = g.Mismatches.Aggregate(0UL, (a, b) => a + b),
+                EngineInstalled = stats.Installed, InstalledByReceiver = s.InstalledByReceiver,
                 Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
             };
         }

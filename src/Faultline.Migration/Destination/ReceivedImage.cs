@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Faultline.Kvm.Memory;
@@ -27,6 +28,7 @@ internal sealed unsafe partial class ReceivedImage : IDisposable
         _base = (byte*)p;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public void Write(ulong pageIndex, ReadOnlySpan<byte> page)
     {
         if ((pageIndex + 1) << 12 > Size) throw new ArgumentOutOfRangeException(nameof(pageIndex));

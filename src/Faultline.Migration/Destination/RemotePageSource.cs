@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.Diagnostics;
 using Faultline.Kvm.Memory;
@@ -147,6 +148,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     // ---- receive path -------------------------------------------------------------------------------------------
 
     /// <summary>A page (or a zero-page marker: <paramref name="bytes"/> empty) arrived. Receiver threads only; never waits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public void OnPage(ulong idx, ReadOnlySpan<byte> bytes, PageFlags flags)
     {
         if (idx >= Pages) throw new MigrationException($"source sent page {idx}, out of range (guest RAM has {Pages} pages)");
@@ -176,6 +178,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     /// fault path owns is handled exactly as <see cref="OnPage"/> does (to its waiter, or kept until it asks); later
     /// copies are dropped.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public void OnPageRun(ulong first, int count, ReadOnlySpan<byte> bytes, PageFlags flags)
     {
         if (count is < 1 or > Wire.MaxRunPages || first >= Pages || (ulong)count > Pages - first)

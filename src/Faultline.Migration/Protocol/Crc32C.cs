@@ -35,6 +35,7 @@ public static class Crc32C
     /// <summary>The software path on its own (tests compare it with the hardware path).</summary>
     public static uint ComputeSoftware(ReadOnlySpan<byte> data) => ~UpdateSoftware(~0u, data);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     private static uint UpdateHardware(uint c, ReadOnlySpan<byte> data)
     {
         var crc0 = c;
@@ -48,6 +49,7 @@ public static class Crc32C
         return c32;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     private static uint ThreeWay(uint crc, ReadOnlySpan<byte> data, int block, uint[] shift)
     {
         ref var a = ref Unsafe.As<byte, ulong>(ref MemoryMarshal.GetReference(data));

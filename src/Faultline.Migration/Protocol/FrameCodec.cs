@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 
 namespace Faultline.Migration.Protocol;
@@ -25,6 +26,7 @@ public static class FrameCodec
     /// Writes a page run: <paramref name="count"/> consecutive pages from <paramref name="first"/>, taken from
     /// <paramref name="pages"/> (count × 4096 bytes), each with its CRC-32C; returns the frame's size.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public static int WritePageRun(Span<byte> dst, PageFlags flags, ulong first, int count, ReadOnlySpan<byte> pages)
     {
         if (count is < 1 or > Wire.MaxRunPages) throw new ArgumentOutOfRangeException(nameof(count), $"a run has 1..{Wire.MaxRunPages} pages");
@@ -45,6 +47,7 @@ public static class FrameCodec
     }
 
     /// <summary>Writes a page frame (index + bytes, one checksum over both); returns its size.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public static int WritePage(Span<byte> dst, PageFlags flags, ulong index, ReadOnlySpan<byte> page)
     {
         var p = dst[Wire.HeaderSize..];

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using Faultline.Migration.Transport;
 
@@ -27,6 +28,7 @@ public sealed class FrameReader
     }
 
     /// <summary>Reads the next frame (blocking). Its payload is valid until the next call.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public Frame Read()
     {
         Fill(Wire.HeaderSize, 0);
@@ -62,6 +64,7 @@ public sealed class FrameReader
     /// A page run: the preamble (index, count, reserved, per-page checksums) against the header's checksum, the count
     /// against the length, the reserved bytes zero, then every page against its own checksum.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     private void CheckRun(ReadOnlySpan<byte> payload, uint crc)
     {
         var n = Wire.RunPagesOf((uint)payload.Length);
@@ -81,6 +84,7 @@ public sealed class FrameReader
         ? new MigrationException($"{Peer} is not a Faultline migration peer ({what})")
         : new MigrationException($"corrupt stream from {Peer}: {what}");
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     private void Fill(int need, int headerBytesDone)
     {
         if (_end - _pos >= need) return;

@@ -16,8 +16,10 @@ public sealed record MigrationReport
     public required double TotalMs { get; init; }
     /// <summary>Source pauses → every page present on the destination (the post-copy phase, downtime included).</summary>
     public required double PostcopyMs { get; init; }
-    /// <summary>Destination connects → the source pauses (handshake, VM built on the destination).</summary>
+    /// <summary>Destination connects → the source pauses (handshake, layout check, and the VM build unless prepared).</summary>
     public required double SetupMs { get; init; }
+    /// <summary>A prepared destination (told the guest's shape): building its VM, memory and threads before it connected; null if it built after the layout.</summary>
+    public double? PrepareMs { get; init; }
     /// <summary>Source pauses → the last destination vCPU finished its verification pass (the guest's own view of the migration's cost).</summary>
     public double GuestFinishedMs { get; init; }
     public required ulong PagesTotal { get; init; }
@@ -63,6 +65,7 @@ public sealed record MigrationReport
             w.WriteNumber("total_ms", Math.Round(TotalMs, 3));
             w.WriteNumber("postcopy_ms", Math.Round(PostcopyMs, 3));
             w.WriteNumber("setup_ms", Math.Round(SetupMs, 3));
+            if (PrepareMs is { } prep) w.WriteNumber("prepare_ms", Math.Round(prep, 3));
             w.WriteNumber("guest_finished_ms", Math.Round(GuestFinishedMs, 3));
             w.WriteNumber("pages_total", PagesTotal);
             w.WriteNumber("pages_demand", PagesDemand);

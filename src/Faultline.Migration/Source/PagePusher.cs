@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Faultline.Kvm.Memory;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Transport;
@@ -27,6 +28,7 @@ internal sealed class PagePusher(GuestRegion ram, SentPages sent, PeerConnection
     /// <summary>Demand server: page <paramref name="index"/> was just demanded.</summary>
     public void Hint(ulong index) => Volatile.Write(ref _hint, (long)index);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public void Run(CancellationToken ct)
     {
         var buf = GC.AllocateUninitializedArray<byte>(BatchBytes + Wire.HeaderSize + Wire.RunPayloadSize(Wire.MaxRunPages), pinned: true);

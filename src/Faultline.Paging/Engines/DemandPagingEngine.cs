@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using Faultline.Guest;
 using Faultline.Kvm;
@@ -305,6 +306,7 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         return TryInstallRun(page, 1, bytes, installed) == 1;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside a transfer
     public int TryInstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed)
     {
         var t = Tracker;
@@ -358,6 +360,7 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
     /// anonymous, one UFFDIO_COPY; shmem, one pwrite into the page cache and one UFFDIO_CONTINUE; native userfault
     /// without a userfaultfd, a copy (anonymous) or the pwrite alone (shmem). Waiters in the range are woken.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside a transfer
     private void InstallRunClaimed(ulong index, int pages, ReadOnlySpan<byte> bytes)
     {
         var host = _ram!.HostOf(_tracker!.AddressOf(index));

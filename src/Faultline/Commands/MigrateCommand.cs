@@ -26,20 +26,22 @@ public static class MigrateCommand
 
     public static Command Create()
     {
-        var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun();
-        var baseline = new Option<bool>("--baseline")
+        var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun(); var backing = BackingOption();
+        var baselineOpt = new Option<bool>("--baseline")
         {
             Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
         };
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baseline, run, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, SourceCommand(), DestCommand(),
         };
         migrate.SetAction((pr, ct) =>
         {
             var bytes = ParseSize(pr.GetValue(mem)!);
-            double? raw = pr.GetValue(baseline) ? RawStream.Measure(bytes).TotalMilliseconds : null;
-            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, ParseEngine(pr.GetValue(engine)!), ParseDelay(pr.GetValue(delay)!),
+            var e = ParseEngine(pr.GetValue(engine)!);
+            var b = BackingFor(e, pr.GetValue(backing));
+            double? raw = pr.GetValue(baselineOpt) ? RawStream.Measure(bytes).TotalMilliseconds : null;
+            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, b, ParseDelay(pr.GetValue(delay)!),
                 pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), raw, pr.InvocationConfiguration.Output, ct));
         });
         return migrate;
@@ -63,6 +65,12 @@ public static class MigrateCommand
         Description = "Most pages per push frame: consecutive pages travel as one run, installed with one ioctl (1: a frame and an ioctl per page)",
         DefaultValueFactory = _ => Faultline.Migration.Protocol.Wire.MaxRunPages,
     };
+    private static Option<string> BackingOption() => new("--backing")
+    {
+        Description = "Destination guest RAM: anon (UFFDIO_COPY allocates each page as it lands) or shmem (memfd, page cache allocated before the migration, pages installed with UFFDIO_CONTINUE); auto: shmem for minor, anon otherwise",
+        DefaultValueFactory = _ => "auto",
+    };
+
     private static Option<FileInfo?> Json() => new("--json") { Description = "Also write the report as JSON to this file" };
     private static Option<bool> Netns() => new("--netns")
     {
@@ -85,14 +93,20 @@ public static class MigrateCommand
     private static Command DestCommand()
     {
         var connect = new Option<string>("--connect") { Description = "Address of the source: HOST:PORT or unix:PATH", Required = true };
-        var engine = Engine(); var delay = Delay(); var json = Json();
+        var engine = Engine(); var delay = Delay(); var json = Json(); var backing = BackingOption();
+        var vcpus = new Option<int?>("--vcpus") { Description = "The guest's vCPUs, if known: with --mem, the destination builds its VM before it connects (QEMU's -incoming); a source of another shape is refused" };
+        var mem = new Option<string?>("--mem") { Description = "The guest's RAM, if known (see --vcpus)" };
         var cmd = new Command("dest", "Take over a guest from a source: resume it at once, fetch pages on demand while the rest is pushed")
         {
-            connect, engine, delay, json,
+            connect, engine, delay, json, backing, vcpus, mem,
         };
         cmd.SetAction((pr, ct) =>
         {
-            var o = DestOptions(MigrationAddress.Parse(pr.GetValue(connect)!), ParseEngine(pr.GetValue(engine)!), ParseDelay(pr.GetValue(delay)!), "tcp");
+            var e = ParseEngine(pr.GetValue(engine)!);
+            var o = DestOptions(MigrationAddress.Parse(pr.GetValue(connect)!), e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), "tcp");
+            if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
+            if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = ParseSize(m) };
+            if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er) new Faultline.Guest.MachineConfig(ev, er).Validate();
             var report = RunDestination(o, pr.InvocationConfiguration.Output, ct);
             Render(report, null, pr.InvocationConfiguration.Output);
             WriteJson(report, pr.GetValue(json));
@@ -116,7 +130,7 @@ public static class MigrateCommand
         return 0;
     }
 
-    private static int Local(int vcpus, ulong mem, PagingMode engine, TimeSpan delay, FileInfo? json, bool netns, int pushRun, double? rawMs, TextWriter output, CancellationToken ct)
+    private static int Local(int vcpus, ulong mem, PagingMode engine, Backing backing, TimeSpan delay, FileInfo? json, bool netns, int pushRun, double? rawMs, TextWriter output, CancellationToken ct)
     {
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
         if (pushRun is < 1 or > Faultline.Migration.Protocol.Wire.MaxRunPages)
@@ -137,7 +151,9 @@ public static class MigrateCommand
         {
             var address = WaitForListening(child, stderr);
             if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
-            var o = DestOptions(address, engine, delay, link is null ? "loopback" : "veth (source in its own network namespace)");
+            // the destination knows the guest's shape: it is prepared (VM, memory, threads) before it connects
+            var o = DestOptions(address, engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
+                with { ExpectVcpus = vcpus, ExpectRamBytes = mem };
             var report = RunDestination(o, output, ct);
             if (rawMs is { } raw) report = report with { RawStreamMs = raw };
             string? sourceLine = null;
@@ -178,8 +194,21 @@ public static class MigrateCommand
         return report!;
     }
 
-    private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, TimeSpan delay, string link) =>
-        new(a, engine, engine == PagingMode.Minor ? Backing.Shmem : Backing.Anonymous) { LinkDelay = delay, LinkKind = link };
+    private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link) =>
+        new(a, engine, backing) { LinkDelay = delay, LinkKind = link };
+
+    /// <summary>--backing: auto is shmem for the minor engine (it needs a page cache), anon otherwise.</summary>
+    internal static Backing BackingFor(PagingMode engine, string? word) => (word ?? "auto").Trim().ToLowerInvariant() switch
+    {
+        "auto" => engine is PagingMode.Minor or PagingMode.MinorBitmap ? Backing.Shmem : Backing.Anonymous,
+        "anon" => engine is PagingMode.Minor or PagingMode.MinorBitmap
+            ? throw new UsageException($"--backing anon: the {engine.Name()} engine needs shmem")
+            : Backing.Anonymous,
+        "shmem" => engine is PagingMode.Missing or PagingMode.MissingBitmap
+            ? throw new UsageException($"--backing shmem: the {engine.Name()} engine needs anon memory (use minor on shmem)")
+            : Backing.Shmem,
+        var w => throw new UsageException($"--backing {w}: use auto, anon or shmem"),
+    };
 
     // ---- rendering ----------------------------------------------------------------------------------------------
 
@@ -192,6 +221,7 @@ public static class MigrateCommand
         t.AddRow("link", $"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}");
         t.AddRow("downtime (source pause → vCPUs running)", F(r.DowntimeMs, "ms"));
         t.AddRow("total (start → every page present)", F(r.TotalMs, "ms"));
+        if (r.PrepareMs is { } prep) t.AddRow("  destination prepared before it connected", F(prep, "ms"));
         t.AddRow("  of which post-copy (pause → every page)", F(r.PostcopyMs, "ms"));
         if (r.RawStreamMs is { } raw)
             t.AddRow("plain socket streaming the same bytes", $"{F(raw, "ms")} (post-copy {r.PostcopyMs / raw:0.00}x, total {r.TotalMs / raw:0.00}x)");
