@@ -1,3 +1,6 @@
+using Faultline.Kvm.Memory;
+using Faultline.Paging;
+
 namespace Faultline.Cli.Tests;
 
 public sealed class ValueParserTests
@@ -55,4 +58,17 @@ public sealed class ValueParserTests
         Assert.False(ValueParsers.TryParseList<int>("1,x,8", ValueParsers.TryParseInt, out _, out var e2));
         Assert.Contains("'x'", e2);
     }
+}
+
+public sealed class MigrateBackingTests
+{
+    [Theory]
+    [InlineData(PagingMode.Exits, "auto", Backing.Shmem)]       // page cache allocated while the destination is prepared
+    [InlineData(PagingMode.Minor, "auto", Backing.Shmem)]
+    [InlineData(PagingMode.Missing, "auto", Backing.Anonymous)]
+    [InlineData(PagingMode.Bitmap, "auto", Backing.Anonymous)]
+    [InlineData(PagingMode.Exits, "anon", Backing.Anonymous)]
+    [InlineData(PagingMode.Exits, " SHMEM ", Backing.Shmem)]
+    public void Backing_follows_the_engine_unless_given(PagingMode engine, string word, Backing expected) =>
+        Assert.Equal(expected, Faultline.Cli.Commands.MigrateCommand.BackingFor(engine, word));
 }
