@@ -20,6 +20,7 @@ public sealed unsafe class GuestRegion : IDisposable
 {
     private readonly MemFd? _memfd;
     private void* _host;
+    private void* _view;   // shmem: a second, populated mapping of the page cache (MapBackingView)
 
     public GuestAddress Base { get; }
     public ulong Size { get; }
@@ -81,10 +82,40 @@ public sealed unsafe class GuestRegion : IDisposable
 
     public ref ulong Qword(GuestAddress gpa) => ref MemoryMarshal.Cast<byte, ulong>(Span(gpa, 8))[0];
 
-    /// <summary>Writes into the memfd's page cache without touching the mapping (shmem only): MINOR faults stay pending.</summary>
+    /// <summary>
+    /// Allocates the whole page cache (zeroed) and maps it a second time, populated, apart from the guest mapping
+    /// (shmem only): later <see cref="WriteBacking"/> calls are plain copies into pages that already exist, with no
+    /// syscall, page lookup or allocation per page, and the guest mapping's MINOR faults stay pending. Idempotent.
+    /// </summary>
+    public void MapBackingView()
+    {
+        if (_memfd is null) throw new InvalidOperationException("a backing view needs a shmem region");
+        if (_view != null) return;
+        var v = Libc.Mmap(null, (nuint)Size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, _memfd.Fd, 0);
+        if (v == Libc.MAP_FAILED) throw new KvmException("mmap(backing view)", Marshal.GetLastPInvokeError());
+        Libc.Madvise(v, (nuint)Size, Libc.MADV_NOHUGEPAGE);
+        if (Libc.Madvise(v, (nuint)Size, Libc.MADV_POPULATE_WRITE) != 0)
+        {
+            var e = Marshal.GetLastPInvokeError();
+            Libc.Munmap(v, (nuint)Size);
+            throw e == Errno.ENOMEM
+                ? new UsageException($"cannot allocate {Size >> 20} MiB of guest memory on this host (populating the page cache: ENOMEM)")
+                : new KvmException("madvise(backing view, MADV_POPULATE_WRITE)", e);
+        }
+        _view = v;
+    }
+
+    /// <summary>Writes into the memfd's page cache without touching the guest mapping (shmem only): MINOR faults stay pending.</summary>
     public void WriteBacking(ulong offset, ReadOnlySpan<byte> data)
     {
         if (_memfd is null) throw new InvalidOperationException("WriteBacking needs a shmem region");
+        if (offset > Size || (ulong)data.Length > Size - offset) throw new ArgumentOutOfRangeException(nameof(offset));
+        if (_view != null)
+        {
+            // SAFETY: bounds checked above; the view lives until Dispose.
+            data.CopyTo(new Span<byte>((byte*)_view + offset, data.Length));
+            return;
+        }
         fixed (byte* p = data)
         {
             long done = 0;
@@ -121,6 +152,7 @@ public sealed unsafe class GuestRegion : IDisposable
         if (h == null) return;
         _host = null;
         Libc.Munmap(h, (nuint)Size);
+        if (_view != null) { Libc.Munmap(_view, (nuint)Size); _view = null; }
         _memfd?.Dispose();
     }
 }

@@ -179,13 +179,12 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         }
     }
 
-    /// <summary>Post-copy on shmem: zeros in the page cache make MINOR faults fire before the real bytes are there.</summary>
-    private void ZeroPageCache()
-    {
-        var zeros = new byte[256 * 4096];
-        for (ulong off = 0; off < _ram!.Size; off += (ulong)zeros.Length)
-            _ram.WriteBacking(off, zeros.AsSpan(0, (int)Math.Min((ulong)zeros.Length, _ram.Size - off)));
-    }
+    /// <summary>
+    /// Post-copy on shmem: a zeroed page cache makes MINOR faults fire before the real bytes are there. It is allocated
+    /// now, through a second populated mapping, so that every later install is a copy into an existing page plus a
+    /// UFFDIO_CONTINUE (no page allocation, no pwrite per page while pages land).
+    /// </summary>
+    private void ZeroPageCache() => _ram!.MapBackingView();
 
     private void OpenUffds(UffdFeatures extra, UffdLayout layout)
     {
