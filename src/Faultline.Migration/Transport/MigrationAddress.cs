@@ -35,27 +35,35 @@ public sealed record MigrationAddress(EndPoint EndPoint, string Text)
         ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
         : new Socket(EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
 
-    /// <summary>Connects, retrying while nothing listens yet, for at most <paramref name="timeout"/>.</summary>
+    /// <summary>
+    /// Connects, retrying while nothing listens yet, for at most <paramref name="timeout"/>. The connect is a blocking
+    /// one bounded by SO_SNDTIMEO (Linux applies it to connect). No async API and no Blocking = false: a .NET socket
+    /// that was ever non-blocking stays O_NONBLOCK for good, and each of its later blocking Receive calls then waits
+    /// on the runtime's epoll thread and a thread-pool hop instead of in the kernel (measured: the ".NET Sockets" and
+    /// "TP Worker" threads took ~7% of both cores during a 1 GiB post-copy, and every demand reply paid two extra
+    /// thread wake-ups).
+    /// </summary>
     public SocketChannel Connect(TimeSpan timeout, CancellationToken ct = default)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
+            ct.ThrowIfCancellationRequested();
             var s = NewSocket();
             try
             {
-                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                cts.CancelAfter(TimeSpan.FromSeconds(Math.Max(0.05, (deadline - DateTime.UtcNow).TotalSeconds)));
-                s.ConnectAsync(EndPoint, cts.Token).AsTask().GetAwaiter().GetResult();
+                s.SendTimeout = (int)Math.Clamp((deadline - DateTime.UtcNow).TotalMilliseconds, 1, int.MaxValue);
+                s.Connect(EndPoint);
+                s.SendTimeout = 0;
                 return new SocketChannel(s, Text);
             }
-            catch (Exception e) when (e is SocketException or OperationCanceledException)
+            catch (SocketException e)
             {
                 s.Dispose();
-                ct.ThrowIfCancellationRequested();
-                var refused = e is SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.AddressNotAvailable };
+                var refused = e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable;
+                var timedOut = e.SocketErrorCode is SocketError.TimedOut or SocketError.WouldBlock or SocketError.InProgress;
                 if (!refused || DateTime.UtcNow >= deadline)
-                    throw new MigrationException($"cannot connect to {Text}: {(e is SocketException s2 ? s2.SocketErrorCode.ToString() : "timed out")}");
+                    throw new MigrationException($"cannot connect to {Text}: {(timedOut ? "timed out" : e.SocketErrorCode.ToString())}");
                 Thread.Sleep(20);
             }
         }

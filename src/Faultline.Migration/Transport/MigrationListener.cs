@@ -35,23 +35,29 @@ public sealed class MigrationListener : IDisposable
             : address;
     }
 
-    /// <summary>Accepts one connection within <paramref name="timeout"/> (null: wait until cancelled).</summary>
+    /// <summary>
+    /// Accepts one connection within <paramref name="timeout"/> (null: wait until cancelled), polling the blocking
+    /// listener (no async API: see <see cref="MigrationAddress.Connect"/>), so the accepted socket is blocking.
+    /// </summary>
     public SocketChannel Accept(TimeSpan? timeout, CancellationToken ct = default)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        if (timeout is { } t) cts.CancelAfter(t);
+        var deadline = timeout is { } t ? DateTime.UtcNow + t : DateTime.MaxValue;
         try
         {
-            var s = _socket.AcceptAsync(cts.Token).AsTask().GetAwaiter().GetResult();
-            var peer = s.RemoteEndPoint is IPEndPoint ip ? $"{ip.Address}:{ip.Port}" : $"unix:{_unixPath}";
-            return new SocketChannel(s, peer);
-        }
-        catch (OperationCanceledException)
-        {
-            ct.ThrowIfCancellationRequested();
-            throw new MigrationException($"no destination connected to {Address} within {timeout?.TotalSeconds:0.#} s");
+            while (true)
+            {
+                ct.ThrowIfCancellationRequested();
+                var left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero)
+                    throw new MigrationException($"no destination connected to {Address} within {timeout?.TotalSeconds:0.#} s");
+                if (!_socket.Poll((int)Math.Clamp(left.TotalMicroseconds, 1, 50_000), SelectMode.SelectRead)) continue;
+                var s = _socket.Accept();
+                var peer = s.RemoteEndPoint is IPEndPoint ip ? $"{ip.Address}:{ip.Port}" : $"unix:{_unixPath}";
+                return new SocketChannel(s, peer);
+            }
         }
         catch (SocketException e) { throw new MigrationException($"accept on {Address} failed: {e.SocketErrorCode}"); }
+        catch (ObjectDisposedException) { throw new MigrationException($"accept on {Address} failed: the listener is closed"); }
     }
 
     public void Dispose()

@@ -21,6 +21,16 @@ public sealed class SocketChannel : IByteChannel
         if (socket.ProtocolType == ProtocolType.Tcp) socket.NoDelay = true;
     }
 
+    /// <summary>Whether the socket blocks in the kernel (no O_NONBLOCK on its fd): see <see cref="MigrationAddress.Connect"/>.</summary>
+    internal bool BlocksInKernel
+    {
+        get
+        {
+            var flags = File.ReadAllLines($"/proc/self/fdinfo/{_socket.Handle}").First(l => l.StartsWith("flags:", StringComparison.Ordinal));
+            return (Convert.ToInt32(flags[6..].Trim(), 8) & 0x800) == 0; // O_NONBLOCK = 04000
+        }
+    }
+
     public TimeSpan? ReceiveTimeout
     {
         get => _socket.ReceiveTimeout <= 0 ? null : TimeSpan.FromMilliseconds(_socket.ReceiveTimeout);
