@@ -123,6 +123,7 @@ internal static class BenchCommand
         var first = Path.GetFileNameWithoutExtension(exe) == "dotnet" ? 0 : 1;
         foreach (var a in args.AsSpan(first)) psi.ArgumentList.Add(a);
         psi.Environment[NoTieringVariable] = "0";
+        psi.Environment["DOTNET_ReadyToRun"] = "0";   // ./faultline is ReadyToRun-compiled: the bench's hot paths are JIT-compiled, as measured
         using var child = System.Diagnostics.Process.Start(psi) ?? throw new FaultlineException($"cannot start {exe}");
         child.WaitForExit();
         return child.ExitCode;
