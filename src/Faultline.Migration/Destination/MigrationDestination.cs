@@ -37,8 +37,15 @@ public sealed class MigrationDestination(DestinationOptions o)
         Exception? prepareError = null;
         void Build(int vcpus, ulong ramBytes)
         {
-            machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing));
-            received = new ReceivedImage(machine.Ram.Size);
+            // the received image is allocated on another core while the machine and the engine allocate guest memory:
+            // on a host that reclaims free memory (this one) each first touch costs a hypervisor exit
+            var image = Task.Run(() => new ReceivedImage(ramBytes));
+            try
+            {
+                machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing));
+                if (o.Backing == Backing.Shmem) machine.Ram.MapBackingView();   // the page cache, meanwhile (the engine finds it mapped)
+            }
+            finally { received = image.GetAwaiter().GetResult(); }
             source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus, o.IdleTimeout);
             engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus) { PrefillPageCache = false });
             engine.Start(machine, source);
