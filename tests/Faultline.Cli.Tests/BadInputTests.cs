@@ -17,6 +17,8 @@ public sealed class BadInputTests
     [InlineData("--bogus", new[] { "--bogus" })]
     [InlineData("frobnicate", new[] { "frobnicate" })]                // unknown command
     [InlineData("extra", new[] { "probe", "extra" })]                 // stray argument
+    [InlineData("--self-kick", new[] { "migrate", "--self-kick", "5us" })]   // a period that would keep the vCPUs exiting
+    [InlineData("a period", new[] { "migrate", "source", "--listen", "127.0.0.1:0", "--self-kick", "fast" })]
     public void Bad_input_is_one_line_and_exit_code_2(string mentioned, string[] args)
     {
         var r = CliRunner.Run(args);

@@ -17,6 +17,13 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     public ulong PushStartPage { get; init; }
     /// <summary>Test seam: the push starts at the page vCPU 0 was working on when it paused, the very page it faults on first after resuming (forces the push/demand race).</summary>
     public bool PushFromResumePoint { get; init; }
+    /// <summary>
+    /// While a pause is imminent (Layout sent → pause), each vCPU thread arms a timer of its own that kicks it out of
+    /// KVM_RUN this often, so the pause does not wait for a cross-CPU kick's host-tick tail. Zero: no timer, only the kick.
+    /// </summary>
+    public TimeSpan SelfKickPeriod { get; init; } = DefaultSelfKickPeriod;
+    /// <summary>The default <see cref="SelfKickPeriod"/>: 250 µs, the host's tick period (HZ=250) divided by 16.</summary>
+    public static readonly TimeSpan DefaultSelfKickPeriod = TimeSpan.FromMicroseconds(250);
     /// <summary>How long to wait for a destination to connect (null: forever).</summary>
     public TimeSpan? AcceptTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }
