@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using Faultline.Guest;
 using Faultline.Kvm.Memory;
@@ -92,6 +93,15 @@ public sealed class MigrationSource : IDisposable
                 _imageCrc, nonce).Encode(lb);
             main.Send(FrameType.Layout, 0, lb);
             _guest.OpenPauseWindow();   // the destination builds its VM now; Ready (and the pause) may follow at any moment
+            // the last vCPU to park sends the state from its own thread (see SourceGuest.Pause), JIT-compiled now
+            long pauseTs = 0, stateSentTs = 0;
+            var m = main;
+            Action<VcpuState[]> sendState = s =>
+            {
+                m.Send(FrameType.VcpuState, 0, VcpuStateMessage.Encode(Clock.ToNanoseconds(pauseTs), s));
+                stateSentTs = Stopwatch.GetTimestamp();
+            };
+            RuntimeHelpers.PrepareMethod(sendState.Method.MethodHandle);
             // this thread runs the downtime: it must not wait for a CPU behind busy vCPUs once Ready arrives
             var raised = ThreadPriority.RaiseForLatency();
             using var noGc = new NoGcWindow();
@@ -99,16 +109,12 @@ public sealed class MigrationSource : IDisposable
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
 
             // ---- pause: downtime starts here -------------------------------------------------------------
-            var pauseTs = Stopwatch.GetTimestamp();
+            pauseTs = Stopwatch.GetTimestamp();
             Paused = true;
             DemandTrace.Hop(1_000_000, "src-pause");
-            var states = _guest.Pause(TimeSpan.FromSeconds(10));
-            var pausedTs = Stopwatch.GetTimestamp();
-            DemandTrace.Hop(1_000_000, "src-parked");
-            main.Send(FrameType.VcpuState, 0, VcpuStateMessage.Encode(Clock.ToNanoseconds(pauseTs), states));
-            var stateSentTs = Stopwatch.GetTimestamp();
+            var states = _guest.Pause(TimeSpan.FromSeconds(10), sendState);   // returns with the state on the wire
             DemandTrace.Hop(1_000_000, "src-state-sent");
-            var pauseStats = _guest.PauseStats();   // after the state is on its way: off the downtime's path
+            var pauseStats = _guest.PauseStats();
             if (raised) ThreadPriority.LowerToNormal();
             noGc.Dispose();
 
@@ -150,7 +156,7 @@ public sealed class MigrationSource : IDisposable
             DemandTrace.Dump("source");
             return new SourceResult(Pages, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 main.Channel.BytesSent + urgent.Channel.BytesSent, main.Channel.BytesReceived + urgent.Channel.BytesReceived,
-                Convert.ToHexStringLower(sha), Stopwatch.GetElapsedTime(pauseTs, pausedTs).TotalMilliseconds,
+                Convert.ToHexStringLower(sha), pauseStats.VcpuParkedMs.Max(),
                 Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats);
         }
         catch (Exception e) when (e is not OperationCanceledException || _firstError is not null)

@@ -31,6 +31,8 @@ internal sealed class SourceGuest : IDisposable
     private readonly VcpuStopCause[] _stopCause;
     private long _windowOpenTs, _pauseTs;
     private int _armedTimers;
+    private int _running;                              // vCPUs not yet parked by the pause
+    private Action<VcpuState[]>? _onAllParked;
     private volatile bool _pause, _stop, _pauseImminent;
     private volatile Exception? _error;
     private int _disposed;
@@ -107,15 +109,37 @@ internal sealed class SourceGuest : IDisposable
         foreach (var v in _m.Vcpus) v.Kick();
     }
 
-    /// <summary>Stops every vCPU (kick, no re-entry) and returns their state, captured on their own threads.</summary>
-    public VcpuState[] Pause(TimeSpan timeout)
+    /// <summary>
+    /// Stops every vCPU (kick, no re-entry) and returns their state, captured on their own threads.
+    /// <paramref name="onAllParked"/>, if given, runs on the thread of the last vCPU to park, with every vCPU's state,
+    /// before this returns: that thread is on a CPU already, while waking the pausing thread costs a cross-CPU wake-up
+    /// (on this host often a host tick). An exception it throws is what this throws.
+    /// </summary>
+    public VcpuState[] Pause(TimeSpan timeout, Action<VcpuState[]>? onAllParked = null)
     {
+        if (_pause)
+        {
+            // paused by an earlier attempt (its destination failed after the pause): the vCPUs are parked already
+            if (_error is { } pe) throw pe as FaultlineException ?? new GuestException($"source guest failed: {pe.Message}");
+            var parked = CapturedStates();
+            onAllParked?.Invoke(parked);
+            return parked;
+        }
+        _onAllParked = onAllParked;
+        _running = _threads.Length;
         _pauseTs = Stopwatch.GetTimestamp();
         _pause = true;
         foreach (var v in _m.Vcpus) v.Kick();
         if (!_parked.Wait(timeout)) throw new GuestException($"source vCPUs did not stop within {timeout.TotalMilliseconds:0} ms");
         if (_error is { } e) throw e as FaultlineException ?? new GuestException($"source guest failed: {e.Message}");
-        return _captured.Select(c => c!).ToArray();
+        return CapturedStates();
+    }
+
+    private VcpuState[] CapturedStates()
+    {
+        var states = new VcpuState[_captured.Length];
+        for (var i = 0; i < states.Length; i++) states[i] = _captured[i]!;
+        return states;
     }
 
     /// <summary>How the last <see cref="Pause"/> went (valid after it returned).</summary>
@@ -166,6 +190,7 @@ internal sealed class SourceGuest : IDisposable
                         Capture(vcpu, id);
                         _parkedTs[id] = Stopwatch.GetTimestamp();
                         _parkedFlags[id] = true;
+                        if (Interlocked.Decrement(ref _running) == 0) _onAllParked?.Invoke(CapturedStates());
                         _parked.Signal();
                         parkedSignalled = true;
                         timer?.Dispose();   // after the downtime's signal: timer_delete is not on the pause path
