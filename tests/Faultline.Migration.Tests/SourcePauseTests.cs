@@ -72,12 +72,21 @@ public sealed class SourcePauseTests(ITestOutputHelper output)
             g.OpenPauseWindow();
             WaitUntil(() => g.ArmedTimers == 2, "the vCPU threads arming their timers again");
             var sw = Stopwatch.StartNew();
-            var states = g.Pause(Bound);
+            var sentBy = new List<(string? Thread, int States)>();
+            var states = g.Pause(Bound, s => sentBy.Add((Thread.CurrentThread.Name, s.Length)));
             var pauseMs = sw.Elapsed.TotalMilliseconds;
             var p = g.PauseStats();
             output.WriteLine($"stop ms {string.Join(", ", p.VcpuStopMs)} by {string.Join(", ", p.StoppedBy)}; self-kicks {string.Join(", ", p.SelfKicks)} in {string.Join(", ", p.ArmedMs)} ms armed");
 
             Assert.Equal(2, states.Length);
+            // the state went out from the last vCPU thread to park (already on a CPU), once, with every vCPU's state
+            var sent = Assert.Single(sentBy);
+            Assert.StartsWith("fl-vcpu", sent.Thread);
+            Assert.Equal(2, sent.States);
+            // a second pause (a retry after a failed attempt) finds them parked and hands their state on at once
+            Assert.Equal(states, g.Pause(Bound, s => sentBy.Add((Thread.CurrentThread.Name, s.Length))));
+            Assert.Equal(2, sentBy.Count);
+            Assert.Equal(Thread.CurrentThread.Name, sentBy[1].Thread);
             Assert.Equal(0, g.ArmedTimers);
             Assert.Equal(250, p.SelfKickPeriodUs);
             AssertWellFormed(p, 2, pauseMs);
