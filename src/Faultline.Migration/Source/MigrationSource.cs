@@ -24,7 +24,7 @@ public sealed class MigrationSource : IDisposable
     private Exception? _firstError;
     private int _disposed;
 
-    /// <summary>Shorter self-kick periods would keep the vCPUs mostly exiting (an EINTR round trip is ~5–10 µs here).</summary>
+    /// <summary>Shorter self-kick periods would keep the vCPUs mostly exiting (each timer exit costs the guest ~40 µs here).</summary>
     public static readonly TimeSpan MinSelfKickPeriod = TimeSpan.FromMicroseconds(20);
 
     public GuestMachine Machine { get; }
