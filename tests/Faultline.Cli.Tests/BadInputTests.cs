@@ -22,6 +22,8 @@ public sealed class BadInputTests
     [InlineData("--backing", new[] { "migrate", "--engine", "minor", "--backing", "anon" })]
     [InlineData("--backing", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--backing", "banana" })]
     [InlineData("--vcpus", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--vcpus", "0", "--mem", "4M" })]
+    [InlineData("--self-kick", new[] { "migrate", "--self-kick", "5us" })]   // a period that would keep the vCPUs exiting
+    [InlineData("a period", new[] { "migrate", "source", "--listen", "127.0.0.1:0", "--self-kick", "fast" })]
     public void Bad_input_is_one_line_and_exit_code_2(string mentioned, string[] args)
     {
         var r = CliRunner.Run(args);

@@ -62,6 +62,10 @@ public sealed unsafe class AbiLayoutTests
         Size<UffdioContinue>(32);
         Size<UffdioWriteprotect>(24);
         Size<UffdMsg>(32);
+        Size<Sigevent>(64);
+        Size<Itimerspec>(32);
+        Size<Siginfo>(128);
+        Size<Timespec>(16);
     }
 
     [Fact]
@@ -123,6 +127,30 @@ public sealed unsafe class AbiLayoutTests
         // every union arm fits in the 256-byte padded union, before kvm_valid_regs
         Assert.True(32 + sizeof(KvmRunInternal) <= 288);
         Assert.True(32 + sizeof(KvmRunSystemEvent) <= 288);
+    }
+
+    [Fact]
+    public void Posix_timer_and_signal_struct_offsets()
+    {
+        // glibc bits/types/sigevent_t.h and uapi/asm-generic/siginfo.h, x86-64 (measured with a C probe: offsetof)
+        Sigevent ev;
+        var e = &ev;
+        new Layout("sigevent", e)
+            .At("sigev_value", &e->SigevValue, 0).At("sigev_signo", &e->SigevSigno, 8).At("sigev_notify", &e->SigevNotify, 12)
+            .At("sigev_notify_thread_id", &e->SigevNotifyThreadId, 16)
+            .Check();
+        Itimerspec its;
+        var t = &its;
+        new Layout("itimerspec", t).At("it_interval", &t->ItInterval, 0).At("it_value", &t->ItValue, 16).Check();
+        Siginfo si;
+        var i = &si;
+        new Layout("siginfo_t", i).At("si_signo", &i->SiSigno, 0).At("si_errno", &i->SiErrno, 4).At("si_code", &i->SiCode, 8)
+            .At("si_overrun", &i->SiOverrun, 20)
+            .Check();
+        Assert.Equal(4, Libc.SIGEV_THREAD_ID);
+        Assert.Equal(1, Libc.CLOCK_MONOTONIC);
+        Assert.Equal(-2, Libc.SI_TIMER);
+        Assert.Equal(-6, Libc.SI_TKILL);
     }
 
     [Fact]

@@ -13,9 +13,11 @@ internal static class MigrationHarness
     public sealed record Outcome(MigrationReport? Report, SourceResult? Source, Exception? DestinationError, Exception? SourceError, MigrationSource SourceEnd);
 
     /// <summary>Runs one migration; the returned source end is still alive (its memory kept) and must be disposed by the caller.</summary>
-    public static Outcome Run(SourceOptions so, Func<MigrationAddress, DestinationOptions> dest)
+    public static Outcome Run(SourceOptions so, Func<MigrationAddress, DestinationOptions> dest) => Run(MigrationSource.Create(so), dest);
+
+    /// <summary>Migrates the guest of <paramref name="src"/> (created by the caller) to a fresh destination.</summary>
+    public static Outcome Run(MigrationSource src, Func<MigrationAddress, DestinationOptions> dest)
     {
-        var src = MigrationSource.Create(so);
         using var listener = new MigrationListener(MigrationAddress.Parse("127.0.0.1:0"));
         SourceResult? sr = null;
         Exception? se = null;

@@ -1,9 +1,11 @@
 namespace Faultline.TestKit;
 
-/// <summary>What this process holds right now, from /proc/self: open fds, threads, mappings.</summary>
+/// <summary>What this process holds right now, from /proc/self: open fds, threads, mappings, POSIX timers.</summary>
 /// <remarks><see cref="OurMappings"/> counts the mappings Faultline makes (guest RAM is named "faultline-*", vCPU pages
-/// are "anon_inode:kvm-vcpu"); the total also moves with the runtime and glibc's thread-stack cache.</remarks>
-public sealed record ProcessResources(int Fds, int Threads, int Mappings, int FaultlineThreads, int OurMappings)
+/// are "anon_inode:kvm-vcpu"); the total also moves with the runtime and glibc's thread-stack cache.
+/// <see cref="PosixTimers"/> are the process's timer_create timers (/proc/self/timers: not fds, so no fd count sees them;
+/// the runtime creates none).</remarks>
+public sealed record ProcessResources(int Fds, int Threads, int Mappings, int FaultlineThreads, int OurMappings, int PosixTimers)
 {
     public static ProcessResources Now()
     {
@@ -17,14 +19,17 @@ public sealed record ProcessResources(int Fds, int Threads, int Mappings, int Fa
         }
         var maps = File.ReadAllLines("/proc/self/maps");
         var ourMaps = maps.Count(l => l.Contains("faultline", StringComparison.Ordinal) || l.Contains("kvm", StringComparison.Ordinal));
-        return new ProcessResources(fds, tasks.Length, maps.Length, ours, ourMaps);
+        return new ProcessResources(fds, tasks.Length, maps.Length, ours, ourMaps, CountPosixTimers());
     }
+
+    /// <summary>timer_create timers of this process: one "ID:" line each in /proc/self/timers.</summary>
+    public static int CountPosixTimers() => File.ReadLines("/proc/self/timers").Count(l => l.StartsWith("ID:", StringComparison.Ordinal));
 
     /// <summary>Waits briefly for threads that are finishing to vanish, then reports the current state.</summary>
     public static ProcessResources Settled(ProcessResources baseline)
     {
         var now = Now();
-        for (var i = 0; i < 50 && (now.FaultlineThreads > baseline.FaultlineThreads || now.Fds > baseline.Fds); i++)
+        for (var i = 0; i < 50 && (now.FaultlineThreads > baseline.FaultlineThreads || now.Fds > baseline.Fds || now.PosixTimers > baseline.PosixTimers); i++)
         {
             Thread.Sleep(20);
             now = Now();

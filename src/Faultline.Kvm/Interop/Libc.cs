@@ -73,6 +73,17 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "sigtimedwait", SetLastError = true)]
     internal static partial int Sigtimedwait(ulong* set, void* info, Timespec* timeout);
 
+    // POSIX timers (libc.so.6 since glibc 2.34). timer_t is an opaque pointer-sized value; for a SIGEV_SIGNAL or
+    // SIGEV_THREAD_ID timer glibc stores the kernel's timer id in it, and the first timer of a process has id 0.
+    [LibraryImport(Lib, EntryPoint = "timer_create", SetLastError = true)]
+    internal static partial int TimerCreate(int clockid, Sigevent* sevp, nint* timerid);
+
+    [LibraryImport(Lib, EntryPoint = "timer_settime", SetLastError = true)]
+    internal static partial int TimerSettime(nint timerid, int flags, Itimerspec* newValue, Itimerspec* oldValue);
+
+    [LibraryImport(Lib, EntryPoint = "timer_delete", SetLastError = true)]
+    internal static partial int TimerDelete(nint timerid);
+
     [LibraryImport(Lib, EntryPoint = "__libc_current_sigrtmin")]
     internal static partial int CurrentSigrtmin();
 
@@ -102,6 +113,9 @@ internal static unsafe partial class Libc
     internal const int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
     internal const long SYS_userfaultfd = 323, SYS_tgkill = 234;
     internal const int SC_PAGESIZE = 30;
+    internal const int CLOCK_MONOTONIC = 1;
+    internal const int SIGEV_THREAD_ID = 4;          // uapi/asm-generic/siginfo.h: deliver to the thread in sigev_notify_thread_id
+    internal const int SI_TIMER = -2, SI_TKILL = -6;  // siginfo.si_code: a POSIX timer's expiry, tgkill
     internal static readonly void* MAP_FAILED = (void*)-1;
 }
 

@@ -34,7 +34,10 @@ public sealed unsafe class Vcpu : IDisposable
     public int Id { get; }
     /// <summary>Host thread id of the thread that runs this vCPU (0 before <see cref="BindToCurrentThread"/>).</summary>
     public int ThreadId => _tid;
+    /// <summary>Kick signals (tgkill, <see cref="Kick"/>) this vCPU's thread has drained after an Interrupted exit.</summary>
     public long KicksDelivered { get; private set; }
+    /// <summary>Expiries of a <see cref="SelfKickTimer"/> this vCPU's thread has drained after an Interrupted exit.</summary>
+    public long SelfKicksDelivered { get; private set; }
 
     internal Vcpu(Vm vm, int id, VcpuFd fd, KvmRun* run, int mmapSize, ulong syncRegsCap)
     {
@@ -167,7 +170,15 @@ public sealed unsafe class Vcpu : IDisposable
         var set = stackalloc ulong[16];
         set[0] = 1UL << (KickSignal - 1);
         var zero = new Timespec();
-        while (Libc.Sigtimedwait(set, null, &zero) > 0) KicksDelivered++;
+        Siginfo info;
+        // a kick (SI_TKILL) and a self-kick timer's expiry (SI_TIMER) may both be pending: the timer's signal has its own
+        // queue entry, and dequeuing it is what re-arms a periodic timer. A kick sent while the timer's signal is pending
+        // merges into it (a standard signal is pending at most once): this one exit answers both.
+        while (Libc.Sigtimedwait(set, &info, &zero) > 0)
+        {
+            if (info.SiCode == Libc.SI_TIMER) SelfKicksDelivered++;
+            else KicksDelivered++;
+        }
         // after the drain: a kick coalesced into the one just drained is answered by this Interrupted exit, and a kick
         // from now on sends a new signal
         Volatile.Write(ref _kickQueued, 0);

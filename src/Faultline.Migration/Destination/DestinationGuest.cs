@@ -24,7 +24,7 @@ internal sealed class DestinationGuest : IDisposable
     private readonly FirstFailure _failure;
     private readonly Thread[] _threads;
     private readonly ManualResetEventSlim _stateArrived = new(false);
-    private readonly CountdownEvent _resumed, _finished;
+    private readonly CountdownEvent _waiting, _resumed, _finished;
     private VcpuState[]? _states;
     private volatile bool _stop;
     private readonly int[] _tids;
@@ -38,6 +38,8 @@ internal sealed class DestinationGuest : IDisposable
     public long[] BlockedNs { get; }
     public long[] Faults { get; }
     public LatencyRecorder FaultLatency { get; }
+    /// <summary>Every vCPU thread is bound, warmed up and waiting for its state: nothing of theirs runs in the downtime but the restore.</summary>
+    public WaitHandle AllWaiting => _waiting.WaitHandle;
     public WaitHandle AllResumed => _resumed.WaitHandle;
     public WaitHandle AllFinished => _finished.WaitHandle;
 
@@ -49,6 +51,7 @@ internal sealed class DestinationGuest : IDisposable
         _threads = new Thread[n];
         _tids = new int[n];
         ResumedNs = new long[n]; FinishedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
+        _waiting = new CountdownEvent(n);
         _resumed = new CountdownEvent(n);
         _finished = new CountdownEvent(n);
         FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount * 2 + 1024, 8_000_000));
@@ -83,6 +86,7 @@ internal sealed class DestinationGuest : IDisposable
             Warmup.RestorePath(vcpu);
             // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
             ThreadPriority.RaiseForLatency();
+            _waiting.Signal();
             while (!_stateArrived.Wait(50)) if (_stop) return;
             if (_stop) return;
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
@@ -178,6 +182,7 @@ internal sealed class DestinationGuest : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         Stop();
         _stateArrived.Dispose();
+        _waiting.Dispose();
         _resumed.Dispose();
         _finished.Dispose();
     }

@@ -145,6 +145,9 @@ public sealed class MigrationDestination(DestinationOptions o)
                 }
             }, main, urgent, source);
 
+            // Ready only once the vCPU threads wait for their state: still starting (JIT, the engine's per-thread set-up,
+            // the restore path's warm-up), they took a CPU from the source's pause and from this end's own wake-ups
+            Wait(g.AllWaiting, failure, o.SetupTimeout, "the destination's vCPU threads did not get ready");
             var noGc = new NoGcWindow();
             main.Send(FrameType.Ready, 0, default);
 

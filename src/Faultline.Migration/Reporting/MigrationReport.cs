@@ -53,6 +53,9 @@ public sealed record MigrationReport
     /// <summary>Optional baseline: a plain loopback socket streaming the guest's RAM size, one thread to another.</summary>
     public double? RawStreamMs { get; init; }
 
+    /// <summary>Optional: the source's own JSON report (<c>SourceResult.ToJson</c>), when the source ran as our child.</summary>
+    public string? SourceJson { get; init; }
+
     public bool DigestsMatch => SourceSha256 == ReceivedSha256;
 
     public string ToJson()
@@ -105,6 +108,11 @@ public sealed record MigrationReport
                 w.WriteNumber("raw_stream_ms", Math.Round(raw, 3));
                 w.WriteNumber("total_over_raw", Math.Round(TotalMs / raw, 3));
                 w.WriteNumber("postcopy_over_raw", Math.Round(PostcopyMs / raw, 3));
+            }
+            if (SourceJson is { } source)
+            {
+                w.WritePropertyName("source");
+                w.WriteRawValue(source);
             }
             w.WriteString("engine", Engine);
             w.WriteString("engine_mechanism", EngineMechanism);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using Faultline.Guest;
 using Faultline.Kvm.Memory;
@@ -23,10 +24,15 @@ public sealed class MigrationSource : IDisposable
     private Exception? _firstError;
     private int _disposed;
 
+    /// <summary>Shorter self-kick periods would keep the vCPUs mostly exiting (each timer exit costs the guest ~40 µs here).</summary>
+    public static readonly TimeSpan MinSelfKickPeriod = TimeSpan.FromMicroseconds(20);
+
     public GuestMachine Machine { get; }
     /// <summary>True once the guest has been paused for a migration; it never runs here again.</summary>
     public bool Paused { get; private set; }
     public ulong Pages => Machine.Ram.PageCount;
+    /// <summary>vCPU threads whose self-kick timer is armed right now (a pause is imminent).</summary>
+    internal int SelfKickTimersArmed => _guest.ArmedTimers;
 
     private MigrationSource(SourceOptions o, GuestMachine m)
     {
@@ -36,7 +42,7 @@ public sealed class MigrationSource : IDisposable
         _imageCrc = ImageHash.Crc32C(m.System);
         var perVcpu = m.BytesPerVcpu;
         var write = (ulong)Math.Round(perVcpu / 4096 * Math.Clamp(o.WriteFraction, 0, 1)) * 4096;
-        _guest = new SourceGuest(m, o.QwordsPerPage, write);
+        _guest = new SourceGuest(m, o.QwordsPerPage, write, o.SelfKickPeriod);
     }
 
     /// <summary>Builds the VM (anonymous RAM, CPL3 workload) and starts its vCPUs.</summary>
@@ -44,6 +50,8 @@ public sealed class MigrationSource : IDisposable
     {
         if (o.QwordsPerPage is < 1 or > 512) throw new UsageException($"qwords per page must be within 1..512, not {o.QwordsPerPage}");
         if (o.PushRunPages is < 1 or > Wire.MaxRunPages) throw new UsageException($"pages per push frame must be within 1..{Wire.MaxRunPages}, not {o.PushRunPages}");
+        if (o.SelfKickPeriod != TimeSpan.Zero && o.SelfKickPeriod < MinSelfKickPeriod)
+            throw new UsageException($"a self-kick period must be 0 (off) or at least {MinSelfKickPeriod.TotalMicroseconds:0} µs, not {o.SelfKickPeriod.TotalMicroseconds:0.###} µs");
         var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous));
         var s = new MigrationSource(o, m);
         Warmup.StatePath(o.Vcpus);
@@ -84,6 +92,16 @@ public sealed class MigrationSource : IDisposable
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
                 _imageCrc, nonce).Encode(lb);
             main.Send(FrameType.Layout, 0, lb);
+            _guest.OpenPauseWindow();   // the destination builds its VM now; Ready (and the pause) may follow at any moment
+            // the last vCPU to park sends the state from its own thread (see SourceGuest.Pause), JIT-compiled now
+            long pauseTs = 0, stateSentTs = 0;
+            var m = main;
+            Action<VcpuState[]> sendState = s =>
+            {
+                m.Send(FrameType.VcpuState, 0, VcpuStateMessage.Encode(Clock.ToNanoseconds(pauseTs), s));
+                stateSentTs = Stopwatch.GetTimestamp();
+            };
+            RuntimeHelpers.PrepareMethod(sendState.Method.MethodHandle);
             // this thread runs the downtime: it must not wait for a CPU behind busy vCPUs once Ready arrives
             var raised = ThreadPriority.RaiseForLatency();
             using var noGc = new NoGcWindow();
@@ -91,15 +109,12 @@ public sealed class MigrationSource : IDisposable
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
 
             // ---- pause: downtime starts here -------------------------------------------------------------
-            var pauseTs = Stopwatch.GetTimestamp();
+            pauseTs = Stopwatch.GetTimestamp();
             Paused = true;
             DemandTrace.Hop(1_000_000, "src-pause");
-            var states = _guest.Pause(TimeSpan.FromSeconds(10));
-            var pausedTs = Stopwatch.GetTimestamp();
-            DemandTrace.Hop(1_000_000, "src-parked");
-            main.Send(FrameType.VcpuState, 0, VcpuStateMessage.Encode(Clock.ToNanoseconds(pauseTs), states));
-            var stateSentTs = Stopwatch.GetTimestamp();
+            var states = _guest.Pause(TimeSpan.FromSeconds(10), sendState);   // returns with the state on the wire
             DemandTrace.Hop(1_000_000, "src-state-sent");
+            var pauseStats = _guest.PauseStats();
             if (raised) ThreadPriority.LowerToNormal();
             noGc.Dispose();
 
@@ -141,11 +156,12 @@ public sealed class MigrationSource : IDisposable
             DemandTrace.Dump("source");
             return new SourceResult(Pages, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 main.Channel.BytesSent + urgent.Channel.BytesSent, main.Channel.BytesReceived + urgent.Channel.BytesReceived,
-                Convert.ToHexStringLower(sha), Stopwatch.GetElapsedTime(pauseTs, pausedTs).TotalMilliseconds,
-                Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds);
+                Convert.ToHexStringLower(sha), pauseStats.VcpuParkedMs.Max(),
+                Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats);
         }
         catch (Exception e) when (e is not OperationCanceledException || _firstError is not null)
         {
+            if (!Paused) _guest.ClosePauseWindow();
             var first = _firstError ?? e;
             var msg = first is FaultlineException ? first.Message : $"internal error: {first.Message}";
             main?.TryAbort(msg);

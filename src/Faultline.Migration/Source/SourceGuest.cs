@@ -10,6 +10,9 @@ namespace Faultline.Migration.Source;
 /// The source's running guest: one thread per vCPU looping generation passes (<see cref="Generations"/>) until
 /// <see cref="Pause"/> kicks them out of KVM_RUN. Each vCPU thread then captures its own state (no vCPU ioctl
 /// from a foreign thread while KVM_RUN runs, HOST.md) and parks: the guest never runs on the source again.
+/// <para>While a pause is imminent (<see cref="OpenPauseWindow"/> to <see cref="Pause"/>), each vCPU thread also arms
+/// a <see cref="SelfKickTimer"/> on its own CPU, so that it leaves KVM_RUN and sees the pause flag within one period
+/// even when the cross-CPU kick waits for the target CPU's next host tick (HOST.md); whichever comes first stops it.</para>
 /// </summary>
 internal sealed class SourceGuest : IDisposable
 {
@@ -23,15 +26,24 @@ internal sealed class SourceGuest : IDisposable
     private readonly bool[] _parkedFlags;
     private readonly CountdownEvent _parked;
     private readonly ManualResetEventSlim _release = new(false);
-    private volatile bool _pause, _stop;
+    private readonly TimeSpan _selfKickPeriod;
+    private readonly long[] _stopTs, _parkedTs, _armedTicks, _selfKicks;
+    private readonly VcpuStopCause[] _stopCause;
+    private long _windowOpenTs, _pauseTs;
+    private int _armedTimers;
+    private int _running;                              // vCPUs not yet parked by the pause
+    private Action<VcpuState[]>? _onAllParked;
+    private volatile bool _pause, _stop, _pauseImminent;
     private volatile Exception? _error;
     private int _disposed;
 
-    public SourceGuest(GuestMachine machine, int qwordsPerPage, ulong writeBytesPerVcpu)
+    /// <param name="selfKickPeriod">The self-kick timers' period while a pause is imminent; zero: no timer, only the cross-CPU kick.</param>
+    public SourceGuest(GuestMachine machine, int qwordsPerPage, ulong writeBytesPerVcpu, TimeSpan selfKickPeriod)
     {
         _m = machine;
         _qwordsPerPage = qwordsPerPage;
         _writeBytesPerVcpu = writeBytesPerVcpu;
+        _selfKickPeriod = selfKickPeriod > TimeSpan.Zero ? selfKickPeriod : TimeSpan.Zero;
         var n = machine.Vcpus.Count;
         _threads = new Thread[n];
         _passesDone = new long[n];
@@ -39,9 +51,17 @@ internal sealed class SourceGuest : IDisposable
         _captured = new VcpuState?[n];
         _parkedFlags = new bool[n];
         _parked = new CountdownEvent(n);
+        _stopTs = new long[n];
+        _parkedTs = new long[n];
+        _armedTicks = new long[n];
+        _selfKicks = new long[n];
+        _stopCause = new VcpuStopCause[n];
     }
 
     public Exception? Error => _error;
+
+    /// <summary>vCPU threads whose self-kick timer is armed right now.</summary>
+    public int ArmedTimers => Volatile.Read(ref _armedTimers);
 
     public void Start()
     {
@@ -69,24 +89,88 @@ internal sealed class SourceGuest : IDisposable
         }
     }
 
-    /// <summary>Stops every vCPU (kick, no re-entry) and returns their state, captured on their own threads.</summary>
-    public VcpuState[] Pause(TimeSpan timeout)
+    /// <summary>
+    /// A pause is coming (the destination is building its VM): each vCPU thread arms its self-kick timer at its next
+    /// exit, and one kick now makes that exit happen. No-op when the timer is off.
+    /// </summary>
+    public void OpenPauseWindow()
     {
+        if (_selfKickPeriod == TimeSpan.Zero || _pauseImminent) return;
+        _windowOpenTs = Stopwatch.GetTimestamp();
+        _pauseImminent = true;
+        foreach (var v in _m.Vcpus) v.Kick();
+    }
+
+    /// <summary>No pause after all (the destination failed before Ready): the vCPU threads disarm their timers.</summary>
+    public void ClosePauseWindow()
+    {
+        if (!_pauseImminent) return;
+        _pauseImminent = false;
+        foreach (var v in _m.Vcpus) v.Kick();
+    }
+
+    /// <summary>
+    /// Stops every vCPU (kick, no re-entry) and returns their state, captured on their own threads.
+    /// <paramref name="onAllParked"/>, if given, runs on the thread of the last vCPU to park, with every vCPU's state,
+    /// before this returns: that thread is on a CPU already, while waking the pausing thread costs a cross-CPU wake-up
+    /// (on this host often a host tick). An exception it throws is what this throws.
+    /// </summary>
+    public VcpuState[] Pause(TimeSpan timeout, Action<VcpuState[]>? onAllParked = null)
+    {
+        if (_pause)
+        {
+            // paused by an earlier attempt (its destination failed after the pause): the vCPUs are parked already
+            if (_error is { } pe) throw pe as FaultlineException ?? new GuestException($"source guest failed: {pe.Message}");
+            var parked = CapturedStates();
+            onAllParked?.Invoke(parked);
+            return parked;
+        }
+        _onAllParked = onAllParked;
+        _running = _threads.Length;
+        _pauseTs = Stopwatch.GetTimestamp();
         _pause = true;
         foreach (var v in _m.Vcpus) v.Kick();
         if (!_parked.Wait(timeout)) throw new GuestException($"source vCPUs did not stop within {timeout.TotalMilliseconds:0} ms");
         if (_error is { } e) throw e as FaultlineException ?? new GuestException($"source guest failed: {e.Message}");
-        return _captured.Select(c => c!).ToArray();
+        return CapturedStates();
+    }
+
+    private VcpuState[] CapturedStates()
+    {
+        var states = new VcpuState[_captured.Length];
+        for (var i = 0; i < states.Length; i++) states[i] = _captured[i]!;
+        return states;
+    }
+
+    /// <summary>How the last <see cref="Pause"/> went (valid after it returned).</summary>
+    public SourcePauseStats PauseStats()
+    {
+        var n = _stopTs.Length;
+        var stop = new double[n];
+        var parked = new double[n];
+        var armed = new double[n];
+        for (var i = 0; i < n; i++)
+        {
+            stop[i] = Stopwatch.GetElapsedTime(_pauseTs, _stopTs[i]).TotalMilliseconds;
+            parked[i] = Stopwatch.GetElapsedTime(_pauseTs, _parkedTs[i]).TotalMilliseconds;
+            armed[i] = _armedTicks[i] * 1000.0 / Stopwatch.Frequency;
+        }
+        var window = _windowOpenTs != 0 ? Stopwatch.GetElapsedTime(_windowOpenTs, _pauseTs).TotalMilliseconds : 0;
+        return new SourcePauseStats(_selfKickPeriod.TotalMicroseconds, stop, (VcpuStopCause[])_stopCause.Clone(), parked, window, armed, (long[])_selfKicks.Clone());
     }
 
     private void Loop(int id)
     {
         var vcpu = _m.Vcpus[id];
         var parkedSignalled = false;
+        SelfKickTimer? timer = null;
+        long armedSince = 0;
         try
         {
             vcpu.BindToCurrentThread();
+            if (_selfKickPeriod > TimeSpan.Zero) timer = SelfKickTimer.CreateForCurrentThread(vcpu);
             Capture(vcpu, id);      // warm-up: the pause path is JIT-compiled now, not inside the downtime
+            long kicks = vcpu.KicksDelivered, selfKicks = vcpu.SelfKicksDelivered;   // before the last KVM_RUN
             var (start, _) = _m.RangeOf(id);
             var end = start.Value + _writeBytesPerVcpu;
             for (ulong pass = 0; ; pass++)
@@ -97,7 +181,41 @@ internal sealed class SourceGuest : IDisposable
                 while (true)
                 {
                     if (_stop) return;
-                    if (_pause) { Capture(vcpu, id); _parkedFlags[id] = true; _parked.Signal(); parkedSignalled = true; _release.Wait(); return; }
+                    if (_pause)
+                    {
+                        _stopTs[id] = Stopwatch.GetTimestamp();
+                        _stopCause[id] = StopCause(vcpu.KicksDelivered - kicks, vcpu.SelfKicksDelivered - selfKicks);
+                        if (armedSince != 0) { _armedTicks[id] += _stopTs[id] - armedSince; armedSince = 0; Interlocked.Decrement(ref _armedTimers); }
+                        _selfKicks[id] = vcpu.SelfKicksDelivered;
+                        Capture(vcpu, id);
+                        _parkedTs[id] = Stopwatch.GetTimestamp();
+                        _parkedFlags[id] = true;
+                        if (Interlocked.Decrement(ref _running) == 0) _onAllParked?.Invoke(CapturedStates());
+                        _parked.Signal();
+                        parkedSignalled = true;
+                        timer?.Dispose();   // after the downtime's signal: timer_delete is not on the pause path
+                        _release.Wait();
+                        return;
+                    }
+                    if (timer is not null && timer.IsArmed != _pauseImminent)
+                    {
+                        // armed here, on this thread: the timer's hrtimer is queued on the CPU this vCPU runs on
+                        if (_pauseImminent)
+                        {
+                            timer.Arm(_selfKickPeriod);
+                            armedSince = Stopwatch.GetTimestamp();
+                            Interlocked.Increment(ref _armedTimers);
+                        }
+                        else
+                        {
+                            timer.Disarm();
+                            _armedTicks[id] += Stopwatch.GetTimestamp() - armedSince;
+                            armedSince = 0;
+                            Interlocked.Decrement(ref _armedTimers);
+                        }
+                    }
+                    kicks = vcpu.KicksDelivered;
+                    selfKicks = vcpu.SelfKicksDelivered;
                     var exit = vcpu.Run();
                     if (GuestCall.TryDecode(exit, out var call))
                     {
@@ -123,9 +241,19 @@ internal sealed class SourceGuest : IDisposable
         }
         finally
         {
+            if (armedSince != 0) Interlocked.Decrement(ref _armedTimers);
+            timer?.Dispose();
             vcpu.UnbindThread();
         }
     }
+
+    private static VcpuStopCause StopCause(long kicks, long selfKicks) => (kicks, selfKicks) switch
+    {
+        ( > 0, > 0) => VcpuStopCause.Both,
+        ( > 0, _) => VcpuStopCause.Kick,
+        (_, > 0) => VcpuStopCause.SelfKick,
+        _ => VcpuStopCause.Exit,
+    };
 
     private void Capture(Vcpu vcpu, int id)
     {

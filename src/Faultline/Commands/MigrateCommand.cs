@@ -27,22 +27,24 @@ public static class MigrateCommand
     public static Command Create()
     {
         var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun(); var backing = BackingOption();
+        var selfKick = SelfKick();
         var baselineOpt = new Option<bool>("--baseline")
         {
             Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
         };
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, SourceCommand(), DestCommand(),
         };
         migrate.SetAction((pr, ct) =>
         {
             var bytes = ParseSize(pr.GetValue(mem)!);
             var e = ParseEngine(pr.GetValue(engine)!);
             var b = BackingFor(e, pr.GetValue(backing));
+            var kick = ParseSelfKick(pr.GetValue(selfKick)!);
             double? raw = pr.GetValue(baselineOpt) ? RawStream.Measure(bytes).TotalMilliseconds : null;
             return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, b, ParseDelay(pr.GetValue(delay)!),
-                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), raw, pr.InvocationConfiguration.Output, ct));
+                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, pr.InvocationConfiguration.Output, ct));
         });
         return migrate;
     }
@@ -71,6 +73,12 @@ public static class MigrateCommand
         DefaultValueFactory = _ => "auto",
     };
 
+    private static Option<string> SelfKick() => new("--self-kick")
+    {
+        Description = "Source: while a pause is imminent, each vCPU thread arms a timer on its own CPU that kicks it out of KVM_RUN this often "
+            + "(a cross-CPU kick can wait for a host tick); 0: only the cross-CPU kick",
+        DefaultValueFactory = _ => $"{SourceOptions.DefaultSelfKickPeriod.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
+    };
     private static Option<FileInfo?> Json() => new("--json") { Description = "Also write the report as JSON to this file" };
     private static Option<bool> Netns() => new("--netns")
     {
@@ -80,13 +88,13 @@ public static class MigrateCommand
     private static Command SourceCommand()
     {
         var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
-        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun();
+        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json();
         var cmd = new Command("source", "Run a guest that writes a generation-stamped pattern, and migrate it to the first destination that connects")
         {
-            listen, vcpus, mem, delay, run,
+            listen, vcpus, mem, delay, run, selfKick, json,
         };
         cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), ParseSize(pr.GetValue(mem)!),
-            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), pr.InvocationConfiguration.Output, ct)));
+            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), pr.GetValue(json), pr.InvocationConfiguration.Output, ct)));
         return cmd;
     }
 
@@ -117,20 +125,34 @@ public static class MigrateCommand
 
     // ---- the three actions --------------------------------------------------------------------------------------
 
-    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TextWriter output, CancellationToken ct)
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, FileInfo? json, TextWriter output,
+        CancellationToken ct)
     {
-        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay, PushRunPages = pushRun });
+        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick });
         source.WaitUntilWarm(ct);
         using var listener = new MigrationListener(MigrationAddress.Parse(listen));
         output.WriteLine($"{ListeningPrefix}{listener.Address}");
         output.Flush();
         var r = source.Serve(listener, ct);
+        if (json is not null) File.WriteAllText(json.FullName, r.ToJson() + Environment.NewLine);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"source: {r.PagesTotal} pages sent ({r.PagesDemand} on demand, {r.PagesPushed} pushed, {r.PagesZero} zero), paused in {r.PauseMs:0.000} ms, state on the wire after {r.PauseToStateSentMs:0.000} ms, sha256 {r.SourceSha256}"));
+            $"source: {r.PagesTotal} pages sent ({r.PagesDemand} on demand, {r.PagesPushed} pushed, {r.PagesZero} zero), paused in {r.PauseMs:0.000} ms ({DescribePause(r.Pause)}), state on the wire after {r.PauseToStateSentMs:0.000} ms, sha256 {r.SourceSha256}"));
         return 0;
     }
 
-    private static int Local(int vcpus, ulong mem, PagingMode engine, Backing backing, TimeSpan delay, FileInfo? json, bool netns, int pushRun, double? rawMs, TextWriter output, CancellationToken ct)
+    /// <summary>"vCPUs out after 0.012 (self_kick), 1.902 (kick) ms; self-kick timer every 500 µs: 1350 exits in 1000 ms armed, 1350/s"</summary>
+    private static string DescribePause(SourcePauseStats p)
+    {
+        var vcpus = string.Join(", ", p.VcpuStopMs.Select((ms, i) => string.Create(CultureInfo.InvariantCulture, $"{ms:0.000} ({SourceResult.CauseName(p.StoppedBy[i])})")));
+        var timer = p.SelfKickPeriodUs == 0
+            ? "no self-kick timer"
+            : string.Create(CultureInfo.InvariantCulture,
+                $"self-kick timer every {p.SelfKickPeriodUs:0} µs: {p.SelfKicks.Sum()} exits in {p.ArmedMs.Sum():0} ms armed, {p.SelfKicksPerSecond:0}/s");
+        return $"vCPUs out after {vcpus} ms; {timer}";
+    }
+
+    private static int Local(int vcpus, ulong mem, PagingMode engine, Backing backing, TimeSpan delay, FileInfo? json, bool netns, int pushRun, TimeSpan selfKick,
+        double? rawMs, TextWriter output, CancellationToken ct)
     {
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
         if (pushRun is < 1 or > Faultline.Migration.Protocol.Wire.MaxRunPages)
@@ -138,12 +160,14 @@ public static class MigrateCommand
         using var link = netns ? NetnsLink.Create() : null;
         var listenAddr = link is null ? "127.0.0.1:0" : $"{link.SourceIp}:0";
         var (file, prefix) = Self();
+        var sourceJson = Path.Combine(Path.GetTempPath(), $"faultline-source-{Environment.ProcessId}-{Guid.NewGuid():N}.json");
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (link is not null) { psi.FileName = "ip"; psi.ArgumentList.Add("netns"); psi.ArgumentList.Add("exec"); psi.ArgumentList.Add(link.SourceNamespace); psi.ArgumentList.Add(file); }
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in new[] { "migrate", "source", "--listen", listenAddr, "--vcpus", vcpus.ToString(CultureInfo.InvariantCulture),
                      "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
-                     "--push-run", pushRun.ToString(CultureInfo.InvariantCulture) })
+                     "--push-run", pushRun.ToString(CultureInfo.InvariantCulture),
+                     "--self-kick", $"{selfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson })
             psi.ArgumentList.Add(a);
         using var child = Process.Start(psi) ?? throw new MigrationException($"cannot start the source process ({file})");
         var stderr = child.StandardError.ReadToEndAsync(ct);
@@ -160,6 +184,7 @@ public static class MigrateCommand
             for (string? line; (line = child.StandardOutput.ReadLine()) is not null;) sourceLine = line;
             if (!child.WaitForExit(TimeSpan.FromSeconds(60))) throw new MigrationException("the source process did not exit after the migration");
             if (child.ExitCode != 0) throw new MigrationException($"source process failed: {LastLine(stderr)}");
+            if (File.Exists(sourceJson)) report = report with { SourceJson = File.ReadAllText(sourceJson).Trim() };
             Render(report, sourceLine, output);
             WriteJson(report, json);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
@@ -169,6 +194,10 @@ public static class MigrateCommand
             // the destination failed: the source has been told (Abort) or has seen the socket close; give it a moment to say why
             if (!child.WaitForExit(TimeSpan.FromSeconds(10))) child.Kill(entireProcessTree: true);
             throw;
+        }
+        finally
+        {
+            File.Delete(sourceJson);
         }
     }
 
@@ -289,19 +318,30 @@ public static class MigrateCommand
         return n * mult;
     }
 
-    internal static TimeSpan ParseDelay(string s)
+    internal static TimeSpan ParseDelay(string s) => ParseDuration(s, "--link-delay", "a delay");
+
+    internal static TimeSpan ParseSelfKick(string s)
+    {
+        var period = ParseDuration(s, "--self-kick", "a period");
+        if (period != TimeSpan.Zero && period < MigrationSource.MinSelfKickPeriod)
+            throw new UsageException($"--self-kick {s}: use 0 (off) or at least {MigrationSource.MinSelfKickPeriod.TotalMicroseconds:0}us");
+        return period;
+    }
+
+    /// <summary>0, or a number with ns, us (µs) or ms, at most a second: 30us, 0.5ms.</summary>
+    private static TimeSpan ParseDuration(string s, string option, string what)
     {
         var t = s.Trim();
         var i = 0;
         while (i < t.Length && (char.IsAsciiDigit(t[i]) || t[i] == '.')) i++;
         if (i == 0 || !double.TryParse(t[..i], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var v) || v < 0)
-            throw new UsageException($"'{s}' is not a delay (e.g. 30us, 0.5ms, 0)");
+            throw new UsageException($"'{s}' is not {what} (e.g. 30us, 0.5ms, 0)");
         var us = t[i..] switch
         {
             "" when v == 0 => 0, "ns" => v / 1000, "us" or "µs" => v, "ms" => v * 1000,
-            _ => throw new UsageException($"'{s}' is not a delay (e.g. 30us, 0.5ms, 0)"),
+            _ => throw new UsageException($"'{s}' is not {what} (e.g. 30us, 0.5ms, 0)"),
         };
-        if (us > 1_000_000) throw new UsageException($"--link-delay {s} is more than a second");
+        if (us > 1_000_000) throw new UsageException($"{option} {s} is more than a second");
         return TimeSpan.FromMicroseconds(us);
     }
 
