@@ -252,8 +252,8 @@ public static class MigrateCommand
         t.AddRow("link", $"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}");
         t.AddRow("downtime (source pause → vCPUs running)", F(r.DowntimeMs, "ms"));
         t.AddRow("total (start → every page present)", F(r.TotalMs, "ms"));
-        if (r.PrepareMs is { } prep) t.AddRow("  destination prepared before it connected", F(prep, "ms"));
         t.AddRow("  of which post-copy (pause → every page)", F(r.PostcopyMs, "ms"));
+        if (r.PrepareMs is { } prep) t.AddRow("destination prepared before it connected (not in total)", F(prep, "ms"));
         if (r.RawStreamMs is { } raw)
             t.AddRow("plain socket streaming the same bytes", $"{F(raw, "ms")} (post-copy {r.PostcopyMs / raw:0.00}x, total {r.TotalMs / raw:0.00}x)");
         t.AddRow("pages", $"{r.PagesTotal} = {r.PagesDemand} on demand + {r.PagesPushed} pushed ({r.PagesZero} zero, {r.PagesDuplicate} duplicates dropped)");
