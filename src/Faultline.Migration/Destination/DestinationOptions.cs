@@ -15,6 +15,8 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     public ulong? MaxRamBytes { get; init; }
     /// <summary>How long the guest may take on the destination to finish its interrupted pass and the verification pass.</summary>
     public TimeSpan GuestTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>Ping/Pong round trips on the urgent channel before the pause (the report's link_rtt_us), 1 … 10 000.</summary>
+    public int RttProbes { get; init; } = 50;
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

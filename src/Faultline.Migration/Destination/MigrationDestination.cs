@@ -33,6 +33,9 @@ public sealed class MigrationDestination(DestinationOptions o)
         SummaryMessage? summary = null;
         var summaryArrived = new ManualResetEventSlim(false);
         long pauseNs = 0;
+        double switchIdleUs = 0;
+        var leftRtBefore = ThreadPriority.LeftRealTimeToYield;
+        if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
         try
         {
             main = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
@@ -40,6 +43,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
             urgent = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
             urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout);
+            var rtt = LinkRttProbe.Measure(urgent, o.RttProbes, o.HandshakeTimeout);
             var layout = LayoutMessage.Decode(main.Expect(FrameType.Layout, o.HandshakeTimeout).Payload);
             using var reg = ct.Register(() => failure.Set(new OperationCanceledException("migration cancelled")));
 
@@ -57,6 +61,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 engine.Start(machine, source);
                 source.Attach(engine, urgent);
                 Warmup.StatePath((int)layout.Vcpus);
+                switchIdleUs = ThreadPriority.MeasureSwitchUs();
                 // vCPUs that handle their own faults (exits, bitmap) run below the transfer until every page is in, and
                 // raise themselves while they wait for a page; with uffd readers a blocked vCPU is woken by the kernel at
                 // its own priority, so those stay at nice 0
@@ -102,7 +107,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             }, main, urgent, source);
             urgentRx = Receiver("fl-mig-rx-urg", failure, () =>
             {
-                ThreadPriority.RaiseForLatency();
+                ThreadPriority.JoinDemandPath();
                 while (true)
                 {
                     Frame f;
@@ -184,6 +189,10 @@ public sealed class MigrationDestination(DestinationOptions o)
                 GuestMismatches = guest.Mismatches.Aggregate(0UL, (a, b) => a + b),
                 EngineInstalled = stats.Installed, InstalledByReceiver = source.InstalledByReceiver,
                 Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
+                LinkRttUs = rtt,
+                Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, switchIdleUs,
+                    guest.SwitchPairs.Sum(), PerSwitchUs(guest.RaiseTicks, guest.SwitchPairs), PerSwitchUs(guest.LowerTicks, guest.SwitchPairs),
+                    ThreadPriority.LeftRealTimeToYield - leftRtBefore),
             };
         }
         catch (Exception e)
@@ -224,6 +233,12 @@ public sealed class MigrationDestination(DestinationOptions o)
         if (o.ExpectRamBytes is { } r && r != l.RamSize) throw new MigrationException($"layout mismatch: source has {l.RamSize >> 20} MiB, this destination expects {r >> 20} MiB");
         if (o.MaxRamBytes is { } max && l.RamSize > max)
             throw new MigrationException($"cannot map {l.RamSize >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
+    }
+
+    private static double PerSwitchUs(long[] ticks, long[] switches)
+    {
+        var n = switches.Sum();
+        return n == 0 ? 0 : Clock.ToNanoseconds(ticks.Sum()) / 1000.0 / n;
     }
 
     private static void Wait(WaitHandle h, FirstFailure failure, TimeSpan timeout, string what)

@@ -79,6 +79,7 @@ public sealed class MigrationSource : IDisposable
                 urgent.TryAbort("urgent channel belongs to another migration session");
                 throw new MigrationException($"{urgent.Peer} opened an urgent channel for another migration session");
             }
+            LinkRttProbe.Answer(urgent, _o.HandshakeTimeout);   // the destination measures the link's round trip
             var ram = Machine.Ram;
             Span<byte> lb = stackalloc byte[LayoutMessage.Size];
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
@@ -112,7 +113,7 @@ public sealed class MigrationSource : IDisposable
             var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
             var demand = new DemandServer(ram, sent, urgent, pusher);
             using var stop = new CancellationTokenSource();
-            demandThread = Worker("fl-mig-demand", () => ThreadPriority.RaiseForLatency(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
+            demandThread = Worker("fl-mig-demand", () => ThreadPriority.JoinDemandPath(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
             // the push waits for Resumed: started now, it would take the CPUs the destination needs to restore its vCPUs
             var f = ReadMain(main);
             if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
@@ -132,7 +133,7 @@ public sealed class MigrationSource : IDisposable
             Span<byte> sb = stackalloc byte[SummaryMessage.Size];
             var summary = new SummaryMessage(sha, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 (ulong)(main.Channel.BytesSent + urgent.Channel.BytesSent + SummaryMessage.Size + Wire.HeaderSize),
-                Clock.ToNanoseconds(stateSentTs - pauseTs));
+                Clock.ToNanoseconds(stateSentTs - pauseTs), ThreadPriority.Policy);
             summary.Encode(sb);
             main.Send(FrameType.Summary, 0, sb);
             main.Flush();
