@@ -132,10 +132,16 @@ internal static partial class ThreadPriority
     public static bool RaiseForLatency() => Raise(WaiterRtPriority);
 
     /// <summary>
-    /// For a thread that carries demands or pages for as long as it lives (and only blocks in between): on the demand
-    /// path for good, ahead of a fault path that waits for what it carries.
+    /// For a thread that carries demands or pages (and only blocks in between), for as long as it lives or until
+    /// <see cref="LowerToNormal"/>: on the demand path, ahead of a fault path that waits for what it carries.
     /// </summary>
     public static bool JoinDemandPath() => Raise(CarrierRtPriority);
+
+    /// <summary>
+    /// For the downtime's threads (the source's pause, the destination's state receiver and vCPU restores): nice
+    /// <see cref="LatencyNice"/> under either policy, as before SCHED_FIFO was used for the demand path.
+    /// </summary>
+    public static bool RaiseForDowntime() => t_raised = TrySetNice(Gettid(), LatencyNice);
 
     private static bool Raise(int rtPriority)
     {

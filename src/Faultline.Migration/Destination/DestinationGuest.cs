@@ -89,7 +89,7 @@ internal sealed class DestinationGuest : IDisposable
             _engine.OnVcpuThreadStart(vcpu);
             Warmup.RestorePath(vcpu);
             // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
-            ThreadPriority.RaiseForLatency();
+            ThreadPriority.RaiseForDowntime();
             while (!_stateArrived.Wait(50)) if (_stop) return;
             if (_stop) return;
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");

@@ -79,7 +79,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             var g = guest; var s = source; var m = main; var u = urgent;
             mainRx = Receiver("fl-mig-rx-main", failure, () =>
             {
-                ThreadPriority.RaiseForLatency(); // until the vCPU state is handed over (downtime), then a bulk receiver
+                ThreadPriority.RaiseForDowntime(); // until the vCPU state is handed over, then a bulk receiver
                 while (true)
                 {
                     var f = m.Read();

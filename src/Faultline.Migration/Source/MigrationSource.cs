@@ -86,7 +86,7 @@ public sealed class MigrationSource : IDisposable
                 _imageCrc, nonce).Encode(lb);
             main.Send(FrameType.Layout, 0, lb);
             // this thread runs the downtime: it must not wait for a CPU behind busy vCPUs once Ready arrives
-            var raised = ThreadPriority.RaiseForLatency();
+            var raised = ThreadPriority.RaiseForDowntime();
             using var noGc = new NoGcWindow();
             try { main.Expect(FrameType.Ready, _o.SetupTimeout); }
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }

@@ -6,8 +6,9 @@ namespace Faultline.Migration.Transport;
 /// <summary>
 /// The link's round trip, measured on the urgent channel before the pause, through the same stack a demand and its
 /// page take (socket, emulated delay line and its pump): the destination sends a burst of Pings one at a time, the
-/// source answers each with a Pong at once. Both threads are raised as a fault path is meanwhile, so the figure is
-/// the link's and not the scheduler's (the source's vCPUs still run the guest at this point).
+/// source answers each with a Pong at once. The destination's thread is raised as a fault path is, the source's as
+/// its demand server is, so that each wake-up on the way is scheduled as a demand's would be (the source's vCPUs
+/// still run the guest at this point, so every one of them must take a CPU from a busy thread, as during post-copy).
 /// </summary>
 internal static class LinkRttProbe
 {
@@ -48,7 +49,7 @@ internal static class LinkRttProbe
     {
         var old = urgent.Channel.ReceiveTimeout;
         urgent.Channel.ReceiveTimeout = timeout;
-        ThreadPriority.RaiseForLatency();
+        ThreadPriority.JoinDemandPath();   // as the demand server that answers demands later
         try
         {
             for (uint i = 0; ; i++)

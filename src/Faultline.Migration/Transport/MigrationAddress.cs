@@ -35,27 +35,34 @@ public sealed record MigrationAddress(EndPoint EndPoint, string Text)
         ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
         : new Socket(EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
 
-    /// <summary>Connects, retrying while nothing listens yet, for at most <paramref name="timeout"/>.</summary>
+    /// <summary>
+    /// Connects, retrying while nothing listens yet, for at most <paramref name="timeout"/>. With a plain blocking
+    /// connect (bounded by SO_SNDTIMEO, which Linux applies to connect), never an asynchronous or non-blocking one: on
+    /// a socket whose descriptor once went non-blocking, .NET runs every later synchronous receive through its epoll
+    /// thread, a normal-priority thread that must wake and get a CPU before the receiver does — one more hop on every
+    /// demand reply (measured: the reply's hop to the destination's urgent receiver, see docs/migration.md).
+    /// </summary>
     public SocketChannel Connect(TimeSpan timeout, CancellationToken ct = default)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
         {
+            ct.ThrowIfCancellationRequested();
             var s = NewSocket();
             try
             {
-                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                cts.CancelAfter(TimeSpan.FromSeconds(Math.Max(0.05, (deadline - DateTime.UtcNow).TotalSeconds)));
-                s.ConnectAsync(EndPoint, cts.Token).AsTask().GetAwaiter().GetResult();
+                s.SendTimeout = (int)Math.Clamp((deadline - DateTime.UtcNow).TotalMilliseconds, 1, int.MaxValue);
+                s.Connect(EndPoint);
+                s.SendTimeout = 0;
                 return new SocketChannel(s, Text);
             }
-            catch (Exception e) when (e is SocketException or OperationCanceledException)
+            catch (SocketException e)
             {
                 s.Dispose();
-                ct.ThrowIfCancellationRequested();
-                var refused = e is SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.AddressNotAvailable };
+                var refused = e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable;
+                var timedOut = e.SocketErrorCode is SocketError.InProgress or SocketError.WouldBlock or SocketError.TimedOut;
                 if (!refused || DateTime.UtcNow >= deadline)
-                    throw new MigrationException($"cannot connect to {Text}: {(e is SocketException s2 ? s2.SocketErrorCode.ToString() : "timed out")}");
+                    throw new MigrationException($"cannot connect to {Text}: {(timedOut ? "timed out" : e.SocketErrorCode.ToString())}");
                 Thread.Sleep(20);
             }
         }
