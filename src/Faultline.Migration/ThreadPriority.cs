@@ -12,8 +12,9 @@ namespace Faultline.Migration;
 /// under SCHED_FIFO: the threads that carry demands and their pages for the whole migration (<see cref="JoinDemandPath"/>:
 /// the source's demand server, the destination's urgent receiver, the urgent channel's emulated-delay pumps) at
 /// <see cref="CarrierRtPriority"/>, and a fault path (<see cref="RaiseForLatency"/>: a vCPU from its fault exit until
-/// the page is installed, a uffd reader from its demand until the page's bytes are in hand) and the downtime's threads at
+/// the page is installed, a uffd reader from its demand until the page's bytes are in hand) at
 /// <see cref="WaiterRtPriority"/>, so that a carrier that wakes preempts a waiter still spinning for the page it brings.
+/// The downtime's threads stay at nice <see cref="LatencyNice"/> under either policy (<see cref="RaiseForDowntime"/>).
 /// Only threads that block are raised this way: a SCHED_FIFO thread that spins or yields keeps every normal thread off its
 /// CPU (sched_yield only lets threads of its own priority run), so a fault path spins at most 20 µs before it blocks, a
 /// wait for a page another thread is installing leaves real time before it yields (<see cref="PageTracker.BeforeYielding"/>),

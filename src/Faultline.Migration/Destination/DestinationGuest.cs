@@ -123,7 +123,9 @@ internal sealed class DestinationGuest : IDisposable
                 // below the transfer the guest may wait long for a CPU; handling a fault it must not: from the exit to the
                 // page installed this thread is on the demand path (RemotePageSource also raises a fault path that waits)
                 var raisedAtExit = exit.Kind == VcpuExitKind.MemoryFault && Volatile.Read(ref _nice) > 0;
-                if (raisedAtExit) ThreadPriority.RaiseForLatency();
+                // while another vCPU still restores its state (the downtime), a fault path must not preempt it
+                if (raisedAtExit && _resumed.IsSet) ThreadPriority.RaiseForLatency();
+                else if (raisedAtExit) ThreadPriority.RaiseForDowntime();
                 var t1 = raisedAtExit ? Stopwatch.GetTimestamp() : 0;
                 var handled = _engine.TryHandleExit(vcpu, exit);
                 var t2 = Stopwatch.GetTimestamp();
