@@ -61,7 +61,6 @@ public sealed class MigrationDestination(DestinationOptions o)
                 engine.Start(machine, source);
                 source.Attach(engine, urgent);
                 Warmup.StatePath((int)layout.Vcpus);
-                switchIdleUs = ThreadPriority.MeasureSwitchUs();
                 // vCPUs that handle their own faults (exits, bitmap) run below the transfer until every page is in, and
                 // raise themselves while they wait for a page; with uffd readers a blocked vCPU is woken by the kernel at
                 // its own priority, so those stay at nice 0
@@ -108,25 +107,31 @@ public sealed class MigrationDestination(DestinationOptions o)
             urgentRx = Receiver("fl-mig-rx-urg", failure, () =>
             {
                 ThreadPriority.JoinDemandPath();
-                while (true)
+                try
                 {
-                    Frame f;
-                    try { f = u.Read(); }
-                    catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
-                    switch (f.Type)
+                    while (true)
                     {
-                        case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
-                        case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
-                        default: throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
+                        Frame f;
+                        try { f = u.Read(); }
+                        catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
+                        switch (f.Type)
+                        {
+                            case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
+                            case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
+                            default: throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
+                        }
                     }
                 }
+                finally { ThreadPriority.LeaveDemandPath(); }
             }, main, urgent, source);
 
             var noGc = new NoGcWindow();
+            ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
             main.Send(FrameType.Ready, 0, default);
 
             // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
             Wait(guest.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
+            ThreadPriority.ReleaseCarriers();
             noGc.Dispose();
             var resumedNs = guest.ResumedNs.Max();
             Span<byte> rb = stackalloc byte[8];
@@ -158,6 +163,9 @@ public sealed class MigrationDestination(DestinationOptions o)
             Span<byte> cb = stackalloc byte[CompleteMessage.Size];
             new CompleteMessage((ulong)engine.Tracker.PresentCount, source.Pages).Encode(cb);
             main.Send(FrameType.Complete, 0, cb);
+            // off every timed path: each lower from SCHED_FIFO lets a busy thread take this one's CPU (before the pause
+            // that cost the setup 0.3–0.6 s for 200 pairs)
+            switchIdleUs = ThreadPriority.MeasureSwitchUs();
             progress?.Report(new MigrationProgress("complete", engine.Tracker.PresentCount, source.Pages, source.DemandPages, source.PushedPages, 0));
 
             Wait(summaryArrived.WaitHandle, failure, o.IdleTimeout, "the source's summary did not arrive");
@@ -206,6 +214,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         }
         finally
         {
+            ThreadPriority.ReleaseCarriers();
             source?.Fail(new MigrationException("destination is shutting down"));
             main?.Shutdown();
             urgent?.Shutdown();

@@ -90,6 +90,7 @@ public sealed class MigrationSource : IDisposable
             using var noGc = new NoGcWindow();
             try { main.Expect(FrameType.Ready, _o.SetupTimeout); }
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
+            ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
 
             // ---- pause: downtime starts here -------------------------------------------------------------
             var pauseTs = Stopwatch.GetTimestamp();
@@ -113,10 +114,15 @@ public sealed class MigrationSource : IDisposable
             var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
             var demand = new DemandServer(ram, sent, urgent, pusher);
             using var stop = new CancellationTokenSource();
-            demandThread = Worker("fl-mig-demand", () => ThreadPriority.JoinDemandPath(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
+            demandThread = Worker("fl-mig-demand", () => ThreadPriority.JoinDemandPath(), () =>
+            {
+                try { demand.Run(() => Volatile.Read(ref completeReceived)); }
+                finally { ThreadPriority.LeaveDemandPath(); }
+            }, main, urgent);
             // the push waits for Resumed: started now, it would take the CPUs the destination needs to restore its vCPUs
             var f = ReadMain(main);
             if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
+            ThreadPriority.ReleaseCarriers();
             pushThread = Worker("fl-mig-push", () => ThreadPriority.SetBase(ThreadPriority.BulkNice), () => pusher.Run(stop.Token), main, urgent);  // the throughput: ahead of a guest sharing the host
 
             f = ReadMain(main);
@@ -157,6 +163,7 @@ public sealed class MigrationSource : IDisposable
         }
         finally
         {
+            ThreadPriority.ReleaseCarriers();
             main?.Shutdown();
             urgent?.Shutdown();
             pushThread?.Join();

@@ -81,6 +81,10 @@ public sealed class DelayLineChannel : IByteChannel
             _error = e;
             Interlocked.Exchange(ref _queuedBytes, 0);
         }
+        finally
+        {
+            if (_demandPath) ThreadPriority.LeaveDemandPath();
+        }
     }
 
     public int Receive(Span<byte> buffer) => _inner.Receive(buffer);

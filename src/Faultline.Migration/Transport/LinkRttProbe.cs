@@ -64,7 +64,7 @@ internal static class LinkRttProbe
         }
         finally
         {
-            if (ThreadPriority.IsRaised) ThreadPriority.LowerToNormal();
+            ThreadPriority.LeaveDemandPath();
             urgent.Channel.ReceiveTimeout = old;
         }
     }
