@@ -14,7 +14,7 @@ public sealed class FramingPropertyTests
 
     private static Sample RandomFrame(Random r)
     {
-        switch (r.Next(9))
+        switch (r.Next(10))
         {
             case 0:
             {
@@ -50,6 +50,13 @@ public sealed class FramingPropertyTests
             {
                 var p = new byte[r.Next(VcpuStateMessage.MinSize, 5000)]; r.NextBytes(p);
                 return new Sample(FrameType.VcpuState, 0, p);
+            }
+            case 8:
+            {
+                var p = new byte[PingMessage.Size];
+                var count = (uint)r.Next(1, 100);
+                new PingMessage((uint)r.Next((int)count), count, r.NextInt64()).Encode(p);
+                return new Sample(r.Next(2) == 0 ? FrameType.Ping : FrameType.Pong, 0, p);
             }
             default:
             {
@@ -157,6 +164,9 @@ public sealed class FramingPropertyTests
     [InlineData(FrameType.PageRun, 16u + 65 * 4100, "bad length")]               // one page more than a run may carry
     [InlineData(FrameType.PageRun, 16u + 2 * 4100 - 1, "bad length")]            // not a whole number of pages
     [InlineData(FrameType.PageRun, 16u + 4096, "bad length")]                    // a page without its checksum
+    [InlineData(FrameType.Ping, 8u, "bad length")]
+    [InlineData(FrameType.Pong, 24u, "bad length")]
+    [InlineData((FrameType)0x10, 16u, "unknown frame type")]                     // the first type after Pong
     [InlineData((FrameType)0x77, 8u, "unknown frame type")]
     public void A_well_checksummed_header_with_a_bad_type_or_length_is_refused_before_its_payload_is_awaited(FrameType type, uint length, string expected)
     {
@@ -247,6 +257,47 @@ public sealed class FramingPropertyTests
         payload[13] = 1;
         e = Assert.Throws<MigrationException>(() => ReaderAfterHello(RunFrameWith(payload)).Read());
         Assert.Equal("corrupt stream from memory: PageRun frame with non-zero reserved bytes", e.Message);
+    }
+
+    [Fact]
+    public void Ping_and_pong_frames_round_trip_and_a_probe_outside_its_burst_is_refused()
+    {
+        var p = new byte[PingMessage.Size];
+        new PingMessage(6, 50, -123456789).Encode(p);
+        var reader = ReaderAfterHello(FrameCodec.ToArray(FrameType.Ping, 0, p), FrameCodec.ToArray(FrameType.Pong, 0, p));
+        var ping = reader.Read();
+        Assert.Equal(FrameType.Ping, ping.Type);
+        Assert.Equal(new PingMessage(6, 50, -123456789), PingMessage.Decode(ping.Payload, "memory"));
+        var pong = reader.Read();
+        Assert.Equal(FrameType.Pong, pong.Type);
+        Assert.True(pong.Payload.SequenceEqual(p));
+
+        foreach (var (seq, count) in new[] { (0u, 0u), (5u, 5u), (0u, PingMessage.MaxCount + 1) })
+        {
+            new PingMessage(seq, count, 1).Encode(p);
+            var e = Assert.Throws<MigrationException>(() => PingMessage.Decode(p, "memory"));
+            Assert.Equal($"corrupt stream from memory: ping {seq} of a burst of {count}", e.Message);
+        }
+        // a corrupt byte in a probe is caught by the payload checksum like in any frame
+        var frame = FrameCodec.ToArray(FrameType.Ping, 0, p);
+        frame[^3] ^= 0x10;
+        var e2 = Assert.Throws<MigrationException>(() => ReaderAfterHello(frame).Read());
+        Assert.Equal("checksum mismatch on a Ping frame from memory", e2.Message);
+    }
+
+    [Fact]
+    public void The_summary_carries_the_sources_demand_path_policy()
+    {
+        var sha = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
+        foreach (var policy in new[] { DemandPathPolicy.Nice, DemandPathPolicy.RealTime })
+        {
+            var b = new byte[SummaryMessage.Size];
+            new SummaryMessage(sha, 1, 2, 3, 4, 5, 6, 7, policy).Encode(b);
+            var back = SummaryMessage.Decode(b);
+            Assert.Equal(policy, back.SourcePolicy);
+            Assert.Equal((1UL, 2UL, 7L), (back.PagesDemand, back.PagesPushed, back.PauseToStateSentNs));
+            Assert.True(b.AsSpan(89).IndexOfAnyExcept((byte)0) < 0, "reserved bytes must be zero");
+        }
     }
 
     [Fact]

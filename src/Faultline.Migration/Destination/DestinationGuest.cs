@@ -37,6 +37,12 @@ internal sealed class DestinationGuest : IDisposable
     public ulong[] Mismatches { get; }
     public long[] BlockedNs { get; }
     public long[] Faults { get; }
+    /// <summary>Per vCPU: fault exits it handled on the demand path (raised at the exit, lowered before KVM_RUN).</summary>
+    public long[] SwitchPairs { get; }
+    /// <summary>Per vCPU: Stopwatch ticks those raises took (on the fault's path: part of its latency).</summary>
+    public long[] RaiseTicks { get; }
+    /// <summary>Per vCPU: Stopwatch ticks those lowers took (after the latency is taken; includes waiting for the CPU when lowering lets a waiting thread run first).</summary>
+    public long[] LowerTicks { get; }
     public LatencyRecorder FaultLatency { get; }
     /// <summary>Every vCPU thread is bound, warmed up and waiting for its state: nothing of theirs runs in the downtime but the restore.</summary>
     public WaitHandle AllWaiting => _waiting.WaitHandle;
@@ -52,6 +58,7 @@ internal sealed class DestinationGuest : IDisposable
         _tids = new int[n];
         ResumedNs = new long[n]; FinishedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
         _waiting = new CountdownEvent(n);
+        SwitchPairs = new long[n]; RaiseTicks = new long[n]; LowerTicks = new long[n];
         _resumed = new CountdownEvent(n);
         _finished = new CountdownEvent(n);
         FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount * 2 + 1024, 8_000_000));
@@ -85,7 +92,7 @@ internal sealed class DestinationGuest : IDisposable
             _engine.OnVcpuThreadStart(vcpu);
             Warmup.RestorePath(vcpu);
             // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
-            ThreadPriority.RaiseForLatency();
+            ThreadPriority.RaiseForDowntime();
             _waiting.Signal();
             while (!_stateArrived.Wait(50)) if (_stop) return;
             if (_stop) return;
@@ -119,11 +126,26 @@ internal sealed class DestinationGuest : IDisposable
                 }
                 // below the transfer the guest may wait long for a CPU; handling a fault it must not: from the exit to the
                 // page installed this thread is on the demand path (RemotePageSource also raises a fault path that waits)
-                if (exit.Kind == VcpuExitKind.MemoryFault && Volatile.Read(ref _nice) > 0) ThreadPriority.RaiseForLatency();
+                var raisedAtExit = exit.Kind == VcpuExitKind.MemoryFault && Volatile.Read(ref _nice) > 0;
+                // while another vCPU still restores its state (the downtime), a fault path must not preempt it
+                if (raisedAtExit && _resumed.IsSet) ThreadPriority.RaiseForLatency();
+                else if (raisedAtExit) ThreadPriority.RaiseForDowntime();
+                var t1 = raisedAtExit ? Stopwatch.GetTimestamp() : 0;
                 var handled = _engine.TryHandleExit(vcpu, exit);
-                var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
+                var t2 = Stopwatch.GetTimestamp();
+                var ns = Clock.ToNanoseconds(t2 - t0);
                 var nice = Volatile.Read(ref _nice);
-                if (ThreadPriority.IsRaised || ThreadPriority.Base != nice) ThreadPriority.SetBase(nice);
+                // back to SCHED_OTHER (and the guest's nice value) before KVM_RUN: the guest must never run on the demand path
+                if (ThreadPriority.IsRaised || ThreadPriority.Base != nice)
+                {
+                    ThreadPriority.SetBase(nice);
+                    if (raisedAtExit)
+                    {
+                        RaiseTicks[id] += t1 - t0;
+                        LowerTicks[id] += Stopwatch.GetTimestamp() - t2;
+                        SwitchPairs[id]++;
+                    }
+                }
                 if (handled)
                 {
                     if (exit.Kind == VcpuExitKind.MemoryFault || exit.Kind == VcpuExitKind.Interrupted)

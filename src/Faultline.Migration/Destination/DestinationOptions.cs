@@ -21,6 +21,8 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     /// <c>-incoming</c>: the migration then only checks the layout. Otherwise it builds after the source's layout.
     /// </summary>
     public bool Prepared => ExpectVcpus is not null && ExpectRamBytes is not null;
+    /// <summary>Ping/Pong round trips on the urgent channel before the pause (the report's link_rtt_us), 1 … 10 000.</summary>
+    public int RttProbes { get; init; } = 50;
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

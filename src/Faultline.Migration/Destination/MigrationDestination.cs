@@ -56,6 +56,9 @@ public sealed class MigrationDestination(DestinationOptions o)
             guest = new DestinationGuest(machine, engine, failure, o.Engine.HasReaders() ? 0 : ThreadPriority.GuestPostcopyNice);
             guest.Start();
         }
+        double switchIdleUs = 0;
+        var leftRtBefore = ThreadPriority.LeftRealTimeToYield;
+        if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
         try
         {
             // ---- prepared incoming (QEMU's -incoming): a destination told the guest's shape builds everything first -----
@@ -77,6 +80,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
             urgent = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
             urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout);
+            var rtt = LinkRttProbe.Measure(urgent, o.RttProbes, o.HandshakeTimeout);
             var layout = LayoutMessage.Decode(main.Expect(FrameType.Layout, o.HandshakeTimeout).Payload);
             using var reg = ct.Register(() => failure.Set(new OperationCanceledException("migration cancelled")));
 
@@ -102,7 +106,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             var g = guest!; var s = source!; var m = main; var u = urgent; var en = engine!; var mc = machine!;
             mainRx = Receiver("fl-mig-rx-main", failure, () =>
             {
-                ThreadPriority.RaiseForLatency(); // until the vCPU state is handed over (downtime), then a bulk receiver
+                ThreadPriority.RaiseForDowntime(); // until the vCPU state is handed over, then a bulk receiver
                 while (true)
                 {
                     var f = m.Read();
@@ -130,29 +134,35 @@ public sealed class MigrationDestination(DestinationOptions o)
             }, main, urgent, source);
             urgentRx = Receiver("fl-mig-rx-urg", failure, () =>
             {
-                ThreadPriority.RaiseForLatency();
-                while (true)
+                ThreadPriority.JoinDemandPath();
+                try
                 {
-                    Frame f;
-                    try { f = u.Read(); }
-                    catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
-                    switch (f.Type)
+                    while (true)
                     {
-                        case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
-                        case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
-                        default: throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
+                        Frame f;
+                        try { f = u.Read(); }
+                        catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
+                        switch (f.Type)
+                        {
+                            case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
+                            case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
+                            default: throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
+                        }
                     }
                 }
+                finally { ThreadPriority.LeaveDemandPath(); }
             }, main, urgent, source);
 
             // Ready only once the vCPU threads wait for their state: still starting (JIT, the engine's per-thread set-up,
             // the restore path's warm-up), they took a CPU from the source's pause and from this end's own wake-ups
             Wait(g.AllWaiting, failure, o.SetupTimeout, "the destination's vCPU threads did not get ready");
             var noGc = new NoGcWindow();
+            ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
             main.Send(FrameType.Ready, 0, default);
 
             // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
             Wait(g.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
+            ThreadPriority.ReleaseCarriers();
             noGc.Dispose();
             var resumedNs = g.ResumedNs.Max();
             Span<byte> rb = stackalloc byte[8];
@@ -184,6 +194,9 @@ public sealed class MigrationDestination(DestinationOptions o)
             Span<byte> cb = stackalloc byte[CompleteMessage.Size];
             new CompleteMessage((ulong)en.Tracker.PresentCount, s.Pages).Encode(cb);
             main.Send(FrameType.Complete, 0, cb);
+            // off every timed path: each lower from SCHED_FIFO lets a busy thread take this one's CPU (before the pause
+            // that cost the setup 0.3–0.6 s for 200 pairs)
+            switchIdleUs = ThreadPriority.MeasureSwitchUs();
             progress?.Report(new MigrationProgress("complete", en.Tracker.PresentCount, s.Pages, s.DemandPages, s.PushedPages, 0));
 
             Wait(summaryArrived.WaitHandle, failure, o.IdleTimeout, "the source's summary did not arrive");
@@ -215,6 +228,10 @@ public sealed class MigrationDestination(DestinationOptions o)
                 GuestMismatches = g.Mismatches.Aggregate(0UL, (a, b) => a + b),
                 EngineInstalled = stats.Installed, InstalledByReceiver = s.InstalledByReceiver,
                 Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
+                LinkRttUs = rtt,
+                Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, switchIdleUs,
+                    g.SwitchPairs.Sum(), PerSwitchUs(g.RaiseTicks, g.SwitchPairs), PerSwitchUs(g.LowerTicks, g.SwitchPairs),
+                    ThreadPriority.LeftRealTimeToYield - leftRtBefore),
             };
         }
         catch (Exception e)
@@ -228,6 +245,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         }
         finally
         {
+            ThreadPriority.ReleaseCarriers();
             source?.Fail(new MigrationException("destination is shutting down"));
             main?.Shutdown();
             urgent?.Shutdown();
@@ -255,6 +273,12 @@ public sealed class MigrationDestination(DestinationOptions o)
         if (o.ExpectRamBytes is { } r && r != l.RamSize) throw new MigrationException($"layout mismatch: source has {l.RamSize >> 20} MiB, this destination expects {r >> 20} MiB");
         if (o.MaxRamBytes is { } max && l.RamSize > max)
             throw new MigrationException($"cannot map {l.RamSize >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
+    }
+
+    private static double PerSwitchUs(long[] ticks, long[] switches)
+    {
+        var n = switches.Sum();
+        return n == 0 ? 0 : Clock.ToNanoseconds(ticks.Sum()) / 1000.0 / n;
     }
 
     private static void Wait(WaitHandle h, FirstFailure failure, TimeSpan timeout, string what)

@@ -33,6 +33,14 @@ public enum FrameType : byte
     /// checksum covers everything before the pages; each page is covered by its own checksum.
     /// </summary>
     PageRun = 0x0D,
+    /// <summary>
+    /// Destination → source (urgent, version 3, before the pause): one probe of the link's round trip, answered at once
+    /// with a <see cref="Pong"/> carrying the same payload: u32 sequence number, u32 probes in this burst, i64 the
+    /// sender's CLOCK_MONOTONIC ns.
+    /// </summary>
+    Ping = 0x0E,
+    /// <summary>Source → destination (urgent, version 3): the answer to a <see cref="Ping"/>, its payload echoed.</summary>
+    Pong = 0x0F,
 }
 
 /// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>, <see cref="FrameType.PageRun"/>).</summary>

@@ -20,8 +20,8 @@ public static class Wire
     public const int HeaderSize = 16;
     public const int PageSize = 4096;
     public const int PagePayloadSize = 8 + PageSize;
-    /// <summary>The protocol version this build speaks (2: adds <see cref="FrameType.PageRun"/>).</summary>
-    public const ushort Version = 2;
+    /// <summary>The protocol version this build speaks (2: adds <see cref="FrameType.PageRun"/>; 3: adds <see cref="FrameType.Ping"/>/<see cref="FrameType.Pong"/> and the source's scheduling in the summary).</summary>
+    public const ushort Version = 3;
     /// <summary>Hello's magic: "FLTLNMIG".</summary>
     public static ReadOnlySpan<byte> Magic => "FLTLNMIG"u8;
     /// <summary>The largest payload any frame may have (a vCPU state frame for 256 vCPUs fits).</summary>
@@ -57,6 +57,7 @@ public static class Wire
         FrameType.Summary => length == SummaryMessage.Size,
         FrameType.Abort => length <= MaxAbortMessage,
         FrameType.Resumed => length == 8,
+        FrameType.Ping or FrameType.Pong => length == PingMessage.Size,
         FrameType.PageRun => length >= RunPayloadSize(1) && length <= RunPayloadSize(MaxRunPages) && (length - RunHeaderSize) % (4 + PageSize) == 0,
         _ => null,
     };

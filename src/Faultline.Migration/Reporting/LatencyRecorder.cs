@@ -20,13 +20,13 @@ public sealed class LatencyRecorder(int capacity)
     public LatencySummary Summarize()
     {
         var n = Count;
-        if (n == 0) return new LatencySummary(0, 0, 0, 0, 0, 0);
+        if (n == 0) return new LatencySummary(0, 0, 0, 0, 0, 0, 0);
         var s = _samples.AsSpan(0, n).ToArray();
         Array.Sort(s);
         double Us(double q) => s[Math.Min(n - 1, (int)Math.Ceiling(q * n) - 1)] / 1000.0;
-        return new LatencySummary(n, Us(0.50), Us(0.90), Us(0.99), s[^1] / 1000.0, s.Average() / 1000.0);
+        return new LatencySummary(n, Us(0.50), Us(0.90), Us(0.99), s[^1] / 1000.0, s.Average() / 1000.0, s[0] / 1000.0);
     }
 }
 
-/// <summary>Fault latency percentiles in microseconds.</summary>
-public sealed record LatencySummary(int Count, double P50, double P90, double P99, double Max, double Mean);
+/// <summary>Latency percentiles in microseconds (fault latency, the link's round trip).</summary>
+public sealed record LatencySummary(int Count, double P50, double P90, double P99, double Max, double Mean, double Min);

@@ -50,6 +50,15 @@ public sealed record MigrationReport
     public required double LinkDelayUs { get; init; }
     public required bool LinkDelayEmulated { get; init; }
 
+    /// <summary>The link's round trip: Ping/Pong on the urgent channel (delay line included) before the pause.</summary>
+    public required LatencySummary LinkRttUs { get; init; }
+    /// <summary>How the demand path was scheduled on both ends, and the per-fault cost of switching to it.</summary>
+    public required DemandPathScheduling Scheduling { get; init; }
+
+    /// <summary>The fault-latency target: the link's round trip (p50) + 30 µs.</summary>
+    public double FaultLatencyTargetUs => LinkRttUs.P50 + 30;
+    public bool FaultLatencyTargetMet => FaultLatencyUs.P50 <= FaultLatencyTargetUs;
+
     /// <summary>Optional baseline: a plain loopback socket streaming the guest's RAM size, one thread to another.</summary>
     public double? RawStreamMs { get; init; }
 
@@ -90,6 +99,25 @@ public sealed record MigrationReport
             w.WriteNumber("mean", Math.Round(FaultLatencyUs.Mean, 1));
             w.WriteNumber("count", FaultLatencyUs.Count);
             w.WriteString("measured", FaultLatencyMeasure);
+            w.WriteEndObject();
+            w.WriteStartObject("link_rtt_us");
+            w.WriteNumber("p50", Math.Round(LinkRttUs.P50, 1));
+            w.WriteNumber("min", Math.Round(LinkRttUs.Min, 1));
+            w.WriteNumber("p90", Math.Round(LinkRttUs.P90, 1));
+            w.WriteNumber("count", LinkRttUs.Count);
+            w.WriteString("measured", "Ping → Pong on the urgent channel before the pause, delay line included, both threads on the demand path");
+            w.WriteEndObject();
+            w.WriteNumber("fault_latency_target_us", Math.Round(FaultLatencyTargetUs, 1));
+            w.WriteBoolean("fault_latency_target_met", FaultLatencyTargetMet);
+            w.WriteStartObject("demand_path_scheduling");
+            w.WriteString("destination", DemandPathScheduling.Name(Scheduling.Destination));
+            w.WriteString("source", DemandPathScheduling.Name(Scheduling.Source));
+            w.WriteString("detail", Scheduling.Detail);
+            w.WriteNumber("switch_pair_us_idle", Math.Round(Scheduling.SwitchPairIdleUs, 2));
+            w.WriteNumber("raise_us_per_fault", Math.Round(Scheduling.RaisePerFaultUs, 2));
+            w.WriteNumber("lower_us_per_fault", Math.Round(Scheduling.LowerPerFaultUs, 2));
+            w.WriteNumber("fault_switches", Scheduling.FaultSwitches);
+            w.WriteNumber("left_real_time_to_yield", Scheduling.LeftRealTimeToYield);
             w.WriteEndObject();
             w.WriteStartArray("vcpu_blocked_ms");
             foreach (var b in VcpuBlockedMs) w.WriteNumberValue(Math.Round(b, 3));

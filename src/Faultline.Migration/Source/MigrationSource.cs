@@ -87,6 +87,7 @@ public sealed class MigrationSource : IDisposable
                 urgent.TryAbort("urgent channel belongs to another migration session");
                 throw new MigrationException($"{urgent.Peer} opened an urgent channel for another migration session");
             }
+            LinkRttProbe.Answer(urgent, _o.HandshakeTimeout);   // the destination measures the link's round trip
             var ram = Machine.Ram;
             Span<byte> lb = stackalloc byte[LayoutMessage.Size];
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
@@ -103,10 +104,11 @@ public sealed class MigrationSource : IDisposable
             };
             RuntimeHelpers.PrepareMethod(sendState.Method.MethodHandle);
             // this thread runs the downtime: it must not wait for a CPU behind busy vCPUs once Ready arrives
-            var raised = ThreadPriority.RaiseForLatency();
+            var raised = ThreadPriority.RaiseForDowntime();
             using var noGc = new NoGcWindow();
             try { main.Expect(FrameType.Ready, _o.SetupTimeout); }
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
+            ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
 
             // ---- pause: downtime starts here -------------------------------------------------------------
             pauseTs = Stopwatch.GetTimestamp();
@@ -127,10 +129,15 @@ public sealed class MigrationSource : IDisposable
             var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
             var demand = new DemandServer(ram, sent, urgent, pusher);
             using var stop = new CancellationTokenSource();
-            demandThread = Worker("fl-mig-demand", () => ThreadPriority.RaiseForLatency(), () => demand.Run(() => Volatile.Read(ref completeReceived)), main, urgent);
+            demandThread = Worker("fl-mig-demand", () => ThreadPriority.JoinDemandPath(), () =>
+            {
+                try { demand.Run(() => Volatile.Read(ref completeReceived)); }
+                finally { ThreadPriority.LeaveDemandPath(); }
+            }, main, urgent);
             // the push waits for Resumed: started now, it would take the CPUs the destination needs to restore its vCPUs
             var f = ReadMain(main);
             if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
+            ThreadPriority.ReleaseCarriers();
             pushThread = Worker("fl-mig-push", () => ThreadPriority.SetBase(ThreadPriority.BulkNice), () => pusher.Run(stop.Token), main, urgent);  // the throughput: ahead of a guest sharing the host
 
             f = ReadMain(main);
@@ -147,7 +154,7 @@ public sealed class MigrationSource : IDisposable
             Span<byte> sb = stackalloc byte[SummaryMessage.Size];
             var summary = new SummaryMessage(sha, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 (ulong)(main.Channel.BytesSent + urgent.Channel.BytesSent + SummaryMessage.Size + Wire.HeaderSize),
-                Clock.ToNanoseconds(stateSentTs - pauseTs));
+                Clock.ToNanoseconds(stateSentTs - pauseTs), ThreadPriority.Policy);
             summary.Encode(sb);
             main.Send(FrameType.Summary, 0, sb);
             main.Flush();
@@ -172,6 +179,7 @@ public sealed class MigrationSource : IDisposable
         }
         finally
         {
+            ThreadPriority.ReleaseCarriers();
             main?.Shutdown();
             urgent?.Shutdown();
             pushThread?.Join();

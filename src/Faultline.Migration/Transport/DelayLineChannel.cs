@@ -23,7 +23,7 @@ public sealed class DelayLineChannel : IByteChannel
     private volatile bool _stop;
     private volatile Exception? _error;
     private int _disposed;
-    private readonly int _nice;
+    private readonly bool _demandPath;
 
     public TimeSpan Delay { get; }
     public string Peer => _inner.Peer;
@@ -31,14 +31,15 @@ public sealed class DelayLineChannel : IByteChannel
     public long BytesReceived => _inner.BytesReceived;
     public TimeSpan? ReceiveTimeout { get => _inner.ReceiveTimeout; set => _inner.ReceiveTimeout = value; }
 
-    /// <param name="nice">The pump thread's nice value: the priority of the traffic it carries (the urgent channel's
-    /// demands and replies must not wait for a CPU behind the bulk transfer, just as on a real link they would not).</param>
-    public DelayLineChannel(IByteChannel inner, TimeSpan delay, int nice = 0)
+    /// <param name="demandPath">The pump carries the urgent channel's demands and replies: it joins the demand path
+    /// (<see cref="ThreadPriority.JoinDemandPath"/>), since on a real link they would not wait for a CPU behind the
+    /// bulk transfer either. It blocks between frames and spins at most the delay for each.</param>
+    public DelayLineChannel(IByteChannel inner, TimeSpan delay, bool demandPath = false)
     {
         _inner = inner;
         Delay = delay;
         _delayTicks = (long)(delay.TotalSeconds * Stopwatch.Frequency);
-        _nice = nice;
+        _demandPath = demandPath;
         _thread = new Thread(Pump) { Name = "fl-mig-delay", IsBackground = true };
         _thread.Start();
     }
@@ -60,7 +61,7 @@ public sealed class DelayLineChannel : IByteChannel
 
     private void Pump()
     {
-        if (_nice != 0) ThreadPriority.SetBase(_nice);
+        if (_demandPath) ThreadPriority.JoinDemandPath();
         try
         {
             while (true)
@@ -79,6 +80,10 @@ public sealed class DelayLineChannel : IByteChannel
         {
             _error = e;
             Interlocked.Exchange(ref _queuedBytes, 0);
+        }
+        finally
+        {
+            if (_demandPath) ThreadPriority.LeaveDemandPath();
         }
     }
 

@@ -21,7 +21,7 @@ public sealed class PeerConnection : IDisposable
         // the urgent channel's emulated link carries demands and their pages: its pump runs with the demand path; the
         // main channel's pump spins through every bulk frame's delay (an emulation cost a real link doesn't have), at 0
         Channel = linkDelay > TimeSpan.Zero
-            ? new DelayLineChannel(channel, linkDelay, role == ChannelRole.Urgent ? ThreadPriority.LatencyNice : 0)
+            ? new DelayLineChannel(channel, linkDelay, demandPath: role == ChannelRole.Urgent)
             : channel;
         Role = role;
         Reader = new FrameReader(Channel);

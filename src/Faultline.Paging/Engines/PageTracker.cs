@@ -66,15 +66,24 @@ public sealed class PageTracker
     public void ReleaseToMissing(ulong index) => Volatile.Write(ref _state[index], Missing);
 
     /// <summary>
+    /// Called on a thread that <see cref="WaitPresent"/> is about to let yield. A thread under a real-time policy must
+    /// leave it here: sched_yield only lets threads of its own priority run, so the installer it waits for (a normal
+    /// thread, perhaps queued on the same CPU) would not get the CPU. Set once by the layer that raises threads.
+    /// </summary>
+    public static Action? BeforeYielding { get; set; }
+
+    /// <summary>
     /// Waits until a page being installed by another thread is present: spinning for up to 100 µs (the installer is
     /// inside one ioctl, up to a 64-page UFFDIO_COPY; a yielding low-priority thread may not run again for
-    /// milliseconds while busier threads hold the cores), then yielding.
+    /// milliseconds while busier threads hold the cores), then yielding (after <see cref="BeforeYielding"/>).
     /// </summary>
     public void WaitPresent(ulong index)
     {
         if (Volatile.Read(ref _state[index]) != Installing) return;
         var until = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 10_000;
         while (Volatile.Read(ref _state[index]) == Installing && System.Diagnostics.Stopwatch.GetTimestamp() < until) Thread.SpinWait(10);
+        if (Volatile.Read(ref _state[index]) != Installing) return;
+        BeforeYielding?.Invoke();
         var spin = new SpinWait();
         while (Volatile.Read(ref _state[index]) == Installing) spin.SpinOnce(sleep1Threshold: -1);
     }

@@ -260,6 +260,13 @@ public static class MigrateCommand
         t.AddRow("bytes on wire", $"{r.BytesOnWire:N0} ({r.PushRuns} page runs)");
         var l = r.FaultLatencyUs;
         t.AddRow("fault latency µs (p50 / p90 / p99 / max)", string.Create(CultureInfo.InvariantCulture, $"{l.P50:0.0} / {l.P90:0.0} / {l.P99:0.0} / {l.Max:0.0}  ({l.Count} faults)"));
+        var rtt = r.LinkRttUs;
+        t.AddRow("link round trip µs (p50 / min, urgent channel)", string.Create(CultureInfo.InvariantCulture, $"{rtt.P50:0.0} / {rtt.Min:0.0}  ({rtt.Count} pings)"));
+        t.AddRow("fault latency target (round trip + 30 µs)", string.Create(CultureInfo.InvariantCulture,
+            $"{r.FaultLatencyTargetUs:0.0} µs: p50 {(r.FaultLatencyTargetMet ? "[green]met[/]" : "[red]not met[/]")}"));
+        var s = r.Scheduling;
+        t.AddRow("demand path scheduling", string.Create(CultureInfo.InvariantCulture,
+            $"destination {DemandPathScheduling.Name(s.Destination)}, source {DemandPathScheduling.Name(s.Source)}; per fault: raise {s.RaisePerFaultUs:0.0} µs, lower {s.LowerPerFaultUs:0.0} µs (raise + lower {s.SwitchPairIdleUs:0.0} µs CPU idle)"));
         t.AddRow("vCPU blocked ms", string.Join(", ", r.VcpuBlockedMs.Select(b => b.ToString("0.0", CultureInfo.InvariantCulture))));
         t.AddRow("source sha256", r.SourceSha256);
         t.AddRow("received sha256", $"{r.ReceivedSha256} {(r.DigestsMatch ? "[green]match[/]" : "[red]DIFFER[/]")}");
