@@ -22,13 +22,15 @@ namespace Faultline.Migration;
 /// CAP_SYS_NICE, RLIMIT_RTPRIO 0, no real-time budget in this cgroup) or turned off (FAULTLINE_RT=0), the same
 /// threads run at nice <see cref="LatencyNice"/> (−15) instead (<see cref="DemandPathPolicy.Nice"/>).</item>
 /// <item><see cref="BulkNice"/> (−5): the background push and the destination's main receiver, so that every page lands as fast as the link and the CPUs allow.</item>
-/// <item><see cref="GuestPostcopyNice"/> (+10): destination vCPU threads that handle their own faults (exits, bitmap engines) while
+/// <item><see cref="GuestPostcopyNice"/> (+19): destination vCPU threads that handle their own faults (exits, bitmap engines) while
 /// pages are still arriving (back to 0 once every page is present; a vCPU waiting for a page is on the demand path meanwhile).
 /// A vCPU that runs ahead of the push only faults at its front, where most pages it asks for are already in flight
 /// (each one resent and dropped as a duplicate), and competes for the cores the transfer needs. Measured, 1 GiB at
-/// 2 vCPUs on 2 cores (medians of 4): post-copy 1.3–1.6 s with every thread at 0, 1.11 s with vCPUs at +2, 0.98 s
-/// at +5, 0.82 s at +10; the guest itself also finishes its verification sooner (1.13, 1.00, 0.90 s after the
-/// pause): fewer front faults, fewer resends.</item>
+/// 2 vCPUs on 2 cores (medians of 4, an earlier build): post-copy 1.3–1.6 s with every thread at 0, 1.11 s with vCPUs
+/// at +2, 0.98 s at +5, 0.82 s at +10; with the current build (prepared shmem destination, blocking sockets, SCHED_FIFO
+/// demand path) 515, 460, 516, 628 ms at +10 against 526, 598, 495, 436 ms at +19 (total over the raw socket
+/// medians 1.59 and 1.51), and in 3 earlier interleaved rounds 1143, 722, 1436 ms at +10 against 673, 690, 615 ms at
+/// +19: a guest that runs slower behind the push faults less.</item>
 /// </list>
 /// Raising priority needs CAP_SYS_NICE (root); without it the threads stay at nice 0, which only costs time.
 /// </summary>
@@ -39,7 +41,7 @@ internal static partial class ThreadPriority
 
     public const int LatencyNice = -15;
     public const int BulkNice = -5;
-    public const int GuestPostcopyNice = 10;
+    public const int GuestPostcopyNice = 19;
     /// <summary>SCHED_FIFO priority of a fault path waiting for its page: the lowest real-time priority, above every normal thread.</summary>
     public const int WaiterRtPriority = 1;
     /// <summary>SCHED_FIFO priority of the threads carrying demands and pages: above a waiter, far below the kernel's own real-time threads (≥ 50).</summary>
