@@ -68,12 +68,20 @@ public sealed class EndToEndMigrationTests(ITestOutputHelper output)
     }
 
     [KvmFact]
-    public void A_destination_built_after_the_layout_reports_no_prepare_time()
+    public void A_destination_built_after_the_layout_reports_no_prepare_time_and_a_baseline_shows_its_samples()
     {
         var o = MigrationHarness.Run(new SourceOptions(1, 2 * MiB), a => new DestinationOptions(a, PagingMode.Exits));
         using var src = o.SourceEnd;
         Assert.Null(o.DestinationError);
         Assert.Null(o.Report!.PrepareMs);
         Assert.DoesNotContain("prepare_ms", o.Report.ToJson());
+        Assert.DoesNotContain("raw_stream_ms", o.Report.ToJson());
+
+        var withBaseline = o.Report with { RawStreamMs = 20, RawStreamSamplesMs = [10, 20, 40] };
+        using var json = System.Text.Json.JsonDocument.Parse(withBaseline.ToJson());
+        var root = json.RootElement;
+        Assert.Equal(20, root.GetProperty("raw_stream_ms").GetDouble());
+        Assert.Equal([10.0, 20.0, 40.0], root.GetProperty("raw_stream_samples_ms").EnumerateArray().Select(e => e.GetDouble()));
+        Assert.Equal(Math.Round(o.Report.TotalMs / 20, 3), root.GetProperty("total_over_raw").GetDouble());
     }
 }

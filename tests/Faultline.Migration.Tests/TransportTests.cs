@@ -44,4 +44,11 @@ public sealed class TransportTests
         var e = Assert.Throws<MigrationException>(() => MigrationAddress.Parse($"127.0.0.1:{port}").Connect(TimeSpan.FromMilliseconds(200)));
         Assert.Equal($"cannot connect to 127.0.0.1:{port}: ConnectionRefused", e.Message);
     }
+
+    [Fact]
+    public void The_raw_stream_baseline_moves_every_byte_and_takes_time()
+    {
+        var t = RawStream.Measure(8UL << 20);
+        Assert.True(t > TimeSpan.Zero);
+    }
 }

@@ -59,8 +59,10 @@ public sealed record MigrationReport
     public double FaultLatencyTargetUs => LinkRttUs.P50 + 30;
     public bool FaultLatencyTargetMet => FaultLatencyUs.P50 <= FaultLatencyTargetUs;
 
-    /// <summary>Optional baseline: a plain loopback socket streaming the guest's RAM size, one thread to another.</summary>
+    /// <summary>Optional baseline: a plain loopback socket streaming the guest's RAM size, one thread to another (the median of <see cref="RawStreamSamplesMs"/>).</summary>
     public double? RawStreamMs { get; init; }
+    /// <summary>Every baseline stream measured (this host's stream time swings 2x from one run to the next).</summary>
+    public double[] RawStreamSamplesMs { get; init; } = [];
 
     /// <summary>Optional: the source's own JSON report (<c>SourceResult.ToJson</c>), when the source ran as our child.</summary>
     public string? SourceJson { get; init; }
@@ -134,6 +136,9 @@ public sealed record MigrationReport
             if (RawStreamMs is { } raw)
             {
                 w.WriteNumber("raw_stream_ms", Math.Round(raw, 3));
+                w.WriteStartArray("raw_stream_samples_ms");
+                foreach (var r in RawStreamSamplesMs) w.WriteNumberValue(Math.Round(r, 3));
+                w.WriteEndArray();
                 w.WriteNumber("total_over_raw", Math.Round(TotalMs / raw, 3));
                 w.WriteNumber("postcopy_over_raw", Math.Round(PostcopyMs / raw, 3));
             }

@@ -42,7 +42,8 @@ public static class MigrateCommand
             var e = ParseEngine(pr.GetValue(engine)!);
             var b = BackingFor(e, pr.GetValue(backing));
             var kick = ParseSelfKick(pr.GetValue(selfKick)!);
-            double? raw = pr.GetValue(baselineOpt) ? RawStream.Measure(bytes).TotalMilliseconds : null;
+            // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
+            double[]? raw = pr.GetValue(baselineOpt) ? [.. Enumerable.Range(0, 3).Select(_ => RawStream.Measure(bytes).TotalMilliseconds).Order()] : null;
             return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, b, ParseDelay(pr.GetValue(delay)!),
                 pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, pr.InvocationConfiguration.Output, ct));
         });
@@ -152,7 +153,7 @@ public static class MigrateCommand
     }
 
     private static int Local(int vcpus, ulong mem, PagingMode engine, Backing backing, TimeSpan delay, FileInfo? json, bool netns, int pushRun, TimeSpan selfKick,
-        double? rawMs, TextWriter output, CancellationToken ct)
+        double[]? rawMs, TextWriter output, CancellationToken ct)
     {
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
         if (pushRun is < 1 or > Faultline.Migration.Protocol.Wire.MaxRunPages)
@@ -179,7 +180,7 @@ public static class MigrateCommand
             var o = DestOptions(address, engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
                 with { ExpectVcpus = vcpus, ExpectRamBytes = mem };
             var report = RunDestination(o, output, ct);
-            if (rawMs is { } raw) report = report with { RawStreamMs = raw };
+            if (rawMs is { Length: > 0 } raw) report = report with { RawStreamMs = raw[raw.Length / 2], RawStreamSamplesMs = raw };
             string? sourceLine = null;
             for (string? line; (line = child.StandardOutput.ReadLine()) is not null;) sourceLine = line;
             if (!child.WaitForExit(TimeSpan.FromSeconds(60))) throw new MigrationException("the source process did not exit after the migration");
