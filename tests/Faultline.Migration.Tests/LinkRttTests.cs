@@ -52,26 +52,6 @@ public sealed class LinkRttTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Both_ends_of_a_connection_stay_blocking_sockets()
-    {
-        // a descriptor that once went non-blocking makes .NET route every synchronous receive through its epoll
-        // thread: one more wake-up on each demand reply
-        using var listener = new MigrationListener(MigrationAddress.Parse("127.0.0.1:0"));
-        SocketChannel? accepted = null;
-        var t = new Thread(() => accepted = listener.Accept(TimeSpan.FromSeconds(5)));
-        t.Start();
-        using var connected = listener.Address.Connect(TimeSpan.FromSeconds(5));
-        t.Join();
-        using var _ = accepted;
-        foreach (var (end, ch) in new[] { ("connected", connected), ("accepted", accepted!) })
-        {
-            var flags = File.ReadAllLines($"/proc/self/fdinfo/{ch.Handle}").Single(l => l.StartsWith("flags:", StringComparison.Ordinal));
-            var octal = Convert.ToInt32(flags["flags:".Length..].Trim(), 8);
-            Assert.True((octal & 0x800) == 0, $"the {end} socket is O_NONBLOCK ({flags.Trim()})");   // O_NONBLOCK = 04000
-        }
-    }
-
-    [Fact]
     public void A_pong_for_another_ping_is_a_protocol_error()
     {
         var (dest, source) = Pair();

@@ -67,9 +67,8 @@ public sealed class MigrationDestination(DestinationOptions o)
                 var t0 = Clock.NowNs();
                 try
                 {
-                    if (o.MaxRamBytes is { } max && o.ExpectRamBytes > max)
-                        throw new MigrationException($"cannot map {o.ExpectRamBytes >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
-                    Build(o.ExpectVcpus!.Value, o.ExpectRamBytes!.Value);
+                    CheckMappable(o.ExpectRamBytes!.Value);
+                    Build(o.ExpectVcpus!.Value, o.ExpectRamBytes.Value);
                 }
                 catch (FaultlineException e) { prepareError = e; }   // told to the source below, before it pauses
                 prepareNs = Clock.NowNs() - t0;
@@ -271,8 +270,13 @@ public sealed class MigrationDestination(DestinationOptions o)
         if (l.RamSize == 0 || l.RamSize % (l.Vcpus * (ulong)Wire.PageSize) != 0) throw new MigrationException($"layout mismatch: {l.RamSize} bytes of RAM do not split into pages per vCPU");
         if (o.ExpectVcpus is { } v && v != l.Vcpus) throw new MigrationException($"layout mismatch: source has {l.Vcpus} vCPU(s), this destination expects {v}");
         if (o.ExpectRamBytes is { } r && r != l.RamSize) throw new MigrationException($"layout mismatch: source has {l.RamSize >> 20} MiB, this destination expects {r >> 20} MiB");
-        if (o.MaxRamBytes is { } max && l.RamSize > max)
-            throw new MigrationException($"cannot map {l.RamSize >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
+        CheckMappable(l.RamSize);
+    }
+
+    private void CheckMappable(ulong ramBytes)
+    {
+        if (o.MaxRamBytes is { } max && ramBytes > max)
+            throw new MigrationException($"cannot map {ramBytes >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
     }
 
     private static double PerSwitchUs(long[] ticks, long[] switches)

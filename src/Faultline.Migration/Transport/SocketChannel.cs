@@ -11,8 +11,6 @@ public sealed class SocketChannel : IByteChannel
     private int _disposed;
 
     public string Peer { get; }
-    /// <summary>The socket's descriptor (tests: its flags in /proc/self/fdinfo).</summary>
-    internal nint Handle => _socket.Handle;
     public long BytesSent => Interlocked.Read(ref _sent);
     public long BytesReceived => Interlocked.Read(ref _received);
 

@@ -118,7 +118,7 @@ public static class MigrateCommand
             if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er) new Faultline.Guest.MachineConfig(ev, er).Validate();
             var report = RunDestination(o, pr.InvocationConfiguration.Output, ct);
             Render(report, null, pr.InvocationConfiguration.Output);
-            WriteJson(report, pr.GetValue(json));
+            WriteJson(pr.GetValue(json), report.ToJson);
             return Task.FromResult(report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4);
         });
         return cmd;
@@ -135,7 +135,7 @@ public static class MigrateCommand
         output.WriteLine($"{ListeningPrefix}{listener.Address}");
         output.Flush();
         var r = source.Serve(listener, ct);
-        if (json is not null) File.WriteAllText(json.FullName, r.ToJson() + Environment.NewLine);
+        WriteJson(json, r.ToJson);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"source: {r.PagesTotal} pages sent ({r.PagesDemand} on demand, {r.PagesPushed} pushed, {r.PagesZero} zero), paused in {r.PauseMs:0.000} ms ({DescribePause(r.Pause)}), state on the wire after {r.PauseToStateSentMs:0.000} ms, sha256 {r.SourceSha256}"));
         return 0;
@@ -187,7 +187,7 @@ public static class MigrateCommand
             if (child.ExitCode != 0) throw new MigrationException($"source process failed: {LastLine(stderr)}");
             if (File.Exists(sourceJson)) report = report with { SourceJson = File.ReadAllText(sourceJson).Trim() };
             Render(report, sourceLine, output);
-            WriteJson(report, json);
+            WriteJson(json, report.ToJson);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
         }
         catch (Exception) when (!child.HasExited)
@@ -276,9 +276,10 @@ public static class MigrateCommand
         if (sourceLine is not null) output.WriteLine(sourceLine);
     }
 
-    private static void WriteJson(MigrationReport r, FileInfo? json)
+    /// <summary>--json: the destination's report or the source's result, one JSON document and a newline.</summary>
+    private static void WriteJson(FileInfo? file, Func<string> json)
     {
-        if (json is not null) File.WriteAllText(json.FullName, r.ToJson() + Environment.NewLine);
+        if (file is not null) File.WriteAllText(file.FullName, json() + Environment.NewLine);
     }
 
     // ---- helpers ------------------------------------------------------------------------------------------------
