@@ -270,7 +270,8 @@ internal static partial class ThreadPriority
         return (ThreadCpuNs() - start) / 1000.0 / pairs;
     }
 
-    private static unsafe long ThreadCpuNs()
+    /// <summary>The calling thread's CPU time (user + system), ns.</summary>
+    internal static unsafe long ThreadCpuNs()
     {
         const int CLOCK_THREAD_CPUTIME_ID = 3;
         // SAFETY: struct timespec is two longs on x86-64; the pointer is to a local that outlives the call.

@@ -29,6 +29,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         RemotePageSource? source = null;
         DestinationGuest? guest = null;
         Thread? mainRx = null, urgentRx = null;
+        long rxCpuNs = 0;
         var complete = 0;
         SummaryMessage? summary = null;
         var summaryArrived = new ManualResetEventSlim(false);
@@ -57,6 +58,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             guest.Start();
         }
         double switchIdleUs = 0;
+        var baseNice = ThreadPriority.Base;
         var leftRtBefore = ThreadPriority.LeftRealTimeToYield;
         if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
         try
@@ -74,14 +76,22 @@ public sealed class MigrationDestination(DestinationOptions o)
                 prepareNs = Clock.NowNs() - t0;
             }
 
+            // from the connection until the vCPUs run, this thread is on the critical path of total_ms: ahead of the
+            // source's busy vCPUs (same host) and of anything else the host runs (measured under load: setup 100–200 ms
+            // at nice 0, most of it waiting for a CPU after the probe lowered the thread)
+            ThreadPriority.SetBase(ThreadPriority.LatencyNice);
             main = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
             var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout);
             var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
+            DemandTrace.Hop(1_000_000, "dst-start");
             urgent = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
             urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout);
+            DemandTrace.Hop(1_000_000, "dst-urgent");
             var rtt = LinkRttProbe.Measure(urgent, o.RttProbes, o.HandshakeTimeout);
+            DemandTrace.Hop(1_000_000, "dst-rtt");
             var layout = LayoutMessage.Decode(main.Expect(FrameType.Layout, o.HandshakeTimeout).Payload);
             using var reg = ct.Register(() => failure.Set(new OperationCanceledException("migration cancelled")));
+            DemandTrace.Hop(1_000_000, "dst-layout");
 
             // ---- build everything before the source pauses (unless prepared) -----------------------------------
             try
@@ -92,6 +102,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 var crc = ImageHash.Crc32C(machine!.System);
                 if (crc != layout.ImageCrc)
                     throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
+                DemandTrace.Hop(1_000_000, "dst-crc");
                 source!.Attach(engine!, urgent);
             }
             catch (Exception e) when (e is FaultlineException)
@@ -124,6 +135,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                         case FrameType.PageRun: s.OnPageRun(f.Index, f.RunCount, f.RunPages, (PageFlags)f.Flags); break;
                         case FrameType.PushDone: break;
                         case FrameType.Summary:
+                            Volatile.Write(ref rxCpuNs, ThreadPriority.ThreadCpuNs());
                             summary = SummaryMessage.Decode(f.Payload);
                             summaryArrived.Set();
                             return;
@@ -152,10 +164,13 @@ public sealed class MigrationDestination(DestinationOptions o)
                 finally { ThreadPriority.LeaveDemandPath(); }
             }, main, urgent, source);
 
+            DemandTrace.Hop(1_000_000, "dst-rx-started");
             // Ready only once the vCPU threads wait for their state: still starting (JIT, the engine's per-thread set-up,
             // the restore path's warm-up), they took a CPU from the source's pause and from this end's own wake-ups
             Wait(g.AllWaiting, failure, o.SetupTimeout, "the destination's vCPU threads did not get ready");
+            DemandTrace.Hop(1_000_000, "dst-waiting");
             var noGc = new NoGcWindow();
+            DemandTrace.Hop(1_000_000, "dst-nogc");
             ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
             main.Send(FrameType.Ready, 0, default);
 
@@ -167,6 +182,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             Span<byte> rb = stackalloc byte[8];
             System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(rb, resumedNs);
             main.Send(FrameType.Resumed, 0, rb);
+            ThreadPriority.SetBase(baseNice);   // from here it only watches
             var lastReport = Stopwatch.GetTimestamp();
             while (!WaitHandle.WaitAll([s.AllReceived], 0))
             {
@@ -217,6 +233,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 PagesDuplicate = s.Duplicates, DemandRequests = s.DemandsSent,
                 PagesToWaiters = s.HandedToWaiters, PagesKeptUntilAsked = s.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
                 PushRuns = s.RunFrames, RunPagesToFaultPath = s.RunPagesToFaultPath,
+                BulkReceiverCpuMs = Clock.Ms(Volatile.Read(ref rxCpuNs)),
                 BytesOnWire = main.Channel.BytesReceived + urgent.Channel.BytesReceived + main.Channel.BytesSent + urgent.Channel.BytesSent,
                 FaultLatencyUs = readers ? s.Fetches.Summarize() : g.FaultLatency.Summarize(),
                 FaultLatencyMeasure = readers
@@ -244,6 +261,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         }
         finally
         {
+            ThreadPriority.SetBase(baseNice);
             ThreadPriority.ReleaseCarriers();
             source?.Fail(new MigrationException("destination is shutting down"));
             main?.Shutdown();

@@ -36,6 +36,8 @@ public sealed record MigrationReport
     public long PushRuns { get; init; }
     /// <summary>First copies that arrived inside a run while a fault path owned the page (the push/demand race on the run path).</summary>
     public long RunPagesToFaultPath { get; init; }
+    /// <summary>CPU time of the main channel's receiver thread (the bulk receive path: socket, checksums, install), ms.</summary>
+    public double BulkReceiverCpuMs { get; init; }
     public required long BytesOnWire { get; init; }
     public required LatencySummary FaultLatencyUs { get; init; }
     /// <summary>How fault latency was taken for this engine.</summary>
@@ -92,6 +94,7 @@ public sealed record MigrationReport
             w.WriteNumber("demand_already_pushed", DemandAlreadyPushed);
             w.WriteNumber("push_runs", PushRuns);
             w.WriteNumber("run_pages_to_fault_path", RunPagesToFaultPath);
+            w.WriteNumber("bulk_receiver_cpu_ms", Math.Round(BulkReceiverCpuMs, 1));
             w.WriteNumber("bytes_on_wire", BytesOnWire);
             w.WriteStartObject("fault_latency_us");
             w.WriteNumber("p50", Math.Round(FaultLatencyUs.P50, 1));

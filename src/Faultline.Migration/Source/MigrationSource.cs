@@ -74,8 +74,12 @@ public sealed class MigrationSource : IDisposable
         PeerConnection? main = null, urgent = null;
         Thread? pushThread = null, demandThread = null;
         var completeReceived = false;
+        var baseNice = ThreadPriority.Base;
         try
         {
+            // from the destination's connection until the state is sent this thread is on the critical path (setup,
+            // then downtime): ahead of this guest's vCPUs, which keep running meanwhile
+            ThreadPriority.SetBase(ThreadPriority.LatencyNice);
             main = new PeerConnection(_o.Wrap(listener.Accept(_o.AcceptTimeout, ct), ChannelRole.Main), ChannelRole.Main, _o.LinkDelay);
             using var reg = ct.Register(() => { main?.Shutdown(); urgent?.Shutdown(); });
             var nonce = (ulong)Random.Shared.NextInt64() | 1;
@@ -87,7 +91,9 @@ public sealed class MigrationSource : IDisposable
                 urgent.TryAbort("urgent channel belongs to another migration session");
                 throw new MigrationException($"{urgent.Peer} opened an urgent channel for another migration session");
             }
+            DemandTrace.Hop(1_000_000, "src-urgent");
             LinkRttProbe.Answer(urgent, _o.HandshakeTimeout);   // the destination measures the link's round trip
+            DemandTrace.Hop(1_000_000, "src-rtt");
             var ram = Machine.Ram;
             Span<byte> lb = stackalloc byte[LayoutMessage.Size];
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
@@ -103,9 +109,8 @@ public sealed class MigrationSource : IDisposable
                 stateSentTs = Stopwatch.GetTimestamp();
             };
             RuntimeHelpers.PrepareMethod(sendState.Method.MethodHandle);
-            // this thread runs the downtime: it must not wait for a CPU behind busy vCPUs once Ready arrives
-            var raised = ThreadPriority.RaiseForDowntime();
             using var noGc = new NoGcWindow();
+            DemandTrace.Hop(1_000_000, "src-nogc");
             try { main.Expect(FrameType.Ready, _o.SetupTimeout); }
             catch (MigrationException e) { throw new MigrationException($"{e.Message} (before the pause: the source guest was not stopped)"); }
             ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
@@ -117,12 +122,13 @@ public sealed class MigrationSource : IDisposable
             var states = _guest.Pause(TimeSpan.FromSeconds(10), sendState);   // returns with the state on the wire
             DemandTrace.Hop(1_000_000, "src-state-sent");
             var pauseStats = _guest.PauseStats();
-            if (raised) ThreadPriority.LowerToNormal();
+            ThreadPriority.SetBase(baseNice);
             noGc.Dispose();
 
             main.Channel.ReceiveTimeout = _o.IdleTimeout;
             urgent.Channel.ReceiveTimeout = null; // the destination may need nothing for a long time
             var sent = new SentPages(ram.PageCount);
+            long pushCpuNs = 0;
             var pushStart = _o.PushFromResumePoint
                 ? ((states[0].Regs.Rdi & ~0xFFFUL) - ram.Base.Value) >> GuestAddress.PageShift
                 : _o.PushStartPage;
@@ -138,7 +144,11 @@ public sealed class MigrationSource : IDisposable
             var f = ReadMain(main);
             if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
             ThreadPriority.ReleaseCarriers();
-            pushThread = Worker("fl-mig-push", () => ThreadPriority.SetBase(ThreadPriority.BulkNice), () => pusher.Run(stop.Token), main, urgent);  // the throughput: ahead of a guest sharing the host
+            pushThread = Worker("fl-mig-push", () => ThreadPriority.SetBase(ThreadPriority.BulkNice), () =>
+            {
+                pusher.Run(stop.Token);
+                Volatile.Write(ref pushCpuNs, ThreadPriority.ThreadCpuNs());
+            }, main, urgent);  // the throughput: ahead of a guest sharing the host
 
             f = ReadMain(main);
             if (f.Type != FrameType.Complete) throw new MigrationException($"protocol error: expected Complete from {main.Peer}, got {f.Type}");
@@ -164,7 +174,7 @@ public sealed class MigrationSource : IDisposable
             return new SourceResult(Pages, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 main.Channel.BytesSent + urgent.Channel.BytesSent, main.Channel.BytesReceived + urgent.Channel.BytesReceived,
                 Convert.ToHexStringLower(sha), pauseStats.VcpuParkedMs.Max(),
-                Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats);
+                Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats) { PushCpuMs = Clock.Ms(Volatile.Read(ref pushCpuNs)) };
         }
         catch (Exception e) when (e is not OperationCanceledException || _firstError is not null)
         {
@@ -179,6 +189,7 @@ public sealed class MigrationSource : IDisposable
         }
         finally
         {
+            ThreadPriority.SetBase(baseNice);
             ThreadPriority.ReleaseCarriers();
             main?.Shutdown();
             urgent?.Shutdown();

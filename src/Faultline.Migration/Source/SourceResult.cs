@@ -7,6 +7,9 @@ public sealed record SourceResult(
     ulong PagesTotal, ulong PagesDemand, ulong PagesPushed, ulong PagesZero, ulong DemandRequests, ulong DemandAlreadySent,
     long BytesSent, long BytesReceived, string SourceSha256, double PauseMs, double PauseToStateSentMs, SourcePauseStats Pause)
 {
+    /// <summary>CPU time of the push thread (checksums and sends of every pushed page), ms.</summary>
+    public double PushCpuMs { get; init; }
+
     /// <summary>The source's own report: counters, the pause and how each vCPU left KVM_RUN for it.</summary>
     public string ToJson() => JsonText.Write(w =>
     {
@@ -26,6 +29,7 @@ public sealed record SourceResult(
         foreach (var v in p.SelfKicks) w.WriteNumberValue(v);
         w.WriteEndArray();
         w.WriteNumber("self_kicks_per_second", Math.Round(p.SelfKicksPerSecond, 1));
+        w.WriteNumber("push_cpu_ms", Math.Round(PushCpuMs, 1));
         w.WriteNumber("pages_total", PagesTotal);
         w.WriteNumber("pages_demand", PagesDemand);
         w.WriteNumber("pages_pushed", PagesPushed);
