@@ -105,15 +105,21 @@ public sealed unsafe class GuestRegion : IDisposable
         _view = v;
     }
 
-    /// <summary>Writes into the memfd's page cache without touching the guest mapping (shmem only): MINOR faults stay pending.</summary>
-    public void WriteBacking(ulong offset, ReadOnlySpan<byte> data)
+    /// <summary>
+    /// Writes into the memfd's page cache without touching the guest mapping (shmem only): MINOR faults stay pending.
+    /// <paramref name="nonTemporal"/>: through the backing view, with non-temporal stores (<see cref="CacheHints.CopyNonTemporal"/>),
+    /// for pages the guest won't read soon (a background push), not for a page a vCPU waits for.
+    /// </summary>
+    public void WriteBacking(ulong offset, ReadOnlySpan<byte> data, bool nonTemporal = false)
     {
         if (_memfd is null) throw new InvalidOperationException("WriteBacking needs a shmem region");
         if (offset > Size || (ulong)data.Length > Size - offset) throw new ArgumentOutOfRangeException(nameof(offset));
         if (_view != null)
         {
             // SAFETY: bounds checked above; the view lives until Dispose.
-            data.CopyTo(new Span<byte>((byte*)_view + offset, data.Length));
+            var to = new Span<byte>((byte*)_view + offset, data.Length);
+            if (nonTemporal) CacheHints.CopyNonTemporal(data, to);
+            else data.CopyTo(to);
             return;
         }
         fixed (byte* p = data)

@@ -28,12 +28,17 @@ internal sealed unsafe partial class ReceivedImage : IDisposable
         _base = (byte*)p;
     }
 
+    /// <summary>Pages <paramref name="firstPage"/>.. (a whole number of pages in <paramref name="pages"/>) as they arrived.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
-    public void Write(ulong pageIndex, ReadOnlySpan<byte> page)
+    public void Write(ulong firstPage, ReadOnlySpan<byte> pages)
     {
-        if ((pageIndex + 1) << 12 > Size) throw new ArgumentOutOfRangeException(nameof(pageIndex));
+        var count = (ulong)pages.Length >> 12;
+        if ((pages.Length & 4095) != 0 || count == 0 || firstPage >= Size >> 12 || count > (Size >> 12) - firstPage)
+            throw new ArgumentOutOfRangeException(nameof(firstPage), $"pages {firstPage}+{count} are not inside the received image");
         // SAFETY: bounds checked above; the mapping lives until Dispose, which runs after the receivers are joined.
-        page[..4096].CopyTo(new Span<byte>(_base + (pageIndex << 12), 4096));
+        // Nobody reads the image before the end: past the caches, which the install and the next frames need. One
+        // copy (one fence) per contiguous run, not per page.
+        CacheHints.CopyNonTemporal(pages, new Span<byte>(_base + (firstPage << 12), pages.Length));
     }
 
     public string Sha256Hex()

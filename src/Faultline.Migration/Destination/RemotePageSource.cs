@@ -155,7 +155,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         if (Interlocked.CompareExchange(ref _arrivedOnce[idx], 1, 0) != 0) { Interlocked.Increment(ref _duplicates); return; }
         var zero = bytes.IsEmpty;
         if (zero) { Interlocked.Increment(ref _zeroPages); bytes = ZeroPage; }
-        else _received.Write(idx, bytes);
+        else _received.Write(idx, bytes[..Wire.PageSize]);
         Interlocked.Increment(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages);
 
         var gpa = _ram.Base + (idx << GuestAddress.PageShift);
@@ -191,9 +191,16 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         for (var i = 0; i < count; i++)
         {
             fresh[i] = Interlocked.CompareExchange(ref _arrivedOnce[first + (ulong)i], 1, 0) == 0;
-            if (!fresh[i]) continue;
-            arrived++;
-            _received.Write(first + (ulong)i, bytes.Slice(i * Wire.PageSize, Wire.PageSize));
+            if (fresh[i]) arrived++;
+        }
+        // into the received image, one copy per contiguous sub-run of first copies (all of the run, usually)
+        for (var i = 0; i < count;)
+        {
+            if (!fresh[i]) { i++; continue; }
+            var j = i + 1;
+            while (j < count && fresh[j]) j++;
+            _received.Write(first + (ulong)i, bytes.Slice(i * Wire.PageSize, (j - i) * Wire.PageSize));
+            i = j;
         }
         Interlocked.Add(ref _duplicates, count - arrived);
         Interlocked.Increment(ref _runFrames);

@@ -366,7 +366,7 @@ public sealed unsafe class DemandPagingEngine : IPagingEngine
         var len = (ulong)pages * Page;
         if (Options.Backing == Backing.Shmem)
         {
-            _ram.WriteBacking(index << 12, bytes[..(int)len]);
+            _ram.WriteBacking(index << 12, bytes[..(int)len], nonTemporal: true);   // a run is pushed: no vCPU reads it now
             if (_uffds.Length == 0) return;
             var uffd = UffdOf(index);
             for (ulong off = 0; off < len;)
