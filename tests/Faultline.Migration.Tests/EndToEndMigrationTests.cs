@@ -65,6 +65,12 @@ public sealed class EndToEndMigrationTests(ITestOutputHelper output)
         Assert.Equal(r.SourceSha256, r.ReceivedSha256);
         Assert.Equal(src.RamSha256(), r.SourceSha256);
         Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
+        // the transfer threads' own CPU time: what a page costs each end, apart from waiting for a CPU
+        Assert.True(r.BulkReceiverCpuMs > 0, $"bulk receiver CPU {r.BulkReceiverCpuMs} ms");
+        Assert.True(r.BulkReceiverCpuMs <= r.TotalMs + r.PrepareMs, $"bulk receiver CPU {r.BulkReceiverCpuMs} ms in a {r.TotalMs} ms migration");
+        Assert.True(o.Source!.PushCpuMs > 0, $"push CPU {o.Source.PushCpuMs} ms");
+        Assert.Contains("\"bulk_receiver_cpu_ms\"", r.ToJson());
+        Assert.Contains("\"push_cpu_ms\"", o.Source.ToJson());
     }
 
     [KvmFact]
