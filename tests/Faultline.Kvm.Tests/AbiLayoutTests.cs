@@ -66,6 +66,26 @@ public sealed unsafe class AbiLayoutTests
         Size<Itimerspec>(32);
         Size<Siginfo>(128);
         Size<Timespec>(16);
+        Size<Iovec>(16);
+        Size<Msghdr>(56);
+    }
+
+    [Fact]
+    public void Gather_send_struct_offsets()
+    {
+        // uapi/linux/uio.h and linux/socket.h (user_msghdr), x86-64 (measured with a C probe: offsetof)
+        Iovec iov;
+        var v = &iov;
+        new Layout("iovec", v).At("iov_base", &v->IovBase, 0).At("iov_len", &v->IovLen, 8).Check();
+        Msghdr msg;
+        var m = &msg;
+        new Layout("msghdr", m)
+            .At("msg_name", &m->MsgName, 0).At("msg_namelen", &m->MsgNamelen, 8).At("msg_iov", &m->MsgIov, 16)
+            .At("msg_iovlen", &m->MsgIovlen, 24).At("msg_control", &m->MsgControl, 32).At("msg_controllen", &m->MsgControllen, 40)
+            .At("msg_flags", &m->MsgFlags, 48)
+            .Check();
+        Assert.Equal(0x4000, Libc.MSG_NOSIGNAL);
+        Assert.Equal(1024, Libc.UIO_MAXIOV);
     }
 
     [Fact]

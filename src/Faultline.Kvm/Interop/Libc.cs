@@ -52,6 +52,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     internal static partial nint Write(int fd, void* buf, nuint count);
 
+    [LibraryImport(Lib, EntryPoint = "sendmsg", SetLastError = true)]
+    internal static partial nint Sendmsg(int sockfd, Msghdr* msg, int flags);
+
     [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
     internal static partial int EventFd(uint initval, int flags);
 
@@ -110,6 +113,8 @@ internal static unsafe partial class Libc
     internal const uint MFD_CLOEXEC = 1;
     internal const int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
     internal const short POLLIN = 1, POLLERR = 8, POLLHUP = 0x10;
+    internal const int MSG_NOSIGNAL = 0x4000;        // a closed peer is EPIPE, not SIGPIPE
+    internal const int UIO_MAXIOV = 1024;            // the most iovecs one sendmsg/writev takes (IOV_MAX)
     internal const int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
     internal const long SYS_userfaultfd = 323, SYS_tgkill = 234;
     internal const int SC_PAGESIZE = 30;

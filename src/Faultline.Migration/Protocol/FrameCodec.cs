@@ -27,38 +27,59 @@ public static class FrameCodec
     /// Writes a page run: <paramref name="count"/> consecutive pages from <paramref name="first"/>, taken from
     /// <paramref name="pages"/> (count × 4096 bytes), each with its CRC-32C; returns the frame's size.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public static int WritePageRun(Span<byte> dst, PageFlags flags, ulong first, int count, ReadOnlySpan<byte> pages)
     {
+        var head = WritePageRunHeader(dst, flags, first, count, pages);
+        pages[..(count * Wire.PageSize)].CopyTo(dst[head..]);
+        return head + count * Wire.PageSize;
+    }
+
+    /// <summary>
+    /// Writes a page run's header and preamble (first index, count, each page's CRC-32C), everything but its pages,
+    /// which must follow on the wire: a gather send takes them from where they are. Returns the bytes written,
+    /// <see cref="Wire.HeaderSize"/> + <see cref="Wire.RunPreambleSize"/>(<paramref name="count"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
+    public static int WritePageRunHeader(Span<byte> dst, PageFlags flags, ulong first, int count, ReadOnlySpan<byte> pages)
+    {
         if (count is < 1 or > Wire.MaxRunPages) throw new ArgumentOutOfRangeException(nameof(count), $"a run has 1..{Wire.MaxRunPages} pages");
-        var size = Wire.RunPayloadSize(count);
-        var p = dst.Slice(Wire.HeaderSize, size);
+        if (pages.Length < count * Wire.PageSize) throw new ArgumentException($"a run of {count} pages needs {count * Wire.PageSize} bytes, not {pages.Length}", nameof(pages));
+        var pre = Wire.RunPreambleSize(count);
+        var p = dst.Slice(Wire.HeaderSize, pre);
         BinaryPrimitives.WriteUInt64LittleEndian(p, first);
         BinaryPrimitives.WriteUInt16LittleEndian(p[8..], (ushort)count);
         p.Slice(10, 6).Clear();
-        var pre = Wire.RunPreambleSize(count);
         for (var i = 0; i < count; i++)
         {
-            var page = pages.Slice(i * Wire.PageSize, Wire.PageSize);
             // the CRC is each page's first full read from memory: start loading the page two ahead (halves the CRC's time)
             if (i + 2 < count) CacheHints.Prefetch(pages.Slice((i + 2) * Wire.PageSize, Wire.PageSize));
-            BinaryPrimitives.WriteUInt32LittleEndian(p[(Wire.RunHeaderSize + 4 * i)..], Crc32C.Compute(page));
-            page.CopyTo(p[(pre + i * Wire.PageSize)..]);
+            BinaryPrimitives.WriteUInt32LittleEndian(p[(Wire.RunHeaderSize + 4 * i)..], Crc32C.Compute(pages.Slice(i * Wire.PageSize, Wire.PageSize)));
         }
-        WriteHeader(dst, FrameType.PageRun, (byte)flags, (uint)size, Crc32C.Compute(p[..pre]));
-        return Wire.HeaderSize + size;
+        WriteHeader(dst, FrameType.PageRun, (byte)flags, (uint)Wire.RunPayloadSize(count), Crc32C.Compute(p));
+        return Wire.HeaderSize + pre;
     }
 
     /// <summary>Writes a page frame (index + bytes, one checksum over both); returns its size.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page (demand replies): full JIT at first call
     public static int WritePage(Span<byte> dst, PageFlags flags, ulong index, ReadOnlySpan<byte> page)
     {
-        var p = dst[Wire.HeaderSize..];
+        var head = WritePageHeader(dst, flags, index, page);
+        page[..Wire.PageSize].CopyTo(dst[head..]);
+        return head + Wire.PageSize;
+    }
+
+    /// <summary>
+    /// Writes a page frame's header and index, everything but the page's bytes, which must follow on the wire (a
+    /// gather send takes them from where they are); returns the bytes written (<see cref="Wire.HeaderSize"/> + 8).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
+    public static int WritePageHeader(Span<byte> dst, PageFlags flags, ulong index, ReadOnlySpan<byte> page)
+    {
+        var p = dst.Slice(Wire.HeaderSize, 8);
         BinaryPrimitives.WriteUInt64LittleEndian(p, index);
-        page[..Wire.PageSize].CopyTo(p[8..]);
-        var crc = Crc32C.Compute(p[..Wire.PagePayloadSize]);
+        var crc = Crc32C.Append(Crc32C.Compute(p), page[..Wire.PageSize]);
         WriteHeader(dst, FrameType.Page, (byte)flags, Wire.PagePayloadSize, crc);
-        return Wire.HeaderSize + Wire.PagePayloadSize;
+        return Wire.HeaderSize + 8;
     }
 
     /// <summary>Writes a page frame, or a zero-page marker when every byte is zero; returns its size.</summary>

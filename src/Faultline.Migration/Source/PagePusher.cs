@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Faultline.Kvm.Io;
 using Faultline.Kvm.Memory;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Transport;
@@ -6,7 +7,10 @@ using Faultline.Migration.Transport;
 namespace Faultline.Migration.Source;
 
 /// <summary>
-/// The background push on the main channel: every page not yet sent, in batches of frames written with one send.
+/// The background push on the main channel: every page not yet sent, in batches of frames written with one gather
+/// send (sendmsg): the small parts of each frame (headers, a run's preamble with its pages' checksums, zero-page
+/// markers) are written into a batch buffer, and the pages themselves go from guest RAM, one segment per frame, never
+/// copied in user space (the guest is paused: they do not change under the send).
 /// Consecutive non-zero pages the push claims travel as one <see cref="FrameType.PageRun"/> of up to
 /// <c>runPages</c> pages (the destination installs a run with one ioctl); a page of zeros is a ZeroPage marker and
 /// ends a run; a lone page is a Page frame. Order: sequential from <see cref="SourceOptions.PushStartPage"/>,
@@ -15,7 +19,10 @@ namespace Faultline.Migration.Source;
 /// </summary>
 internal sealed class PagePusher(GuestRegion ram, SentPages sent, PeerConnection main, int windowPages, ulong startPage, int runPages = Wire.MaxRunPages)
 {
+    /// <summary>Wire bytes per send.</summary>
     private const int BatchBytes = 256 * 1024;
+    /// <summary>The most a frame writes into the batch buffer: a run's header and preamble.</summary>
+    private const int MaxFrameHead = Wire.HeaderSize + Wire.RunHeaderSize + 4 * Wire.MaxRunPages;
     private readonly int _runPages = Math.Clamp(runPages, 1, Wire.MaxRunPages);
     private long _hint = -1;
 
@@ -31,8 +38,12 @@ internal sealed class PagePusher(GuestRegion ram, SentPages sent, PeerConnection
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public void Run(CancellationToken ct)
     {
-        var buf = GC.AllocateUninitializedArray<byte>(BatchBytes + Wire.HeaderSize + Wire.RunPayloadSize(Wire.MaxRunPages), pinned: true);
-        var used = 0;
+        // the frames' own bytes (pinned: the gather list points into it); pages stay where they are
+        var buf = GC.AllocateUninitializedArray<byte>(BatchBytes + MaxFrameHead, pinned: true);
+        var iov = new IoVecList();
+        var used = 0;       // bytes written into buf
+        var listed = 0;     // buf[..listed] is in the gather list already
+        var pageBytes = 0;  // page bytes in the gather list
         var cursor = startPage;
         var windowLeft = 0;
         while (!ct.IsCancellationRequested)
@@ -62,21 +73,33 @@ internal sealed class PagePusher(GuestRegion ram, SentPages sent, PeerConnection
                 while (n < _runPages && idx + (ulong)n < sent.Pages && sent.IsUnsent(idx + (ulong)n) && !IsZero(PageAt(idx + (ulong)n, 1))
                        && sent.TryClaim(idx + (ulong)n, SentPages.Pushed))
                     n++;
-                if (n == 1) used += FrameCodec.WritePage(buf.AsSpan(used), PageFlags.Push, idx, page);
+                var pages = PageAt(idx, n);
+                if (n == 1) used += FrameCodec.WritePageHeader(buf.AsSpan(used), PageFlags.Push, idx, pages);
                 else
                 {
-                    used += FrameCodec.WritePageRun(buf.AsSpan(used), PageFlags.Push, idx, n, PageAt(idx, n));
+                    used += FrameCodec.WritePageRunHeader(buf.AsSpan(used), PageFlags.Push, idx, n, pages);
                     Runs++;
                     RunPages += (ulong)n;
                 }
+                iov.Add(buf.AsSpan(listed, used - listed));   // the frames since the last pages, up to this frame's head
+                iov.Add(pages);                                // then this frame's pages, from guest RAM
+                listed = used;
+                pageBytes += pages.Length;
                 Pushed += (ulong)n;
                 cursor = idx + (ulong)n;
                 windowLeft -= n - 1;
             }
-            if (used >= BatchBytes) { main.SendRaw(buf.AsSpan(0, used)); used = 0; }
+            // a frame adds at most two segments, and the flush one more
+            if (used + pageBytes >= BatchBytes || iov.Free < 3)
+            {
+                iov.Add(buf.AsSpan(listed, used - listed));
+                main.SendGather(iov);
+                used = listed = pageBytes = 0;
+            }
         }
         used += FrameCodec.WriteIndex(buf.AsSpan(used), FrameType.PushDone, 0, Pushed);
-        main.SendRaw(buf.AsSpan(0, used));
+        iov.Add(buf.AsSpan(listed, used - listed));
+        main.SendGather(iov);
     }
 
     private ReadOnlySpan<byte> PageAt(ulong index, int pages) => ram.Span(ram.Base + (index << GuestAddress.PageShift), pages * Wire.PageSize);

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using Faultline.Kvm.Io;
 
 namespace Faultline.Migration.Transport;
 
@@ -46,15 +47,36 @@ public sealed class DelayLineChannel : IByteChannel
 
     public void Send(ReadOnlySpan<byte> data)
     {
-        if (_error is { } e) throw e as MigrationException ?? new MigrationException($"link to {Peer} failed: {e.Message}");
+        ThrowIfFailed();
         var buf = ArrayPool<byte>.Shared.Rent(data.Length);
         data.CopyTo(buf);
+        Enqueue(buf, data.Length);
+    }
+
+    /// <summary>The line queues a copy anyway: the segments are copied straight into it.</summary>
+    public void SendGather(IoVecList data)
+    {
+        ThrowIfFailed();
+        var length = checked((int)data.Length);
+        var buf = ArrayPool<byte>.Shared.Rent(length);
+        data.CopyTo(buf);
+        data.Clear();
+        Enqueue(buf, length);
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (_error is { } e) throw e as MigrationException ?? new MigrationException($"link to {Peer} failed: {e.Message}");
+    }
+
+    private void Enqueue(byte[] buf, int length)
+    {
         var spin = new SpinWait();
         while (Interlocked.Read(ref _queuedBytes) > MaxQueuedBytes && !_stop) spin.SpinOnce(sleep1Threshold: -1);
         lock (_lock)
         {
-            _queue.Enqueue((buf, data.Length, Stopwatch.GetTimestamp() + _delayTicks));
-            Interlocked.Add(ref _queuedBytes, data.Length);
+            _queue.Enqueue((buf, length, Stopwatch.GetTimestamp() + _delayTicks));
+            Interlocked.Add(ref _queuedBytes, length);
         }
         _items.Release();
     }

@@ -1,3 +1,6 @@
+using System.Buffers;
+using Faultline.Kvm.Io;
+
 namespace Faultline.Migration.Transport;
 
 /// <summary>
@@ -8,6 +11,24 @@ public interface IByteChannel : IDisposable
 {
     /// <summary>Writes every byte (blocking), atomically with respect to other Send calls.</summary>
     void Send(ReadOnlySpan<byte> data);
+
+    /// <summary>
+    /// Writes every byte left in <paramref name="data"/>, in order (blocking), atomically with respect to Send and other
+    /// gather sends; the list is empty on return. A socket sends the segments from where they are (sendmsg); this
+    /// default, for channels that cannot, copies them into one buffer and calls <see cref="Send"/>.
+    /// </summary>
+    void SendGather(IoVecList data)
+    {
+        var length = checked((int)data.Length);
+        var buf = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            data.CopyTo(buf);
+            Send(buf.AsSpan(0, length));
+            data.Clear();
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
 
     /// <summary>Reads at least one byte; 0 means the peer closed the stream.</summary>
     int Receive(Span<byte> buffer);

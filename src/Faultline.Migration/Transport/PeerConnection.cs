@@ -1,4 +1,5 @@
 using System.Buffers;
+using Faultline.Kvm.Io;
 using Faultline.Migration.Protocol;
 
 namespace Faultline.Migration.Transport;
@@ -48,6 +49,9 @@ public sealed class PeerConnection : IDisposable
 
     /// <summary>Sends pre-encoded frames.</summary>
     public void SendRaw(ReadOnlySpan<byte> frames) => Channel.Send(frames);
+
+    /// <summary>Sends pre-encoded frames whose bytes are spread over <paramref name="frames"/>' segments (page data where it lies); empties the list.</summary>
+    public void SendGather(IoVecList frames) => Channel.SendGather(frames);
 
     /// <summary>Reads the next frame; an Abort from the peer becomes a <see cref="MigrationException"/> carrying its message.</summary>
     public Frame Read()

@@ -1,4 +1,6 @@
 using System.Net.Sockets;
+using Faultline.Kvm.Interop;
+using Faultline.Kvm.Io;
 
 namespace Faultline.Migration.Transport;
 
@@ -6,6 +8,7 @@ namespace Faultline.Migration.Transport;
 public sealed class SocketChannel : IByteChannel
 {
     private readonly Socket _socket;
+    private readonly SafeSocketHandle _handle;
     private readonly Lock _send = new();
     private long _sent, _received;
     private int _disposed;
@@ -17,6 +20,7 @@ public sealed class SocketChannel : IByteChannel
     public SocketChannel(Socket socket, string peer)
     {
         _socket = socket;
+        _handle = socket.SafeHandle;
         Peer = peer;
         if (socket.ProtocolType == ProtocolType.Tcp) socket.NoDelay = true;
     }
@@ -55,6 +59,33 @@ public sealed class SocketChannel : IByteChannel
         }
     }
 
+    /// <summary>
+    /// sendmsg(2) on the socket's fd with the list's segments, under the same lock as <see cref="Send"/>. The fd blocks
+    /// in the kernel (<see cref="BlocksInKernel"/>), so a call returns short only when a signal interrupts it after
+    /// some bytes: the list advances past them and the rest goes next. EINTR (nothing sent) is retried.
+    /// </summary>
+    public void SendGather(IoVecList data)
+    {
+        lock (_send)
+        {
+            try
+            {
+                while (!data.IsEmpty)
+                {
+                    var n = data.SendOnce(_handle, out var errno);
+                    if (n >= 0) { _sent += n; continue; }
+                    if (errno == Errno.EINTR) continue;
+                    // never on this blocking fd with no send timeout; would the fd be O_NONBLOCK, wait for room as Send does
+                    if (errno == Errno.EAGAIN) { _socket.Poll(-1, SelectMode.SelectWrite); continue; }
+                    throw Lost(errno);
+                }
+                data.Clear();
+            }
+            catch (SocketException e) { throw Lost(e); }
+            catch (ObjectDisposedException) { throw new MigrationException($"connection to {Peer} is closed"); }
+        }
+    }
+
     public int Receive(Span<byte> buffer)
     {
         try
@@ -75,6 +106,15 @@ public sealed class SocketChannel : IByteChannel
     {
         SocketError.Shutdown or SocketError.OperationAborted or SocketError.Interrupted => new MigrationException($"connection to {Peer} was shut down"),
         _ => new MigrationException($"connection to {Peer} lost ({e.SocketErrorCode})", e),
+    };
+
+    /// <summary>The same messages as <see cref="Lost(SocketException)"/> for the errno sendmsg returned (EPIPE: .NET's SocketError.Shutdown).</summary>
+    private MigrationException Lost(int errno) => errno switch
+    {
+        Errno.EPIPE => new MigrationException($"connection to {Peer} was shut down"),
+        Errno.ECONNRESET => new MigrationException($"connection to {Peer} lost ({SocketError.ConnectionReset})"),
+        Errno.ENOTCONN => new MigrationException($"connection to {Peer} lost ({SocketError.NotConnected})"),
+        _ => new MigrationException($"connection to {Peer} lost (sendmsg: {Errno.Describe(errno)})"),
     };
 
     public void Shutdown()
