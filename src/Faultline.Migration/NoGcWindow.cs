@@ -18,6 +18,9 @@ internal sealed class NoGcWindow : IDisposable
         catch (ArgumentOutOfRangeException) { }    // more than the ephemeral budget: run without
     }
 
+    /// <summary>Whether the region is still in force (allocating past its budget ends it with a collection).</summary>
+    public bool IsOpen => _open && GCSettings.LatencyMode == GCLatencyMode.NoGCRegion;
+
     public void Dispose()
     {
         if (!_open) return;
