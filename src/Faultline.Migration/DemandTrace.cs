@@ -18,6 +18,14 @@ internal static class DemandTrace
         if (i < Events.Length) Events[i] = (page, page >= 1_000_000 ? $"{hop}[gc{GC.CollectionCount(0)}/{GC.CollectionCount(2)}]" : hop, Clock.NowNs());
     }
 
+    /// <summary>A hop stamped at <paramref name="ns"/> (<see cref="Clock.NowNs"/> time), recorded later.</summary>
+    public static void HopAt(ulong page, string hop, long ns)
+    {
+        if (!On) return;
+        var i = Interlocked.Increment(ref _n) - 1;
+        if (i < Events.Length) Events[i] = (page, hop, ns);
+    }
+
     public static void Dump(string side)
     {
         if (!On) return;

@@ -71,6 +71,9 @@ public sealed class EndToEndMigrationTests(ITestOutputHelper output)
         Assert.True(o.Source!.PushCpuMs > 0, $"push CPU {o.Source.PushCpuMs} ms");
         Assert.Contains("\"bulk_receiver_cpu_ms\"", r.ToJson());
         Assert.Contains("\"push_cpu_ms\"", o.Source.ToJson());
+        // a fault path spins about as long as a page takes to come back, then blocks
+        if (Environment.GetEnvironmentVariable("FAULTLINE_WAIT_SPIN_US") is null)
+            Assert.Equal(Math.Clamp(r.LinkRttUs!.P90 + 20, 20, 250), r.WaitSpinUs, tolerance: 0.01);
     }
 
     [KvmFact]

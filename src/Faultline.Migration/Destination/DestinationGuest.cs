@@ -134,6 +134,12 @@ internal sealed class DestinationGuest : IDisposable
                 var handled = _engine.TryHandleExit(vcpu, exit);
                 var t2 = Stopwatch.GetTimestamp();
                 var ns = Clock.ToNanoseconds(t2 - t0);
+                if (DemandTrace.On && raisedAtExit)
+                {
+                    var page = RemotePageSource.t_lastFetched;
+                    DemandTrace.HopAt(page, "dest-exit", Clock.NowNs() - Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0));
+                    DemandTrace.HopAt(page, "dest-installed", Clock.NowNs() - Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t2));
+                }
                 var nice = Volatile.Read(ref _nice);
                 // back to SCHED_OTHER (and the guest's nice value) before KVM_RUN: the guest must never run on the demand path
                 if (ThreadPriority.IsRaised || ThreadPriority.Base != nice)

@@ -109,6 +109,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                     throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
                 DemandTrace.Hop(1_000_000, "dst-crc");
                 source!.Attach(engine!, urgent);
+                source.SpinForRoundTrip(rtt);
             }
             catch (Exception e) when (e is FaultlineException)
             {
@@ -253,7 +254,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 GuestMismatches = g.Mismatches.Aggregate(0UL, (a, b) => a + b),
                 EngineInstalled = stats.Installed, InstalledByReceiver = s.InstalledByReceiver,
                 Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
-                LinkRttUs = rtt,
+                LinkRttUs = rtt, WaitSpinUs = s.WaitSpinUs,
                 Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, switchIdleUs,
                     g.SwitchPairs.Sum(), PerSwitchUs(g.RaiseTicks, g.SwitchPairs), PerSwitchUs(g.LowerTicks, g.SwitchPairs),
                     ThreadPriority.LeftRealTimeToYield - leftRtBefore),

@@ -24,6 +24,8 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
 {
     private static readonly byte[] ZeroPage = new byte[Wire.PageSize];
     [ThreadStatic] private static Waiter? t_waiter;
+    /// <summary>The page this thread last fetched (for <see cref="DemandTrace"/> hops taken around the fetch).</summary>
+    [ThreadStatic] internal static ulong t_lastFetched;
 
     private readonly GuestRegion _ram;
     private readonly ReceivedImage _received;
@@ -60,6 +62,24 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
 
     public void Attach(IPagingEngine engine, PeerConnection urgent) { _engine = engine; _urgent = urgent; }
 
+    /// <summary>The spin before a fault path blocks for its page, µs, unless the link's round trip says otherwise (<see cref="SpinForRoundTrip"/>).</summary>
+    public const double DefaultWaitSpinUs = 20, MaxWaitSpinUs = 250;
+    private static readonly double? SpinOverrideUs =
+        double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_WAIT_SPIN_US"), out var us) && us >= 0 ? us : null;
+    private long _spinTicks = TicksOf(SpinOverrideUs ?? DefaultWaitSpinUs);
+
+    private static long TicksOf(double us) => (long)Math.Round(us * Stopwatch.Frequency / 1e6);
+
+    /// <summary>How long a fault path spins for its page before it blocks, µs.</summary>
+    public double WaitSpinUs => Interlocked.Read(ref _spinTicks) * 1e6 / Stopwatch.Frequency;
+
+    public double SpinForRoundTrip(LatencySummary rtt)
+    {
+        var us = SpinOverrideUs ?? Math.Clamp(rtt.P90 + 20, DefaultWaitSpinUs, MaxWaitSpinUs);
+        Interlocked.Exchange(ref _spinTicks, TicksOf(us));
+        return WaitSpinUs;
+    }
+
     public WaitHandle AllReceived => _allReceived.WaitHandle;
     public long ReceivedCount => Interlocked.Read(ref _receivedCount);
     public long DemandPages => Interlocked.Read(ref _demandPages);
@@ -85,6 +105,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         var t0 = Stopwatch.GetTimestamp();
         var idx = (page.Value - _ram.Base.Value) >> GuestAddress.PageShift;
         var w = t_waiter ??= new Waiter();
+        t_lastFetched = idx;
         try { Fetch(idx, destination, w, t0); }
         finally
         {
@@ -119,7 +140,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             Interlocked.Increment(ref _demandsSent);
         }
         catch (MigrationException e) { Fail(e); }
-        if (!w.Wait(_pageTimeout))
+        if (!w.Wait(_pageTimeout, _spinTicks))
             Fail(new MigrationException($"page {idx} did not arrive within {_pageTimeout.TotalSeconds:0.#} s"));
         if (_failed is { } f2 && !w.Filled) { Failed(destination, f2); return; }
         w.Buffer.CopyTo(destination);
@@ -261,18 +282,15 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         public void Arm(ulong index) { Index = index; Filled = false; _event.Reset(); }
         public void Fill(ReadOnlySpan<byte> bytes) { bytes.CopyTo(Buffer); Filled = true; _event.Set(); }
         public void Abort() => _event.Set();
-        private static readonly long SpinTicks = Stopwatch.Frequency / 1_000_000 * (long.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_WAIT_SPIN_US"), out var us) ? us : 20);
-
         /// <summary>
-        /// Spins on the flag for a short while (20 µs by default, FAULTLINE_WAIT_SPIN_US: a page that is nearly
-        /// here costs no wake-up), then blocks. The caller raised its priority before sending the demand: woken at
-        /// nice 0 behind the push, the receivers and the other vCPUs on 2 cores, a thread waited milliseconds for its
-        /// slice; and a longer spin at raised priority takes the cores the transfer needs (measured: 100 µs spins
-        /// cost 0.1–0.3 s of a 1 GiB post-copy).
+        /// Spins on the flag for up to <paramref name="spinTicks"/> (see <see cref="RemotePageSource.WaitSpinUs"/>: a
+        /// page that arrives meanwhile costs no wake-up), then blocks. The caller raised its priority before sending
+        /// the demand: woken at nice 0 behind the push, the receivers and the other vCPUs on 2 cores, a thread waited
+        /// milliseconds for its slice.
         /// </summary>
-        public bool Wait(TimeSpan timeout)
+        public bool Wait(TimeSpan timeout, long spinTicks)
         {
-            var until = Stopwatch.GetTimestamp() + SpinTicks;
+            var until = Stopwatch.GetTimestamp() + spinTicks;
             while (!Filled && !_event.IsSet && Stopwatch.GetTimestamp() < until) Thread.SpinWait(20);
             if (Filled) return true;
             return _event.Wait(timeout);

@@ -36,6 +36,8 @@ public sealed record MigrationReport
     public long PushRuns { get; init; }
     /// <summary>First copies that arrived inside a run while a fault path owned the page (the push/demand race on the run path).</summary>
     public long RunPagesToFaultPath { get; init; }
+    /// <summary>How long a fault path spun for its page before blocking, µs (sized from the link's round trip).</summary>
+    public double WaitSpinUs { get; init; }
     /// <summary>CPU time of the main channel's receiver thread (the bulk receive path: socket, checksums, install), ms.</summary>
     public double BulkReceiverCpuMs { get; init; }
     public required long BytesOnWire { get; init; }
@@ -114,6 +116,7 @@ public sealed record MigrationReport
             w.WriteEndObject();
             w.WriteNumber("fault_latency_target_us", Math.Round(FaultLatencyTargetUs, 1));
             w.WriteBoolean("fault_latency_target_met", FaultLatencyTargetMet);
+            w.WriteNumber("wait_spin_us", Math.Round(WaitSpinUs, 1));
             w.WriteStartObject("demand_path_scheduling");
             w.WriteString("destination", DemandPathScheduling.Name(Scheduling.Destination));
             w.WriteString("source", DemandPathScheduling.Name(Scheduling.Source));
