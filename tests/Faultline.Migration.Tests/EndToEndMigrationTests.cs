@@ -73,7 +73,7 @@ public sealed class EndToEndMigrationTests(ITestOutputHelper output)
         Assert.Contains("\"push_cpu_ms\"", o.Source.ToJson());
         // a fault path spins about as long as a page takes to come back, then blocks
         if (Environment.GetEnvironmentVariable("FAULTLINE_WAIT_SPIN_US") is null)
-            Assert.Equal(Math.Clamp(r.LinkRttUs!.P90 + 20, 20, 250), r.WaitSpinUs, tolerance: 0.01);
+            Assert.Equal(r.LinkRttUs!.P90 + 20 is var sized && sized > 100 ? 20 : Math.Max(sized, 20), r.WaitSpinUs, tolerance: 0.01);
     }
 
     [KvmFact]
