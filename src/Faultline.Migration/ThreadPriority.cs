@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using Faultline.Kvm.Threads;
 using Faultline.Kvm.Interop;
 using Faultline.Paging.Engines;
 
@@ -34,9 +34,8 @@ namespace Faultline.Migration;
 /// </list>
 /// Raising priority needs CAP_SYS_NICE (root); without it the threads stay at nice 0, which only costs time.
 /// </summary>
-internal static partial class ThreadPriority
+internal static class ThreadPriority
 {
-    private const int PRIO_PROCESS = 0;
     private const int SCHED_OTHER = 0, SCHED_FIFO = 1;
 
     public const int LatencyNice = -15;
@@ -116,7 +115,7 @@ internal static partial class ThreadPriority
     }
 
     /// <summary>Sets the nice value of thread <paramref name="tid"/>; false if the kernel refused (raising priority needs CAP_SYS_NICE).</summary>
-    public static bool TrySetNice(int tid, int nice) => tid != 0 && SetPriority(PRIO_PROCESS, tid, nice) == 0;
+    public static bool TrySetNice(int tid, int nice) => HostThread.TrySetNice(tid, nice);
 
     /// <summary>The calling thread's kernel thread id.</summary>
     public static int CurrentThreadId => Gettid();
@@ -271,36 +270,12 @@ internal static partial class ThreadPriority
     }
 
     /// <summary>The calling thread's CPU time (user + system), ns.</summary>
-    internal static unsafe long ThreadCpuNs()
-    {
-        const int CLOCK_THREAD_CPUTIME_ID = 3;
-        // SAFETY: struct timespec is two longs on x86-64; the pointer is to a local that outlives the call.
-        long* ts = stackalloc long[2];
-        ClockGettime(CLOCK_THREAD_CPUTIME_ID, ts);
-        return ts[0] * 1_000_000_000 + ts[1];
-    }
+    internal static long ThreadCpuNs() => HostThread.CpuTimeNs;
 
-    [LibraryImport("libc", EntryPoint = "clock_gettime")]
-    private static unsafe partial int ClockGettime(int clock, long* ts);
+    private static bool TrySetScheduler(int tid, int policy, int priority, out int errno) =>
+        HostThread.TrySetPolicy(tid, policy == SCHED_FIFO ? SchedulingPolicy.Fifo : SchedulingPolicy.Normal, priority, out errno);
 
-    private static unsafe bool TrySetScheduler(int tid, int policy, int priority, out int errno)
-    {
-        // SAFETY: sched_param is one int on Linux; the pointer is to a local that outlives the call.
-        var p = priority;
-        if (SchedSetScheduler(tid, policy, &p) == 0) { errno = 0; return true; }
-        errno = Marshal.GetLastPInvokeError();
-        return false;
-    }
-
-    [LibraryImport("libc", EntryPoint = "gettid")]
-    private static partial int Gettid();
-
-    [LibraryImport("libc", EntryPoint = "setpriority", SetLastError = true)]
-    private static partial int SetPriority(int which, int who, int prio);
-
-    // int sched_setscheduler(pid_t pid, int policy, const struct sched_param *param): pid = a thread id sets that thread
-    [LibraryImport("libc", EntryPoint = "sched_setscheduler", SetLastError = true)]
-    private static unsafe partial int SchedSetScheduler(int pid, int policy, int* param);
+    private static int Gettid() => HostThread.CurrentId;
 }
 
 /// <summary>How the demand path's threads are put ahead of the others.</summary>

@@ -64,6 +64,17 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
     internal static partial long Syscall(long number, long a1, long a2, long a3);
 
+    [LibraryImport(Lib, EntryPoint = "setpriority", SetLastError = true)]
+    internal static partial int SetPriority(int which, int who, int prio);
+
+    /// <summary>sched_setscheduler(2); with a thread id as pid it sets that one thread. <paramref name="param"/>: struct sched_param (one int).</summary>
+    [LibraryImport(Lib, EntryPoint = "sched_setscheduler", SetLastError = true)]
+    internal static partial int SchedSetScheduler(int pid, int policy, int* param);
+
+    /// <summary>clock_gettime(2); <paramref name="ts"/>: struct timespec (two longs).</summary>
+    [LibraryImport(Lib, EntryPoint = "clock_gettime")]
+    internal static partial int ClockGettime(int clock, long* ts);
+
     [LibraryImport(Lib, EntryPoint = "gettid")]
     internal static partial int Gettid();
 
@@ -109,7 +120,7 @@ internal static unsafe partial class Libc
     internal const int O_RDWR = 2, O_CLOEXEC = 0x80000, O_NONBLOCK = 0x800;
     internal const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
     internal const int MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
-    internal const int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_NOHUGEPAGE = 15, MADV_POPULATE_READ = 22, MADV_POPULATE_WRITE = 23;
+    internal const int MADV_DONTNEED = 4, MADV_REMOVE = 9, MADV_HUGEPAGE = 14, MADV_NOHUGEPAGE = 15, MADV_POPULATE_READ = 22, MADV_POPULATE_WRITE = 23;
     internal const uint MFD_CLOEXEC = 1;
     internal const int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
     internal const short POLLIN = 1, POLLERR = 8, POLLHUP = 0x10;
@@ -118,7 +129,9 @@ internal static unsafe partial class Libc
     internal const int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
     internal const long SYS_userfaultfd = 323, SYS_tgkill = 234;
     internal const int SC_PAGESIZE = 30;
-    internal const int CLOCK_MONOTONIC = 1;
+    internal const int CLOCK_MONOTONIC = 1, CLOCK_THREAD_CPUTIME_ID = 3;
+    internal const int PRIO_PROCESS = 0;             // setpriority: with a thread id as who, that one thread
+    internal const int SCHED_OTHER = 0, SCHED_FIFO = 1;
     internal const int SIGEV_THREAD_ID = 4;          // uapi/asm-generic/siginfo.h: deliver to the thread in sigev_notify_thread_id
     internal const int SI_TIMER = -2, SI_TKILL = -6;  // siginfo.si_code: a POSIX timer's expiry, tgkill
     internal static readonly void* MAP_FAILED = (void*)-1;

@@ -1,0 +1,50 @@
+using System.Runtime.InteropServices;
+using Faultline.Kvm.Interop;
+
+namespace Faultline.Kvm.Threads;
+
+/// <summary>A host thread's scheduling policy: the normal time-sharing class, or SCHED_FIFO real time.</summary>
+public enum SchedulingPolicy
+{
+    Normal = Libc.SCHED_OTHER,
+    Fifo = Libc.SCHED_FIFO,
+}
+
+/// <summary>
+/// The calling (or a given) host thread as the kernel sees it: its id, its scheduling, its CPU time. On Linux
+/// setpriority and sched_setscheduler with a thread id apply to that one thread.
+/// </summary>
+public static unsafe class HostThread
+{
+    /// <summary>The calling thread's kernel thread id.</summary>
+    public static int CurrentId => Libc.Gettid();
+
+    /// <summary>Sets thread <paramref name="tid"/>'s nice value; false if the kernel refused (raising it needs CAP_SYS_NICE).</summary>
+    public static bool TrySetNice(int tid, int nice) => tid != 0 && Libc.SetPriority(Libc.PRIO_PROCESS, tid, nice) == 0;
+
+    /// <summary>
+    /// Sets thread <paramref name="tid"/>'s policy (<paramref name="priority"/>: 1–99 for FIFO, 0 for Normal, whose
+    /// nice value the kernel keeps); on refusal, false and the errno (EPERM: no CAP_SYS_NICE, RLIMIT_RTPRIO, or no
+    /// real-time budget in the cgroup).
+    /// </summary>
+    public static bool TrySetPolicy(int tid, SchedulingPolicy policy, int priority, out int errno)
+    {
+        // SAFETY: struct sched_param is one int on Linux; the pointer is to a local that outlives the call.
+        var p = priority;
+        if (Libc.SchedSetScheduler(tid, (int)policy, &p) == 0) { errno = 0; return true; }
+        errno = Marshal.GetLastPInvokeError();
+        return false;
+    }
+
+    /// <summary>The calling thread's CPU time (user + system), ns: time it ran, not time it waited for a CPU.</summary>
+    public static long CpuTimeNs
+    {
+        get
+        {
+            // SAFETY: struct timespec is two longs on x86-64 and arm64; the pointer is to a local that outlives the call.
+            long* ts = stackalloc long[2];
+            Libc.ClockGettime(Libc.CLOCK_THREAD_CPUTIME_ID, ts);
+            return ts[0] * 1_000_000_000 + ts[1];
+        }
+    }
+}

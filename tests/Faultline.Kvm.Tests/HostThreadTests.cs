@@ -1,0 +1,47 @@
+using Faultline.Kvm.Threads;
+
+namespace Faultline.Kvm.Tests;
+
+public sealed class HostThreadTests
+{
+    /// <summary>Field <paramref name="n"/> (1-based, as in proc(5)) of /proc/thread-self/stat.</summary>
+    private static string StatField(int n)
+    {
+        var s = File.ReadAllText("/proc/thread-self/stat");
+        var rest = s[(s.LastIndexOf(')') + 2)..].Split(' ');
+        return rest[n - 3];
+    }
+
+    [Fact]
+    public void Ids_nice_values_and_cpu_time_are_the_calling_threads_own()
+    {
+        var result = new string?[3];
+        long cpuBefore = 0, cpuAfter = 0;
+        var t = new Thread(() =>
+        {
+            result[0] = HostThread.CurrentId.ToString();
+            result[1] = Path.GetFileName(new DirectoryInfo("/proc/thread-self").ResolveLinkTarget(false)!.FullName);
+            Assert.True(HostThread.TrySetNice(HostThread.CurrentId, 3));   // lowering priority needs no privilege
+            result[2] = StatField(19);                                      // nice
+            cpuBefore = HostThread.CpuTimeNs;
+            var until = Environment.TickCount64 + 30;
+            while (Environment.TickCount64 < until) { }                     // 30 ms of this thread's own CPU
+            cpuAfter = HostThread.CpuTimeNs;
+        });
+        t.Start();
+        t.Join();
+        Assert.Equal(result[1], result[0]);
+        Assert.Equal("3", result[2]);
+        Assert.InRange(cpuAfter - cpuBefore, 10_000_000, 10_000_000_000);   // ran ≥ 10 ms of the 30 (a 2-core host is shared)
+        Assert.False(HostThread.TrySetNice(0, 0));                          // no thread id, no call
+    }
+
+    [Fact]
+    public void The_normal_policy_is_always_allowed_and_a_bad_one_reports_its_errno()
+    {
+        Assert.True(HostThread.TrySetPolicy(HostThread.CurrentId, SchedulingPolicy.Normal, 0, out var errno));
+        Assert.Equal(0, errno);
+        Assert.False(HostThread.TrySetPolicy(HostThread.CurrentId, SchedulingPolicy.Fifo, 1000, out errno));   // priority out of 1..99
+        Assert.Equal(22, errno);                                                                                 // EINVAL
+    }
+}
