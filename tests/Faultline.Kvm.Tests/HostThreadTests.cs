@@ -16,23 +16,25 @@ public sealed class HostThreadTests
     public void Ids_nice_values_and_cpu_time_are_the_calling_threads_own()
     {
         var result = new string?[3];
-        long cpuBefore = 0, cpuAfter = 0;
+        long cpuBefore = 0, cpuAfter = 0, wallNs = 0;
         var t = new Thread(() =>
         {
             result[0] = HostThread.CurrentId.ToString();
             result[1] = Path.GetFileName(new DirectoryInfo("/proc/thread-self").ResolveLinkTarget(false)!.FullName);
             Assert.True(HostThread.TrySetNice(HostThread.CurrentId, 3));   // lowering priority needs no privilege
             result[2] = StatField(19);                                      // nice
+            var wall = System.Diagnostics.Stopwatch.StartNew();
             cpuBefore = HostThread.CpuTimeNs;
-            var until = Environment.TickCount64 + 30;
-            while (Environment.TickCount64 < until) { }                     // 30 ms of this thread's own CPU
+            // spin until this thread has run 20 ms (however long a shared 2-core host makes that take)
+            while (HostThread.CpuTimeNs - cpuBefore < 20_000_000 && wall.Elapsed < TimeSpan.FromSeconds(20)) { }
             cpuAfter = HostThread.CpuTimeNs;
+            wallNs = (long)wall.Elapsed.TotalNanoseconds;
         });
         t.Start();
         t.Join();
         Assert.Equal(result[1], result[0]);
         Assert.Equal("3", result[2]);
-        Assert.InRange(cpuAfter - cpuBefore, 10_000_000, 10_000_000_000);   // ran ≥ 10 ms of the 30 (a 2-core host is shared)
+        Assert.InRange(cpuAfter - cpuBefore, 20_000_000, wallNs + 1_000_000);   // it ran, and no longer than the wall time passed
         Assert.False(HostThread.TrySetNice(0, 0));                          // no thread id, no call
     }
 
