@@ -14,8 +14,7 @@ internal static class DemandTrace
     public static void Hop(ulong page, string hop)
     {
         if (!On) return;
-        var i = Interlocked.Increment(ref _n) - 1;
-        if (i < Events.Length) Events[i] = (page, page >= 1_000_000 ? $"{hop}[gc{GC.CollectionCount(0)}/{GC.CollectionCount(2)}]" : hop, Clock.NowNs());
+        HopAt(page, page >= 1_000_000 ? $"{hop}[gc{GC.CollectionCount(0)}/{GC.CollectionCount(2)}]" : hop, Clock.NowNs());
     }
 
     /// <summary>A hop stamped at <paramref name="ns"/> (<see cref="Clock.NowNs"/> time), recorded later.</summary>

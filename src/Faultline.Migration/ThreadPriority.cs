@@ -16,7 +16,8 @@ namespace Faultline.Migration;
 /// <see cref="WaiterRtPriority"/>, so that a carrier that wakes preempts a waiter still spinning for the page it brings.
 /// The downtime's threads stay at nice <see cref="LatencyNice"/> under either policy (<see cref="RaiseForDowntime"/>).
 /// Only threads that block are raised this way: a SCHED_FIFO thread that spins or yields keeps every normal thread off its
-/// CPU (sched_yield only lets threads of its own priority run), so a fault path spins at most 20 µs before it blocks, a
+/// CPU (sched_yield only lets threads of its own priority run), so a fault path spins at most 100 µs before it blocks (about
+/// the link's round trip, <see cref="Destination.RemotePageSource.SpinForRoundTrip"/>), a
 /// wait for a page another thread is installing leaves real time before it yields (<see cref="PageTracker.BeforeYielding"/>),
 /// and a vCPU goes back to SCHED_OTHER before it re-enters KVM_RUN. Where SCHED_FIFO is refused (EPERM: no
 /// CAP_SYS_NICE, RLIMIT_RTPRIO 0, no real-time budget in this cgroup) or turned off (FAULTLINE_RT=0), the same
@@ -36,7 +37,6 @@ namespace Faultline.Migration;
 /// </summary>
 internal static class ThreadPriority
 {
-    private const int SCHED_OTHER = 0, SCHED_FIFO = 1;
 
     public const int LatencyNice = -15;
     public const int BulkNice = -5;
@@ -96,10 +96,10 @@ internal static class ThreadPriority
                 UseNice("SCHED_FIFO turned off (FAULTLINE_RT=0)");
                 return;
             }
-            var tid = Gettid();
-            if (TrySetScheduler(tid, SCHED_FIFO, WaiterRtPriority, out var errno))
+            var tid = HostThread.CurrentId;
+            if (HostThread.TrySetPolicy(tid, SchedulingPolicy.Fifo, WaiterRtPriority, out var errno))
             {
-                TrySetScheduler(tid, SCHED_OTHER, 0, out _);
+                HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
                 s_policy = DemandPathPolicy.RealTime;
                 s_detail = $"SCHED_FIFO {CarrierRtPriority} (demand server, urgent receiver, urgent delay pump), {WaiterRtPriority} (a fault path until its page is in)";
                 return;
@@ -113,12 +113,6 @@ internal static class ThreadPriority
         s_policy = DemandPathPolicy.Nice;
         s_detail = $"nice {LatencyNice}: {why}";
     }
-
-    /// <summary>Sets the nice value of thread <paramref name="tid"/>; false if the kernel refused (raising priority needs CAP_SYS_NICE).</summary>
-    public static bool TrySetNice(int tid, int nice) => HostThread.TrySetNice(tid, nice);
-
-    /// <summary>The calling thread's kernel thread id.</summary>
-    public static int CurrentThreadId => Gettid();
 
     /// <summary>Whether the calling thread is on the demand path (since <see cref="RaiseForLatency"/> or <see cref="JoinDemandPath"/>).</summary>
     public static bool IsRaised => t_raised;
@@ -142,11 +136,11 @@ internal static class ThreadPriority
     /// </summary>
     public static bool JoinDemandPath()
     {
-        var tid = Gettid();
+        var tid = HostThread.CurrentId;
         lock (s_gate)
         {
             s_carriers.Add(tid);
-            if (s_carriersHeld) return t_raised = TrySetNice(tid, LatencyNice);
+            if (s_carriersHeld) return t_raised = HostThread.TrySetNice(tid, LatencyNice);
         }
         return Raise(CarrierRtPriority);
     }
@@ -154,11 +148,11 @@ internal static class ThreadPriority
     /// <summary>A carrier thread is done: it leaves the demand path (and the set <see cref="HoldCarriers"/> acts on).</summary>
     public static void LeaveDemandPath()
     {
-        var tid = Gettid();
+        var tid = HostThread.CurrentId;
         lock (s_gate) s_carriers.Remove(tid);
         // held or released by another thread meanwhile: this thread's flags may be stale, so both calls
-        TrySetScheduler(tid, SCHED_OTHER, 0, out _);
-        TrySetNice(tid, t_base);
+        HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
+        HostThread.TrySetNice(tid, t_base);
         t_fifo = t_raised = false;
     }
 
@@ -175,8 +169,8 @@ internal static class ThreadPriority
             s_carriersHeld = true;
             foreach (var tid in s_carriers)
             {
-                TrySetScheduler(tid, SCHED_OTHER, 0, out _);
-                TrySetNice(tid, LatencyNice);
+                HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
+                HostThread.TrySetNice(tid, LatencyNice);
             }
         }
     }
@@ -189,7 +183,7 @@ internal static class ThreadPriority
             if (!s_carriersHeld) return;
             s_carriersHeld = false;
             if (s_policy != DemandPathPolicy.RealTime) return;
-            foreach (var tid in s_carriers) TrySetScheduler(tid, SCHED_FIFO, CarrierRtPriority, out _);
+            foreach (var tid in s_carriers) HostThread.TrySetPolicy(tid, SchedulingPolicy.Fifo, CarrierRtPriority, out _);
         }
     }
 
@@ -197,44 +191,44 @@ internal static class ThreadPriority
     /// For the downtime's threads (the source's pause, the destination's state receiver and vCPU restores): nice
     /// <see cref="LatencyNice"/> under either policy, as before SCHED_FIFO was used for the demand path.
     /// </summary>
-    public static bool RaiseForDowntime() => t_raised = TrySetNice(Gettid(), LatencyNice);
+    public static bool RaiseForDowntime() => t_raised = HostThread.TrySetNice(HostThread.CurrentId, LatencyNice);
 
     private static bool Raise(int rtPriority)
     {
-        var tid = Gettid();
+        var tid = HostThread.CurrentId;
         if (Policy == DemandPathPolicy.RealTime)
         {
-            if (TrySetScheduler(tid, SCHED_FIFO, rtPriority, out var errno)) return t_fifo = t_raised = true;
+            if (HostThread.TrySetPolicy(tid, SchedulingPolicy.Fifo, rtPriority, out var errno)) return t_fifo = t_raised = true;
             // refused although the probe was allowed (e.g. a thread of another cgroup): nice from now on, for every thread
             lock (s_gate) if (s_policy == DemandPathPolicy.RealTime) UseNice($"SCHED_FIFO refused at run time: {Errno.Name(errno)}");
         }
-        return t_raised = TrySetNice(tid, LatencyNice);
+        return t_raised = HostThread.TrySetNice(tid, LatencyNice);
     }
 
     /// <summary>Back to this thread's base nice value (0 unless <see cref="SetBase"/> said otherwise). One syscall.</summary>
     public static void LowerToNormal()
     {
-        var tid = Gettid();
+        var tid = HostThread.CurrentId;
         // SCHED_OTHER again with the nice value the thread had: sched_setscheduler keeps it, and under SCHED_FIFO it is the base
-        if (t_fifo) t_fifo = !TrySetScheduler(tid, SCHED_OTHER, 0, out _);
-        else TrySetNice(tid, t_base);
+        if (t_fifo) t_fifo = !HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
+        else HostThread.TrySetNice(tid, t_base);
         t_raised = false;
     }
 
     /// <summary>Sets the calling thread's nice value and makes it the one <see cref="LowerToNormal"/> returns to (a SCHED_FIFO thread goes back to SCHED_OTHER).</summary>
     public static bool SetBase(int nice)
     {
-        var tid = Gettid();
+        var tid = HostThread.CurrentId;
         var wasFifo = t_fifo;
         var old = t_base;
         t_base = nice;
         t_raised = false;
         if (wasFifo)
         {
-            t_fifo = !TrySetScheduler(tid, SCHED_OTHER, 0, out _);
+            t_fifo = !HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
             if (old == nice) return !t_fifo;   // its nice value never changed under SCHED_FIFO
         }
-        return TrySetNice(tid, nice);
+        return HostThread.TrySetNice(tid, nice);
     }
 
     /// <summary>
@@ -244,10 +238,10 @@ internal static class ThreadPriority
     private static void LeaveRealTime()
     {
         if (!t_fifo) return;
-        var tid = Gettid();
-        if (!TrySetScheduler(tid, SCHED_OTHER, 0, out _)) return;
+        var tid = HostThread.CurrentId;
+        if (!HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _)) return;
         t_fifo = false;
-        TrySetNice(tid, LatencyNice);
+        HostThread.TrySetNice(tid, LatencyNice);
         Interlocked.Increment(ref s_leftForYield);
     }
 
@@ -260,22 +254,15 @@ internal static class ThreadPriority
     {
         RaiseForLatency();   // the P/Invoke stubs are compiled now, not measured
         LowerToNormal();
-        var start = ThreadCpuNs();
+        var start = HostThread.CpuTimeNs;
         for (var i = 0; i < pairs; i++)
         {
             RaiseForLatency();
             LowerToNormal();
         }
-        return (ThreadCpuNs() - start) / 1000.0 / pairs;
+        return (HostThread.CpuTimeNs - start) / 1000.0 / pairs;
     }
 
-    /// <summary>The calling thread's CPU time (user + system), ns.</summary>
-    internal static long ThreadCpuNs() => HostThread.CpuTimeNs;
-
-    private static bool TrySetScheduler(int tid, int policy, int priority, out int errno) =>
-        HostThread.TrySetPolicy(tid, policy == SCHED_FIFO ? SchedulingPolicy.Fifo : SchedulingPolicy.Normal, priority, out errno);
-
-    private static int Gettid() => HostThread.CurrentId;
 }
 
 /// <summary>How the demand path's threads are put ahead of the others.</summary>

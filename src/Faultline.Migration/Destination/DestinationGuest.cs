@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Faultline.Guest;
 using Faultline.Kvm;
+using Faultline.Kvm.Threads;
 using Faultline.Migration.Guest;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Reporting;
@@ -103,7 +104,7 @@ internal sealed class DestinationGuest : IDisposable
             vcpu.SetEvents(s.Events);
             var progress = s.Workload ?? throw new MigrationException($"vCPU {id} state has no workload section: nothing to verify");
             ResumedNs[id] = Clock.NowNs();
-            _tids[id] = ThreadPriority.CurrentThreadId;
+            _tids[id] = HostThread.CurrentId;
             ThreadPriority.SetBase(Volatile.Read(ref _nice));
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
             _resumed.Signal();
@@ -137,8 +138,8 @@ internal sealed class DestinationGuest : IDisposable
                 if (DemandTrace.On && raisedAtExit)
                 {
                     var page = RemotePageSource.t_lastFetched;
-                    DemandTrace.HopAt(page, "dest-exit", Clock.NowNs() - Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0));
-                    DemandTrace.HopAt(page, "dest-installed", Clock.NowNs() - Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t2));
+                    DemandTrace.HopAt(page, "dest-exit", Clock.ToNanoseconds(t0));
+                    DemandTrace.HopAt(page, "dest-installed", Clock.ToNanoseconds(t2));
                 }
                 var nice = Volatile.Read(ref _nice);
                 // back to SCHED_OTHER (and the guest's nice value) before KVM_RUN: the guest must never run on the demand path
@@ -189,7 +190,7 @@ internal sealed class DestinationGuest : IDisposable
     public void PostcopyDone()
     {
         Volatile.Write(ref _nice, 0);
-        foreach (var tid in _tids) ThreadPriority.TrySetNice(tid, 0);
+        foreach (var tid in _tids) HostThread.TrySetNice(tid, 0);
     }
 
     /// <summary>Stops every vCPU thread (waiting, running or blocked on a page) and joins them.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Faultline.Guest;
 using Faultline.Kvm.Memory;
+using Faultline.Kvm.Threads;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Reporting;
 using Faultline.Migration.Transport;
@@ -141,7 +142,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                         case FrameType.PageRun: s.OnPageRun(f.Index, f.RunCount, f.RunPages, (PageFlags)f.Flags); break;
                         case FrameType.PushDone: break;
                         case FrameType.Summary:
-                            Volatile.Write(ref rxCpuNs, ThreadPriority.ThreadCpuNs());
+                            Volatile.Write(ref rxCpuNs, HostThread.CpuTimeNs);
                             summary = SummaryMessage.Decode(f.Payload);
                             summaryArrived.Set();
                             return;

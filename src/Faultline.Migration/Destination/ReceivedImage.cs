@@ -20,11 +20,10 @@ internal sealed class ReceivedImage(ulong size) : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public void Write(ulong firstPage, ReadOnlySpan<byte> pages)
     {
-        var count = (ulong)pages.Length >> 12;
-        if ((pages.Length & 4095) != 0 || count == 0 || firstPage >= Size >> 12 || count > (Size >> 12) - firstPage)
-            throw new ArgumentOutOfRangeException(nameof(firstPage), $"pages {firstPage}+{count} are not inside the received image");
+        if ((pages.Length & 4095) != 0 || pages.IsEmpty || firstPage >= Size >> 12)
+            throw new ArgumentOutOfRangeException(nameof(firstPage), $"{pages.Length} bytes at page {firstPage} are not whole pages inside the received image");
         // nobody reads the image before the end: past the caches, which the install and the next frames need; one
-        // copy (one fence) per contiguous run, not per page
+        // copy (one fence) per contiguous run, not per page. The mapping checks the run's end.
         CacheHints.CopyNonTemporal(pages, _memory.Span(firstPage << 12, pages.Length));
     }
 

@@ -225,28 +225,22 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             fresh[i] = Interlocked.CompareExchange(ref _arrivedOnce[first + (ulong)i], 1, 0) == 0;
             if (fresh[i]) arrived++;
         }
-        // into the received image, one copy per contiguous sub-run of first copies (all of the run, usually)
-        for (var i = 0; i < count;)
-        {
-            if (!fresh[i]) { i++; continue; }
-            var j = i + 1;
-            while (j < count && fresh[j]) j++;
-            _received.Write(first + (ulong)i, bytes.Slice(i * Wire.PageSize, (j - i) * Wire.PageSize));
-            i = j;
-        }
         Interlocked.Add(ref _duplicates, count - arrived);
         Interlocked.Increment(ref _runFrames);
         if (arrived == 0) return;
         Interlocked.Add(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages, arrived);
 
+        // each contiguous sub-run of first copies (all of the run, usually): into the received image with one copy,
+        // then installed with one ioctl per part of it nobody else owns
         var installedNow = 0;
         for (var i = 0; i < count;)
         {
             if (!fresh[i]) { i++; continue; }
             var j = i + 1;
             while (j < count && fresh[j]) j++;
-            installedNow += _engine!.TryInstallRun(_ram.Base + ((first + (ulong)i) << GuestAddress.PageShift), j - i,
-                bytes.Slice(i * Wire.PageSize, (j - i) * Wire.PageSize), installed[i..j]);
+            var sub = bytes.Slice(i * Wire.PageSize, (j - i) * Wire.PageSize);
+            _received.Write(first + (ulong)i, sub);
+            installedNow += _engine!.TryInstallRun(_ram.Base + ((first + (ulong)i) << GuestAddress.PageShift), j - i, sub, installed[i..j]);
             i = j;
         }
         Interlocked.Add(ref _installedByReceiver, installedNow);

@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using Faultline.Guest;
 using Faultline.Kvm.Memory;
+using Faultline.Kvm.Threads;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Transport;
 
@@ -147,7 +148,7 @@ public sealed class MigrationSource : IDisposable
             pushThread = Worker("fl-mig-push", () => ThreadPriority.SetBase(ThreadPriority.BulkNice), () =>
             {
                 pusher.Run(stop.Token);
-                Volatile.Write(ref pushCpuNs, ThreadPriority.ThreadCpuNs());
+                Volatile.Write(ref pushCpuNs, HostThread.CpuTimeNs);
             }, main, urgent);  // the throughput: ahead of a guest sharing the host
 
             f = ReadMain(main);
