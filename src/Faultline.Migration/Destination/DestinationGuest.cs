@@ -17,9 +17,6 @@ namespace Faultline.Migration.Destination;
 /// </summary>
 internal sealed class DestinationGuest : IDisposable
 {
-    [ThreadStatic] private static bool t_isVcpu;
-    public static bool IsVcpuThread => t_isVcpu;
-
     private readonly GuestMachine _m;
     private readonly IPagingEngine _engine;
     private readonly FirstFailure _failure;
@@ -38,12 +35,6 @@ internal sealed class DestinationGuest : IDisposable
     public ulong[] Mismatches { get; }
     public long[] BlockedNs { get; }
     public long[] Faults { get; }
-    /// <summary>Per vCPU: fault exits it handled on the demand path (raised at the exit, lowered before KVM_RUN).</summary>
-    public long[] SwitchPairs { get; }
-    /// <summary>Per vCPU: Stopwatch ticks those raises took (on the fault's path: part of its latency).</summary>
-    public long[] RaiseTicks { get; }
-    /// <summary>Per vCPU: Stopwatch ticks those lowers took (after the latency is taken; includes waiting for the CPU when lowering lets a waiting thread run first).</summary>
-    public long[] LowerTicks { get; }
     public LatencyRecorder FaultLatency { get; }
     /// <summary>Every vCPU thread is bound, warmed up and waiting for its state: nothing of theirs runs in the downtime but the restore.</summary>
     public WaitHandle AllWaiting => _waiting.WaitHandle;
@@ -59,7 +50,6 @@ internal sealed class DestinationGuest : IDisposable
         _tids = new int[n];
         ResumedNs = new long[n]; FinishedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
         _waiting = new CountdownEvent(n);
-        SwitchPairs = new long[n]; RaiseTicks = new long[n]; LowerTicks = new long[n];
         _resumed = new CountdownEvent(n);
         _finished = new CountdownEvent(n);
         FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount * 2 + 1024, 8_000_000));
@@ -84,7 +74,6 @@ internal sealed class DestinationGuest : IDisposable
 
     private void Loop(int id)
     {
-        t_isVcpu = true;
         var vcpu = _m.Vcpus[id];
         var counted = false;
         try
@@ -125,34 +114,8 @@ internal sealed class DestinationGuest : IDisposable
                     _m.Image.Boot(vcpu, Workload.Verify, verify, PrivilegeLevel.User);
                     continue;
                 }
-                // below the transfer the guest may wait long for a CPU; handling a fault it must not: from the exit to the
-                // page installed this thread is on the demand path (RemotePageSource also raises a fault path that waits)
-                var raisedAtExit = exit.Kind == VcpuExitKind.MemoryFault && Volatile.Read(ref _nice) > 0;
-                // while another vCPU still restores its state (the downtime), a fault path must not preempt it
-                if (raisedAtExit && _resumed.IsSet) ThreadPriority.RaiseForLatency();
-                else if (raisedAtExit) ThreadPriority.RaiseForDowntime();
-                var t1 = raisedAtExit ? Stopwatch.GetTimestamp() : 0;
                 var handled = _engine.TryHandleExit(vcpu, exit);
-                var t2 = Stopwatch.GetTimestamp();
-                var ns = Clock.ToNanoseconds(t2 - t0);
-                if (DemandTrace.On && raisedAtExit)
-                {
-                    var page = RemotePageSource.t_lastFetched;
-                    DemandTrace.HopAt(page, "dest-exit", Clock.ToNanoseconds(t0));
-                    DemandTrace.HopAt(page, "dest-installed", Clock.ToNanoseconds(t2));
-                }
-                var nice = Volatile.Read(ref _nice);
-                // back to SCHED_OTHER (and the guest's nice value) before KVM_RUN: the guest must never run on the demand path
-                if (ThreadPriority.IsRaised || ThreadPriority.Base != nice)
-                {
-                    ThreadPriority.SetBase(nice);
-                    if (raisedAtExit)
-                    {
-                        RaiseTicks[id] += t1 - t0;
-                        LowerTicks[id] += Stopwatch.GetTimestamp() - t2;
-                        SwitchPairs[id]++;
-                    }
-                }
+                var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
                 if (handled)
                 {
                     if (exit.Kind == VcpuExitKind.MemoryFault || exit.Kind == VcpuExitKind.Interrupted)
