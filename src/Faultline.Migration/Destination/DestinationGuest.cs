@@ -27,6 +27,7 @@ internal sealed class DestinationGuest : IDisposable
     private volatile bool _stop;
     private readonly int[] _tids;
     private int _nice;
+    private readonly TimeSpan _slice;
     private int _disposed;
 
     public long[] ResumedNs { get; }
@@ -42,9 +43,10 @@ internal sealed class DestinationGuest : IDisposable
     public WaitHandle AllFinished => _finished.WaitHandle;
 
     /// <param name="postcopyNice">The vCPU threads' nice value until <see cref="PostcopyDone"/> (then 0).</param>
-    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0)
+    /// <param name="slice">The vCPU threads' EEVDF slice request (zero: the kernel's default).</param>
+    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0, TimeSpan slice = default)
     {
-        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice;
+        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice; _slice = slice;
         var n = m.Vcpus.Count;
         _threads = new Thread[n];
         _tids = new int[n];
@@ -95,6 +97,8 @@ internal sealed class DestinationGuest : IDisposable
             ResumedNs[id] = Clock.NowNs();
             _tids[id] = HostThread.CurrentId;
             ThreadPriority.SetBase(Volatile.Read(ref _nice));
+            // a short slice: woken when its page lands, the vCPU preempts a bulk thread at once (EEVDF), no priority change per fault
+            if (_slice > TimeSpan.Zero) HostThread.TrySetSlice(HostThread.CurrentId, Volatile.Read(ref _nice), _slice, out _);
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
             _resumed.Signal();
             var verifying = false;
@@ -153,7 +157,9 @@ internal sealed class DestinationGuest : IDisposable
     public void PostcopyDone()
     {
         Volatile.Write(ref _nice, 0);
-        foreach (var tid in _tids) HostThread.TrySetNice(tid, 0);
+        foreach (var tid in _tids)
+            if (_slice > TimeSpan.Zero) HostThread.TrySetSlice(tid, 0, _slice, out _);
+            else HostThread.TrySetNice(tid, 0);
     }
 
     /// <summary>Stops every vCPU thread (waiting, running or blocked on a page) and joins them.</summary>

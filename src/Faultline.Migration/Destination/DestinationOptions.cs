@@ -28,6 +28,11 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     /// post-copy: no priority change per fault. A guest below the transfer faults less (the push runs ahead of it).
     /// </summary>
     public int VcpuPostcopyNice { get; init; }
+    /// <summary>
+    /// The vCPU threads' EEVDF slice (sched_setattr, Linux ≥ 6.12), set once: a vCPU woken by its page's install
+    /// preempts a thread running a longer slice instead of waiting for it. Zero: the kernel's default slice.
+    /// </summary>
+    public TimeSpan VcpuSlice { get; init; }
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

@@ -225,7 +225,12 @@ public static class MigrateCommand
     }
 
     private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link) =>
-        new(a, engine, backing) { LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting() };
+        new(a, engine, backing)
+        {
+            LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(),
+            VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var n) ? n : 0,
+            VcpuSlice = double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_SLICE_US"), CultureInfo.InvariantCulture, out var us) ? TimeSpan.FromMicroseconds(us) : TimeSpan.Zero,
+        };
 
     /// <summary>FAULTLINE_RT=0 turns SCHED_FIFO off for the demand path's carriers (the library never reads the environment).</summary>
     private static bool? RealTimeSetting() => Environment.GetEnvironmentVariable("FAULTLINE_RT")?.Trim() == "0" ? false : null;
