@@ -408,6 +408,9 @@ public sealed unsafe class AbiLayoutTests
         Assert.Equal((1u, 2u, 4u, 8u), (KvmConst.KVM_MEM_LOG_DIRTY_PAGES, KvmConst.KVM_MEM_READONLY, KvmConst.KVM_MEM_GUEST_MEMFD, KvmConst.KVM_MEM_USERFAULT));
         Assert.Equal((1UL, 2UL, 4UL), (KvmConst.KVM_SYNC_X86_REGS, KvmConst.KVM_SYNC_X86_SREGS, KvmConst.KVM_SYNC_X86_EVENTS));
         Assert.Equal((8UL, 0x10UL), (KvmConst.KVM_MEMORY_EXIT_FLAG_PRIVATE, KvmConst.KVM_MEMORY_EXIT_FLAG_USERFAULT));
+        Assert.Equal((1u, 2u, 4u, 8u, 0x10u, 0x20u),
+            (KvmConst.KVM_VCPUEVENT_VALID_NMI_PENDING, KvmConst.KVM_VCPUEVENT_VALID_SIPI_VECTOR, KvmConst.KVM_VCPUEVENT_VALID_SHADOW,
+             KvmConst.KVM_VCPUEVENT_VALID_SMM, KvmConst.KVM_VCPUEVENT_VALID_PAYLOAD, KvmConst.KVM_VCPUEVENT_VALID_TRIPLE_FAULT));
 
         // capabilities (§1.2)
         Assert.Equal(
