@@ -68,6 +68,23 @@ public sealed unsafe class AbiLayoutTests
         Size<Timespec>(16);
         Size<Iovec>(16);
         Size<Msghdr>(56);
+        Size<SchedAttr>(56);
+    }
+
+    [Fact]
+    public void Sched_attr_offsets()
+    {
+        // include/uapi/linux/sched/types.h, SCHED_ATTR_SIZE_VER1; syscall numbers from arch/x86/entry/syscalls/syscall_64.tbl
+        SchedAttr a;
+        var p = &a;
+        new Layout("sched_attr", p)
+            .At("size", &p->Size, 0).At("sched_policy", &p->SchedPolicy, 4).At("sched_flags", &p->SchedFlags, 8)
+            .At("sched_nice", &p->SchedNice, 16).At("sched_priority", &p->SchedPriority, 20).At("sched_runtime", &p->SchedRuntime, 24)
+            .At("sched_deadline", &p->SchedDeadline, 32).At("sched_period", &p->SchedPeriod, 40)
+            .At("sched_util_min", &p->SchedUtilMin, 48).At("sched_util_max", &p->SchedUtilMax, 52)
+            .Check();
+        Assert.Equal(314, Libc.SYS_sched_setattr);
+        Assert.Equal(315, Libc.SYS_sched_getattr);
     }
 
     [Fact]

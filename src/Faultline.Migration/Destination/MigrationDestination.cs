@@ -58,7 +58,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             Warmup.StatePath(vcpus);
             // the vCPUs keep one priority from their resume to the end (no switch per fault): o.VcpuPostcopyNice until every
             // page is present, then 0
-            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice);
+            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, o.VcpuSlice);
             guest.Start();
             mainRx = new StandbyThread("fl-mig-rx-main");
             urgentRx = new StandbyThread("fl-mig-rx-urg");
