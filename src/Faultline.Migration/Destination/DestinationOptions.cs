@@ -33,6 +33,10 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     /// preempts a thread running a longer slice instead of waiting for it. Zero: the kernel's default slice.
     /// </summary>
     public TimeSpan VcpuSlice { get; init; }
+    /// <summary>Why this engine (the selector's reason for --engine auto), for the report.</summary>
+    public string EngineReason { get; init; } = "";
+    /// <summary>The guest's workload order, for the report (the source runs it; the wire carries only registers).</summary>
+    public string Workload { get; init; } = "sequential";
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

@@ -235,7 +235,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? s.DemandNsByRange[i] : g.BlockedNs[i]) / 1e6;
             return new MigrationReport
             {
-                Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, Vcpus = mc.Config.Vcpus, RamBytes = mc.Ram.Size,
+                Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, EngineReason = o.EngineReason, Workload = o.Workload, Vcpus = mc.Config.Vcpus, RamBytes = mc.Ram.Size,
                 DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
                 SetupMs = Clock.Ms(pauseNs - startNs), PrepareMs = o.Prepared ? Clock.Ms(prepareNs) : null, GuestFinishedMs = Clock.Ms(g.FinishedNs.Max() - pauseNs),
                 PagesTotal = s.Pages, PagesDemand = s.DemandPages, PagesPushed = s.PushedPages, PagesZero = s.ZeroPages,

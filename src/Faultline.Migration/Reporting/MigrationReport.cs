@@ -8,6 +8,9 @@ public sealed record MigrationReport
 {
     public required string Engine { get; init; }
     public required string EngineMechanism { get; init; }
+    /// <summary>Why this engine ran (the selector's reason for --engine auto).</summary>
+    public string EngineReason { get; init; } = "";
+    public string Workload { get; init; } = "sequential";
     public required int Vcpus { get; init; }
     public required ulong RamBytes { get; init; }
     /// <summary>Source pauses its vCPUs → the last destination vCPU re-enters KVM_RUN (one host clock: CLOCK_MONOTONIC).</summary>
@@ -168,6 +171,8 @@ public sealed record MigrationReport
             }
             w.WriteString("engine", Engine);
             w.WriteString("engine_mechanism", EngineMechanism);
+            w.WriteString("engine_reason", EngineReason);
+            w.WriteString("workload", Workload);
             w.WriteNumber("engine_installed", EngineInstalled);
             w.WriteNumber("installed_by_receiver", InstalledByReceiver);
             w.WriteNumber("vcpus", Vcpus);

@@ -8,6 +8,8 @@ using Faultline.Migration.Source;
 using Faultline.Migration.Transport;
 using Faultline.Paging;
 using Spectre.Console;
+using Faultline.Paging.Selection;
+using Faultline.Guest;
 
 namespace Faultline.Cli.Commands;
 
@@ -27,24 +29,25 @@ public static class MigrateCommand
     public static Command Create()
     {
         var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun(); var backing = BackingOption();
-        var selfKick = SelfKick();
+        var selfKick = SelfKick(); var workload = WorkloadOption();
         var baselineOpt = new Option<bool>("--baseline")
         {
             Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
         };
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, workload, SourceCommand(), DestCommand(),
         };
         migrate.SetAction((pr, ct) =>
         {
             var bytes = ParseSize(pr.GetValue(mem)!);
-            var e = ParseEngine(pr.GetValue(engine)!);
+            var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
             var b = BackingFor(e, pr.GetValue(backing));
             var kick = ParseSelfKick(pr.GetValue(selfKick)!);
+            var order = pr.GetValue(workload)!.Value;
             // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
             double[]? raw = pr.GetValue(baselineOpt) ? [.. Enumerable.Range(0, 3).Select(_ => RawStream.Measure(bytes).TotalMilliseconds).Order()] : null;
-            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, b, ParseDelay(pr.GetValue(delay)!),
+            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, why, b, order, ParseDelay(pr.GetValue(delay)!),
                 pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, pr.InvocationConfiguration.Output, ct));
         });
         return migrate;
@@ -56,7 +59,7 @@ public static class MigrateCommand
     private static Option<string> Mem() => new("--mem") { Description = "Guest RAM (e.g. 256M, 2G)", DefaultValueFactory = _ => "256M" };
     private static Option<string> Engine() => new("--engine")
     {
-        Description = "Paging engine on the destination: missing, minor (shmem), exits, bitmap", DefaultValueFactory = _ => "exits",
+        Description = "Paging engine on the destination: auto (the fastest this host supports, with why), missing, minor (shmem), exits, bitmap", DefaultValueFactory = _ => "auto",
     };
     private static Option<string> Delay() => new("--link-delay")
     {
@@ -89,13 +92,14 @@ public static class MigrateCommand
     private static Command SourceCommand()
     {
         var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
-        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json();
+        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json(); var workload = WorkloadOption();
         var cmd = new Command("source", "Run a guest that writes a generation-stamped pattern, and migrate it to the first destination that connects")
         {
-            listen, vcpus, mem, delay, run, selfKick, json,
+            listen, vcpus, mem, delay, run, selfKick, json, workload,
         };
         cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), ParseSize(pr.GetValue(mem)!),
-            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), pr.GetValue(json), pr.InvocationConfiguration.Output, ct)));
+            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), pr.GetValue(workload)!.Value, pr.GetValue(json),
+            pr.InvocationConfiguration.Output, ct)));
         return cmd;
     }
 
@@ -111,8 +115,8 @@ public static class MigrateCommand
         };
         cmd.SetAction((pr, ct) =>
         {
-            var e = ParseEngine(pr.GetValue(engine)!);
-            var o = DestOptions(MigrationAddress.Parse(pr.GetValue(connect)!), e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), "tcp");
+            var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
+            var o = DestOptions(MigrationAddress.Parse(pr.GetValue(connect)!), e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), "tcp") with { EngineReason = why };
             if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
             if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = ParseSize(m) };
             if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er) new Faultline.Guest.MachineConfig(ev, er).Validate();
@@ -126,10 +130,13 @@ public static class MigrateCommand
 
     // ---- the three actions --------------------------------------------------------------------------------------
 
-    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, FileInfo? json, TextWriter output,
-        CancellationToken ct)
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, AccessOrder order, FileInfo? json,
+        TextWriter output, CancellationToken ct)
     {
-        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting() });
+        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
+        {
+            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order,
+        });
         source.WaitUntilWarm(ct);
         using var listener = new MigrationListener(MigrationAddress.Parse(listen));
         output.WriteLine($"{ListeningPrefix}{listener.Address}");
@@ -152,7 +159,7 @@ public static class MigrateCommand
         return $"vCPUs out after {vcpus} ms; {timer}";
     }
 
-    private static int Local(int vcpus, ulong mem, PagingMode engine, Backing backing, TimeSpan delay, FileInfo? json, bool netns, int pushRun, TimeSpan selfKick,
+    private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, AccessOrder order, TimeSpan delay, FileInfo? json, bool netns, int pushRun, TimeSpan selfKick,
         double[]? rawMs, TextWriter output, CancellationToken ct)
     {
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
@@ -168,7 +175,8 @@ public static class MigrateCommand
         foreach (var a in new[] { "migrate", "source", "--listen", listenAddr, "--vcpus", vcpus.ToString(CultureInfo.InvariantCulture),
                      "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
                      "--push-run", pushRun.ToString(CultureInfo.InvariantCulture),
-                     "--self-kick", $"{selfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson })
+                     "--self-kick", $"{selfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson,
+                     "--workload", order.ToString().ToLowerInvariant() })
             psi.ArgumentList.Add(a);
         using var child = Process.Start(psi) ?? throw new MigrationException($"cannot start the source process ({file})");
         var stderr = child.StandardError.ReadToEndAsync(ct);
@@ -178,7 +186,7 @@ public static class MigrateCommand
             if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
             // the destination knows the guest's shape: it is prepared (VM, memory, threads) before it connects
             var o = DestOptions(address, engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
-                with { ExpectVcpus = vcpus, ExpectRamBytes = mem };
+                with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, Workload = order.ToString().ToLowerInvariant() };
             var report = RunDestination(o, output, ct);
             if (rawMs is { Length: > 0 } raw) report = report with { RawStreamMs = raw[raw.Length / 2], RawStreamSamplesMs = raw };
             string? sourceLine = null;
@@ -257,7 +265,8 @@ public static class MigrateCommand
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
         var t = new Table().Border(TableBorder.Rounded).AddColumn("migration").AddColumn(new TableColumn("").RightAligned());
         string F(double v, string unit) => v.ToString("0.000", CultureInfo.InvariantCulture) + " " + unit;
-        t.AddRow("guest", $"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, engine {r.Engine}");
+        t.AddRow("guest", $"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, workload {r.Workload}, engine {r.Engine}");
+        if (r.EngineReason.Length > 0) t.AddRow("engine", Markup.Escape($"{r.EngineMechanism} ({r.EngineReason})"));
         t.AddRow("link", $"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}");
         t.AddRow("downtime (source pause → vCPUs running)", F(r.DowntimeMs, "ms"));
         t.AddRow("total (start → every page present)", F(r.TotalMs, "ms"));
@@ -366,8 +375,26 @@ public static class MigrateCommand
     internal static PagingMode ParseEngine(string s) => s.Trim().ToLowerInvariant() switch
     {
         "missing" => PagingMode.Missing, "minor" => PagingMode.Minor, "exits" => PagingMode.Exits, "bitmap" => PagingMode.Bitmap,
-        _ => throw new UsageException($"--engine {s}: use missing, minor, exits or bitmap"),
+        _ => throw new UsageException($"--engine {s}: use auto, missing, minor, exits or bitmap"),
     };
+
+    /// <summary>--engine: a named engine (checked against this host), or auto: the selector's pick for the backing, with its reason.</summary>
+    internal static (PagingMode Engine, string Reason) ChooseEngine(string word, string? backingWord)
+    {
+        var caps = HostCapabilities.Detect();
+        if (word.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            var b = (backingWord ?? "auto").Trim().ToLowerInvariant() is "anon" or "anonymous" ? Backing.Anonymous : Backing.Shmem;
+            var c = EngineSelector.Evaluate(caps, b);
+            return (c.Chosen, $"auto: {c.Reason}");
+        }
+        var e = ParseEngine(word);
+        EngineSelector.Check(e, caps, BackingFor(e, backingWord));
+        return (e, "chosen with --engine");
+    }
+
+    private static Option<Choice<AccessOrder>> WorkloadOption() =>
+        CliOptions.Workload("The guest's generation passes: sequential (the push runs ahead of it), random (uniform over its memory) or hotset (a drifting hot set)");
 
     private sealed class InlineProgress(Action<MigrationProgress> report) : IProgress<MigrationProgress>
     {
