@@ -28,7 +28,7 @@ internal sealed class FaultPath : IRerequest
 
     public IPageSource Source => _source;
 
-    /// <summary>How long a fault path spins before it blocks: about as long as the source takes, within 20 µs..1 ms.</summary>
+    /// <summary>How long a fault path spins before it blocks: about as long as the source takes, within 20 µs..2 ms.</summary>
     public long SpinTicks
     {
         get
