@@ -107,14 +107,21 @@ public sealed class GuestImage
         vcpu.SetRegs(EntryRegisters(vcpu.Id, workload, args));
     }
 
+    /// <summary>The registers a vCPU enters the workload with (the generation program's: <see cref="GenerationProgram"/>).</summary>
     public KvmRegs EntryRegisters(int vcpu, Workload workload, WorkloadArgs args)
     {
+        if (workload == Workload.Generations) return GenerationProgram.EntryRegisters(EntryOf(workload, args.Order), vcpu, args);
         var (mask, inc, start) = args.Lcg();
-        return new KvmRegs
+        var r = new KvmRegs
         {
             Rip = EntryOf(workload, args.Order), Rflags = 2, Rsp = GuestLayout.UserStackTop(vcpu),
             Rdi = args.Start, Rsi = args.End, Rdx = args.Seed, Rcx = (ulong)Math.Clamp(args.QwordsPerPage, 1, 512), Rbp = args.Seed2,
             R8 = start, R12 = mask, R13 = inc, Rbx = args.Pages, R11 = args.Order == AccessOrder.Random ? mask + 1 : 0,
         };
+        if (args.Order == AccessOrder.Hotset)
+        {
+            r.R8 = Hotset.InitialState(args.OrderSeed); r.R11 = args.Pages; r.R12 = 0; r.R13 = Hotset.DriftEvery;
+        }
+        return r;
     }
 }

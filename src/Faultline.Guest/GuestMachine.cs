@@ -71,8 +71,9 @@ public sealed class GuestMachine : IDisposable
 
     /// <summary>
     /// Boots every vCPU into the workload and runs them to done() on dedicated threads started together; elapsed time
-    /// is from the start barrier to the last join (demand_paging_test's measure). Exits that are not guest calls go to
-    /// <paramref name="handler"/>; anything else unexpected fails that vCPU with a <see cref="GuestException"/>.
+    /// is from the start barrier to the last join (demand_paging_test's measure). Each thread runs a <see cref="VcpuLoop"/>:
+    /// exits that are not guest calls go to <paramref name="handler"/>; anything else unexpected fails that vCPU with a
+    /// <see cref="GuestException"/>.
     /// </summary>
     public RunOutcome Run(Workload workload, Func<int, WorkloadArgs> args, PrivilegeLevel level, IExitHandler? handler = null,
         TimeSpan? timeout = null, CancellationToken ct = default)
@@ -81,26 +82,28 @@ public sealed class GuestMachine : IDisposable
         for (var i = 0; i < n; i++) Image.Boot(Vcpus[i], workload, args(i), level);
         var outcomes = new VcpuOutcome?[n];
         var start = new StartLine(n);
-        var stop = 0;
+        var loops = new VcpuLoop[n];
+        var hooks = new WorkloadRunHooks[n];
         var threads = new Thread[n];
         for (var i = 0; i < n; i++)
         {
             var id = i;
-            threads[i] = new Thread(() => outcomes[id] = RunVcpu(Vcpus[id], handler, start, ref stop)) { Name = $"fl-vcpu{id}", IsBackground = true };
+            hooks[i] = new WorkloadRunHooks(start);
+            loops[i] = new VcpuLoop(Vcpus[i], hooks[i], handler);
+            threads[i] = new Thread(() => outcomes[id] = RunVcpu(loops[id], hooks[id], start)) { Name = $"fl-vcpu{id}", IsBackground = true };
             threads[i].Start();
         }
         start.WaitAllReadyThenGo();   // every vCPU thread is running and spinning: no wake-up latency inside the measure
         var sw = Stopwatch.StartNew();
         var deadline = timeout ?? TimeSpan.FromMinutes(5);
-        using (ct.Register(() => { Volatile.Write(ref stop, 1); foreach (var v in Vcpus) v.Kick(); }))
+        using (ct.Register(() => { foreach (var l in loops) l.RequestStop(); }))
         {
             foreach (var t in threads)
             {
                 var left = deadline - sw.Elapsed;
                 if (left < TimeSpan.Zero || !t.Join(left))
                 {
-                    Volatile.Write(ref stop, 1);
-                    foreach (var v in Vcpus) v.Kick();
+                    foreach (var l in loops) l.RequestStop();
                     foreach (var t2 in threads) t2.Join(TimeSpan.FromSeconds(10));
                     throw new GuestException($"guest did not finish within {deadline.TotalSeconds:0.#} s");
                 }
@@ -110,104 +113,25 @@ public sealed class GuestMachine : IDisposable
         return new RunOutcome(outcomes.Select((o, i) => o ?? new VcpuOutcome(i, 0, [], 0, new GuestException("vCPU thread ended without outcome"))).ToArray(), sw.Elapsed);
     }
 
-    private static VcpuOutcome RunVcpu(Vcpu vcpu, IExitHandler? handler, StartLine start, ref int stop)
+    private static VcpuOutcome RunVcpu(VcpuLoop loop, WorkloadRunHooks hooks, StartLine start)
     {
-        var reports = new List<ulong>();
-        long exits = 0;
-        var started = false;
+        var id = loop.Vcpu.Id;
         try
         {
-            vcpu.BindToCurrentThread();
-            handler?.OnVcpuThreadStart(vcpu);
-            started = true;
-            start.ReadyAndSpin();
-            while (true)
-            {
-                var exit = vcpu.Run();
-                exits++;
-                if (GuestCall.TryDecode(exit, out var call))
-                {
-                    switch (call.Op)
-                    {
-                        case GuestOp.Done: return new VcpuOutcome(vcpu.Id, call.Value, reports, exits, null);
-                        case GuestOp.Report: reports.Add(call.Value); continue;
-                        case GuestOp.Fail: throw new GuestException($"vCPU {vcpu.Id}: guest reported failure code {call.Value}");
-                        case GuestOp.Exception: throw DescribeException(vcpu, call.Value);
-                        default: throw new GuestException($"vCPU {vcpu.Id}: unknown guest call {call.Op}");
-                    }
-                }
-                if (handler is not null && handler.TryHandleExit(vcpu, exit)) continue;
-                if (exit.Kind == VcpuExitKind.Interrupted)
-                {
-                    if (Volatile.Read(ref stop) != 0) throw new GuestException($"vCPU {vcpu.Id}: stopped");
-                    continue;
-                }
-                throw Unexpected(vcpu, exit);
-            }
+            if (loop.Run() == VcpuLoopEnd.Stopped) throw new GuestException($"vCPU {id}: stopped");
+            return new VcpuOutcome(id, hooks.Result, hooks.Reports, loop.Exits, null);
         }
         catch (Exception e)
         {
-            if (!started) start.Ready(); // a thread that failed before the start line must not hold the others
-            return new VcpuOutcome(vcpu.Id, 0, reports, exits, e);
-        }
-        finally
-        {
-            vcpu.UnbindThread();
-            try { handler?.OnVcpuThreadStop(vcpu); } catch { /* the outcome already carries the first error */ }
+            if (!hooks.AtStartLine) start.Ready(); // a thread that failed before the start line must not hold the others
+            return new VcpuOutcome(id, 0, hooks.Reports, loop.Exits, e);
         }
     }
 
-    /// <summary>
-    /// demand_paging_test's start: each vCPU thread says it is ready and spins (yielding, never sleeping) until the
-    /// main thread, having seen all of them ready, says go. A blocking barrier would put thread wake-ups (up to
-    /// milliseconds on this nested host) inside the measured interval.
-    /// </summary>
-    private sealed class StartLine(int threads)
-    {
-        private int _ready;
-        private volatile bool _go;
+    /// <summary>A typed error for an exit nobody handled, with the registers that explain it (<see cref="VcpuLoop.Unexpected"/>).</summary>
+    public static GuestException Unexpected(Vcpu vcpu, in VcpuExit exit) => VcpuLoop.Unexpected(vcpu, exit);
 
-        public void Ready() => Interlocked.Increment(ref _ready);
-
-        public void ReadyAndSpin()
-        {
-            Ready();
-            var spin = new SpinWait();
-            while (!_go) spin.SpinOnce(sleep1Threshold: -1);
-        }
-
-        public void WaitAllReadyThenGo()
-        {
-            var spin = new SpinWait();
-            while (Volatile.Read(ref _ready) < threads) spin.SpinOnce(sleep1Threshold: -1);
-            _go = true;
-        }
-
-    }
-
-    /// <summary>A typed error for an exit nobody handled, with the registers that explain it.</summary>
-    public static GuestException Unexpected(Vcpu vcpu, in VcpuExit exit)
-    {
-        var rip = SafeRip(vcpu);
-        return new GuestException($"vCPU {vcpu.Id}: unexpected exit: {exit} at rip 0x{rip:x}");
-    }
-
-    private static GuestException DescribeException(Vcpu vcpu, ulong vector)
-    {
-        var r = vcpu.GetRegs();
-        return new GuestException($"vCPU {vcpu.Id}: guest exception #{ExceptionName(vector)} at rip 0x{r.Rcx:x}, error code 0x{r.Rbx:x}, cr2 0x{r.Rdx:x}");
-    }
-
-    public static string ExceptionName(ulong v) => v switch
-    {
-        0 => "DE", 1 => "DB", 2 => "NMI", 3 => "BP", 4 => "OF", 5 => "BR", 6 => "UD", 7 => "NM", 8 => "DF", 10 => "TS", 11 => "NP",
-        12 => "SS", 13 => "GP", 14 => "PF", 16 => "MF", 17 => "AC", 18 => "MC", 19 => "XM", _ => $"vector {v}",
-    };
-
-    private static ulong SafeRip(Vcpu vcpu)
-    {
-        try { return vcpu.GetRegs().Rip; } catch (KvmException) { return 0; }
-    }
+    public static string ExceptionName(ulong v) => VcpuLoop.ExceptionName(v);
 
     public void Dispose()
     {

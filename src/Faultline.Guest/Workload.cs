@@ -17,10 +17,24 @@ public enum Workload
     TouchOnce,
     /// <summary>CPL0 only: OUT to port 0x10 (AL = RDX), IN from port 0x11 (reported), an MMIO read at RSI (reported), HLT, done(0).</summary>
     ExitTour,
+    /// <summary>
+    /// The generation program (see <see cref="GenerationProgram"/>): loops passes forever, all state in registers. Pass 0
+    /// writes generation 0, pass k ≥ 1 verifies generation k-1 and writes generation k; report(pass, mismatches) at
+    /// each pass end. Never calls done.
+    /// </summary>
+    Generations,
 }
 
 /// <summary>Order in which a workload visits its pages.</summary>
-public enum AccessOrder { Sequential, Random }
+public enum AccessOrder
+{
+    /// <summary>Every page once, lowest address first.</summary>
+    Sequential,
+    /// <summary>Every page once, in a full-period LCG's order over the next power of two (indices past the end skipped).</summary>
+    Random,
+    /// <summary>As many accesses as pages, 90% in a drifting hot set of 1/16 of the range, the rest uniform (<see cref="Faultline.Guest.Hotset"/>).</summary>
+    Hotset,
+}
 
 /// <summary>Per-vCPU arguments, passed in registers at entry.</summary>
 public readonly record struct WorkloadArgs(
@@ -30,10 +44,19 @@ public readonly record struct WorkloadArgs(
     public const ulong LcgMultiplier = 1664525; // ≡ 1 (mod 4): full period mod 2^k with an odd increment (Hull–Dobell); an imm32 in guest code
     public ulong Pages => (End - Start) >> 12;
 
-    /// <summary>The page-visit order this workload's guest code follows (host twin of the guest LCG; for tests).</summary>
+    /// <summary>
+    /// The page-visit order this workload's guest code follows (host twin of the guest LCG and hotset walk; for tests).
+    /// Sequential and random visit each page once; hotset yields one page index per access, repeats included.
+    /// </summary>
     public IEnumerable<ulong> PageOrder()
     {
         if (Order == AccessOrder.Sequential) { for (ulong p = 0; p < Pages; p++) yield return p; yield break; }
+        if (Order == AccessOrder.Hotset)
+        {
+            var walk = HotsetWalk.Start(Pages, OrderSeed);
+            for (ulong n = 0; n < Pages; n++) yield return walk.Next();
+            yield break;
+        }
         var (mask, inc, idx) = Lcg();
         for (ulong n = 0; n <= mask; n++)
         {
@@ -41,6 +64,9 @@ public readonly record struct WorkloadArgs(
             idx = (idx * LcgMultiplier + inc) & mask;
         }
     }
+
+    /// <summary>The distinct pages a pass touches (all of them for sequential and random).</summary>
+    public HashSet<ulong> TouchedPages() => [.. PageOrder()];
 
     internal (ulong Mask, ulong Increment, ulong Start) Lcg()
     {

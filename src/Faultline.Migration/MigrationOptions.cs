@@ -8,6 +8,8 @@ public abstract record MigrationOptions
 {
     /// <summary>Emulated one-way delay added to every frame this end sends (so each direction is delayed once when both ends set it).</summary>
     public TimeSpan LinkDelay { get; init; }
+    /// <summary>Carry the demand path under SCHED_FIFO where the kernel allows it (false: nice values only); null leaves the process's choice as it is.</summary>
+    public bool? RealTimeDemandPath { get; init; }
     /// <summary>The first frames of a connection (Hello, Layout) must arrive within this.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Building the destination VM (before the pause) must finish within this.</summary>

@@ -1,39 +1,23 @@
 using Faultline.Kvm.Threads;
 using Faultline.Kvm.Interop;
-using Faultline.Paging.Engines;
 
 namespace Faultline.Migration;
 
 /// <summary>
-/// Per-thread scheduling (setpriority and sched_setscheduler with a thread id apply to one thread on Linux).
-/// Post-copy on a small host has more busy threads than cores; who runs first is set here:
+/// Per-thread scheduling (setpriority and sched_setscheduler with a thread id apply to one thread on Linux). Post-copy
+/// on a small host has more busy threads than cores; who runs first is set once per thread, never per fault:
 /// <list type="bullet">
-/// <item>The demand path. With <see cref="DemandPathPolicy.RealTime"/> (the default where the kernel allows it) it runs
-/// under SCHED_FIFO: the threads that carry demands and their pages for the whole migration (<see cref="JoinDemandPath"/>:
-/// the source's demand server, the destination's urgent receiver, the urgent channel's emulated-delay pumps) at
-/// <see cref="CarrierRtPriority"/>, and a fault path (<see cref="RaiseForLatency"/>: a vCPU from its fault exit until
-/// the page is installed, a uffd reader from its demand until the page's bytes are in hand) at
-/// <see cref="WaiterRtPriority"/>, so that a carrier that wakes preempts a waiter still spinning for the page it brings.
-/// The downtime's threads stay at nice <see cref="LatencyNice"/> under either policy (<see cref="RaiseForDowntime"/>).
-/// Only threads that block are raised this way: a SCHED_FIFO thread that spins or yields keeps every normal thread off its
-/// CPU (sched_yield only lets threads of its own priority run), so a fault path spins at most 100 µs before it blocks (about
-/// the link's round trip, <see cref="Destination.RemotePageSource.SpinForRoundTrip"/>), a
-/// wait for a page another thread is installing leaves real time before it yields (<see cref="PageTracker.BeforeYielding"/>),
-/// and a vCPU goes back to SCHED_OTHER before it re-enters KVM_RUN. Where SCHED_FIFO is refused (EPERM: no
-/// CAP_SYS_NICE, RLIMIT_RTPRIO 0, no real-time budget in this cgroup) or turned off (FAULTLINE_RT=0), the same
-/// threads run at nice <see cref="LatencyNice"/> (−15) instead (<see cref="DemandPathPolicy.Nice"/>).</item>
+/// <item>The carriers of the demand path (<see cref="JoinDemandPath"/>: the source's demand server, the destination's
+/// urgent receiver, the urgent channel's emulated-delay pumps) run under SCHED_FIFO <see cref="CarrierRtPriority"/> where
+/// the kernel allows it (<see cref="DemandPathPolicy.RealTime"/>), else at nice <see cref="LatencyNice"/>. They only block
+/// (in recv) between frames and never wait for another thread, so real time there holds no normal thread off its CPU;
+/// a fault path waits on the page tracker at its own, normal priority, woken by the carrier's install.</item>
+/// <item>The downtime's threads run at nice <see cref="LatencyNice"/> (<see cref="RaiseForDowntime"/>).</item>
 /// <item><see cref="BulkNice"/> (−5): the background push and the destination's main receiver, so that every page lands as fast as the link and the CPUs allow.</item>
-/// <item><see cref="GuestPostcopyNice"/> (+19): destination vCPU threads that handle their own faults (exits, bitmap engines) while
-/// pages are still arriving (back to 0 once every page is present; a vCPU waiting for a page is on the demand path meanwhile).
-/// A vCPU that runs ahead of the push only faults at its front, where most pages it asks for are already in flight
-/// (each one resent and dropped as a duplicate), and competes for the cores the transfer needs. Measured, 1 GiB at
-/// 2 vCPUs on 2 cores (medians of 4, an earlier build): post-copy 1.3–1.6 s with every thread at 0, 1.11 s with vCPUs
-/// at +2, 0.98 s at +5, 0.82 s at +10; with the current build (prepared shmem destination, blocking sockets, SCHED_FIFO
-/// demand path) 515, 460, 516, 628 ms at +10 against 526, 598, 495, 436 ms at +19 (total over the raw socket
-/// medians 1.59 and 1.51), and in 3 earlier interleaved rounds 1143, 722, 1436 ms at +10 against 673, 690, 615 ms at
-/// +19: a guest that runs slower behind the push faults less.</item>
+/// <item>Destination vCPUs: one nice value for the whole post-copy (DestinationOptions.VcpuPostcopyNice), 0 afterwards.</item>
 /// </list>
-/// Raising priority needs CAP_SYS_NICE (root); without it the threads stay at nice 0, which only costs time.
+/// The policy is chosen by the caller (<see cref="Choose"/>, from the options; the CLI reads FAULTLINE_RT). Raising
+/// priority needs CAP_SYS_NICE (root); without it the threads stay at nice 0, which only costs time.
 /// </summary>
 internal static class ThreadPriority
 {
@@ -41,9 +25,8 @@ internal static class ThreadPriority
     public const int LatencyNice = -15;
     public const int BulkNice = -5;
     public const int GuestPostcopyNice = 19;
-    /// <summary>SCHED_FIFO priority of a fault path waiting for its page: the lowest real-time priority, above every normal thread.</summary>
-    public const int WaiterRtPriority = 1;
-    /// <summary>SCHED_FIFO priority of the threads carrying demands and pages: above a waiter, far below the kernel's own real-time threads (≥ 50).</summary>
+    private const int ProbeRtPriority = 1;
+    /// <summary>SCHED_FIFO priority of the threads carrying demands and pages: low, far below the kernel's own real-time threads (≥ 50).</summary>
     public const int CarrierRtPriority = 2;
 
     [ThreadStatic] private static int t_base;
@@ -53,15 +36,8 @@ internal static class ThreadPriority
     private static readonly Lock s_gate = new();
     private static DemandPathPolicy? s_policy;
     private static string s_detail = "";
-    private static long s_leftForYield;
     private static readonly List<int> s_carriers = [];
     private static bool s_carriersHeld;
-
-    static ThreadPriority()
-    {
-        // a SCHED_FIFO thread about to yield in a wait for another thread's install must leave real time first
-        PageTracker.BeforeYielding = LeaveRealTime;
-    }
 
     /// <summary>How the demand path is raised in this process (probed once, on first use).</summary>
     public static DemandPathPolicy Policy
@@ -71,7 +47,7 @@ internal static class ThreadPriority
             if (s_policy is { } p) return p;
             lock (s_gate)
             {
-                if (s_policy is null) Choose(Environment.GetEnvironmentVariable("FAULTLINE_RT"));
+                if (s_policy is null) Choose(realTime: true);
                 return s_policy!.Value;
             }
         }
@@ -80,28 +56,25 @@ internal static class ThreadPriority
     /// <summary>What <see cref="Policy"/> means here, or why real time is not used (for the report).</summary>
     public static string PolicyDetail { get { _ = Policy; return s_detail; } }
 
-    /// <summary>Times a SCHED_FIFO thread left real time to yield in a wait for a page another thread was installing.</summary>
-    public static long LeftRealTimeToYield => Interlocked.Read(ref s_leftForYield);
-
     /// <summary>
-    /// Picks the policy: <paramref name="setting"/> is FAULTLINE_RT's value ("0" turns real time off); otherwise
-    /// real time if the kernel lets this thread switch to SCHED_FIFO and back.
+    /// Picks the policy: with <paramref name="realTime"/> false, nice; otherwise real time if the kernel lets this
+    /// thread switch to SCHED_FIFO and back.
     /// </summary>
-    internal static void Choose(string? setting)
+    internal static void Choose(bool realTime)
     {
         lock (s_gate)
         {
-            if (setting?.Trim() == "0")
+            if (!realTime)
             {
-                UseNice("SCHED_FIFO turned off (FAULTLINE_RT=0)");
+                UseNice("SCHED_FIFO turned off");
                 return;
             }
             var tid = HostThread.CurrentId;
-            if (HostThread.TrySetPolicy(tid, SchedulingPolicy.Fifo, WaiterRtPriority, out var errno))
+            if (HostThread.TrySetPolicy(tid, SchedulingPolicy.Fifo, ProbeRtPriority, out var errno))
             {
                 HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
                 s_policy = DemandPathPolicy.RealTime;
-                s_detail = $"SCHED_FIFO {CarrierRtPriority} (demand server, urgent receiver, urgent delay pump), {WaiterRtPriority} (a fault path until its page is in)";
+                s_detail = $"SCHED_FIFO {CarrierRtPriority} (demand server, urgent receiver, urgent delay pump); fault paths wait at normal priority";
                 return;
             }
             UseNice($"SCHED_FIFO refused: {Errno.Name(errno)}");
@@ -114,20 +87,14 @@ internal static class ThreadPriority
         s_detail = $"nice {LatencyNice}: {why}";
     }
 
-    /// <summary>Whether the calling thread is on the demand path (since <see cref="RaiseForLatency"/> or <see cref="JoinDemandPath"/>).</summary>
+    /// <summary>Whether the calling thread is on the demand path (since <see cref="JoinDemandPath"/>).</summary>
     public static bool IsRaised => t_raised;
 
     /// <summary>Whether the calling thread runs under SCHED_FIFO now.</summary>
     public static bool IsRealTime => t_fifo;
 
-    /// <summary>The nice value <see cref="LowerToNormal"/> returns the calling thread to.</summary>
+    /// <summary>The calling thread's base nice value (<see cref="SetBase"/>).</summary>
     public static int Base => t_base;
-
-    /// <summary>
-    /// Puts the calling thread ahead of the push, the receivers and the guest until <see cref="LowerToNormal"/> or
-    /// <see cref="SetBase"/>: a demand request must not wait for a CPU slice behind them. One syscall.
-    /// </summary>
-    public static bool RaiseForLatency() => Raise(WaiterRtPriority);
 
     /// <summary>
     /// For a thread that carries demands or pages (and only blocks in between) until <see cref="LeaveDemandPath"/>: on
@@ -205,17 +172,7 @@ internal static class ThreadPriority
         return t_raised = HostThread.TrySetNice(tid, LatencyNice);
     }
 
-    /// <summary>Back to this thread's base nice value (0 unless <see cref="SetBase"/> said otherwise). One syscall.</summary>
-    public static void LowerToNormal()
-    {
-        var tid = HostThread.CurrentId;
-        // SCHED_OTHER again with the nice value the thread had: sched_setscheduler keeps it, and under SCHED_FIFO it is the base
-        if (t_fifo) t_fifo = !HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
-        else HostThread.TrySetNice(tid, t_base);
-        t_raised = false;
-    }
-
-    /// <summary>Sets the calling thread's nice value and makes it the one <see cref="LowerToNormal"/> returns to (a SCHED_FIFO thread goes back to SCHED_OTHER).</summary>
+    /// <summary>Sets the calling thread's nice value as its base (a SCHED_FIFO thread goes back to SCHED_OTHER).</summary>
     public static bool SetBase(int nice)
     {
         var tid = HostThread.CurrentId;
@@ -229,38 +186,6 @@ internal static class ThreadPriority
             if (old == nice) return !t_fifo;   // its nice value never changed under SCHED_FIFO
         }
         return HostThread.TrySetNice(tid, nice);
-    }
-
-    /// <summary>
-    /// <see cref="PageTracker.BeforeYielding"/>: a SCHED_FIFO thread that must yield (it waits for a page another,
-    /// normal, thread is installing) continues at nice <see cref="LatencyNice"/>, still raised.
-    /// </summary>
-    private static void LeaveRealTime()
-    {
-        if (!t_fifo) return;
-        var tid = HostThread.CurrentId;
-        if (!HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _)) return;
-        t_fifo = false;
-        HostThread.TrySetNice(tid, LatencyNice);
-        Interlocked.Increment(ref s_leftForYield);
-    }
-
-    /// <summary>
-    /// Measures what one raise and one lower cost on the calling thread (mean of <paramref name="pairs"/>, µs of this
-    /// thread's CPU time, so that time spent preempted does not count), with the policy in force: the per-fault price
-    /// of switching a vCPU onto the demand path and back.
-    /// </summary>
-    public static double MeasureSwitchUs(int pairs = 200)
-    {
-        RaiseForLatency();   // the P/Invoke stubs are compiled now, not measured
-        LowerToNormal();
-        var start = HostThread.CpuTimeNs;
-        for (var i = 0; i < pairs; i++)
-        {
-            RaiseForLatency();
-            LowerToNormal();
-        }
-        return (HostThread.CpuTimeNs - start) / 1000.0 / pairs;
     }
 
 }

@@ -2,8 +2,17 @@ using Faultline.Paging.Engines;
 
 namespace Faultline.Paging;
 
-/// <summary>Builds the engine for a set of options (EngineSelector's role: the options are validated, never swapped silently).</summary>
+/// <summary>Builds the engine of a mechanism for a set of options (validated at Start; never swapped silently).</summary>
 public static class EngineFactory
 {
-    public static IPagingEngine Create(PagingOptions options) => new DemandPagingEngine(options);
+    public static IPagingEngine Create(PagingOptions options) => options.Mode switch
+    {
+        PagingMode.None => new PopulatedEngine(options),
+        PagingMode.Missing => new MissingEngine(options),
+        PagingMode.Minor => new MinorEngine(options),
+        PagingMode.Exits => new FaultExitEngine(options),
+        PagingMode.Bitmap => new BitmapEngine(options),
+        PagingMode.MissingBitmap or PagingMode.MinorBitmap => new ReaderBitmapEngine(options),
+        _ => throw new UsageException($"unknown engine {options.Mode}"),
+    };
 }

@@ -65,6 +65,38 @@ public sealed class BenchCommandTests
         Assert.Equal("memory-fault exits", Faultline.Cli.Commands.BenchCommand.Legend([Row(1, "memory-fault exits"), Row(2, "memory-fault exits")]));
     }
 
+    [KvmFact]
+    public void Bench_paging_hotset_demand_faults_fewer_pages_than_the_range_and_reports_them()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"fl-bench-hotset-{Environment.ProcessId}.json");
+        try
+        {
+            var r = CliRunner.Run("bench", "paging", "--vcpus", "1", "--mem-per-vcpu", "2M", "--modes", "none,missing,exits,missing+bitmap", "--workload", "hotset",
+                "--repeat", "1", "--json", json);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToList();
+            Assert.Equal(4, rows.Count);
+            foreach (var row in rows)
+            {
+                Assert.Equal("hotset", row.GetProperty("workload").GetString());
+                var pages = row.GetProperty("pages").GetUInt64();
+                var touched = row.GetProperty("pages_touched").GetUInt64();
+                Assert.Equal(512UL, pages);
+                Assert.InRange(touched, 33UL, pages - 1);
+                var faults = row.GetProperty("demand_faults").GetInt64();
+                if (row.GetProperty("mode").GetString() == "none") Assert.Equal(0, faults);
+                else Assert.Equal((long)touched, faults);   // one fault per touched page, none for the untouched
+                Assert.True(row.GetProperty("seconds").GetDouble() > 0);
+            }
+            Assert.Contains("demand faults", r.Stdout);
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+
     [Theory]
     [InlineData("--modes", "minor", "--backing", "anon")]
     [InlineData("--modes", "telepathy")]

@@ -33,6 +33,38 @@ public sealed class RunCommandTests
         Assert.Equal("", r.Stderr);
     }
 
+    [KvmTheory]
+    [InlineData("random")]
+    [InlineData("hotset")]
+    public void Run_with_a_workload_order_verifies_the_pages_it_touched(string workload)
+    {
+        var r = CliRunner.Run("run", "--vcpus", "2", "--mem", "2M", "--qwords", "8", "--workload", workload, "--json");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        Assert.Equal(workload, root.GetProperty("workload").GetString());
+        Assert.Equal(512UL, root.GetProperty("pages").GetUInt64());
+        Assert.Equal(512UL, root.GetProperty("pages_written").GetUInt64());   // one access per page of the range
+        var touched = root.GetProperty("pages_touched").GetUInt64();
+        if (workload == "hotset") Assert.InRange(touched, 2UL * 16 + 1, 511UL);
+        else Assert.Equal(512UL, touched);
+        Assert.Equal(0UL, root.GetProperty("mismatches").GetUInt64());
+        Assert.Equal(0UL, root.GetProperty("host_mismatches").GetUInt64());
+    }
+
+    [Theory]
+    [InlineData("run", "--workload", "zigzag")]
+    [InlineData("run", "--workload")]
+    [InlineData("bench", "paging", "--workload", "zigzag")]
+    public void A_bad_workload_is_one_line_and_exit_2(params string[] args)
+    {
+        var r = CliRunner.Run(args);
+        Assert.Equal(2, r.ExitCode);
+        var line = Assert.Single(r.StderrLines);
+        Assert.StartsWith("faultline: ", line);
+        Assert.Contains("--workload", line);
+    }
+
     [KvmFact]
     public void A_memory_size_that_does_not_split_between_the_vcpus_is_a_usage_error()
     {

@@ -68,6 +68,23 @@ public sealed unsafe class AbiLayoutTests
         Size<Timespec>(16);
         Size<Iovec>(16);
         Size<Msghdr>(56);
+        Size<SchedAttr>(56);
+    }
+
+    [Fact]
+    public void Sched_attr_offsets()
+    {
+        // include/uapi/linux/sched/types.h, SCHED_ATTR_SIZE_VER1; syscall numbers from arch/x86/entry/syscalls/syscall_64.tbl
+        SchedAttr a;
+        var p = &a;
+        new Layout("sched_attr", p)
+            .At("size", &p->Size, 0).At("sched_policy", &p->SchedPolicy, 4).At("sched_flags", &p->SchedFlags, 8)
+            .At("sched_nice", &p->SchedNice, 16).At("sched_priority", &p->SchedPriority, 20).At("sched_runtime", &p->SchedRuntime, 24)
+            .At("sched_deadline", &p->SchedDeadline, 32).At("sched_period", &p->SchedPeriod, 40)
+            .At("sched_util_min", &p->SchedUtilMin, 48).At("sched_util_max", &p->SchedUtilMax, 52)
+            .Check();
+        Assert.Equal(314, Libc.SYS_sched_setattr);
+        Assert.Equal(315, Libc.SYS_sched_getattr);
     }
 
     [Fact]
@@ -408,6 +425,9 @@ public sealed unsafe class AbiLayoutTests
         Assert.Equal((1u, 2u, 4u, 8u), (KvmConst.KVM_MEM_LOG_DIRTY_PAGES, KvmConst.KVM_MEM_READONLY, KvmConst.KVM_MEM_GUEST_MEMFD, KvmConst.KVM_MEM_USERFAULT));
         Assert.Equal((1UL, 2UL, 4UL), (KvmConst.KVM_SYNC_X86_REGS, KvmConst.KVM_SYNC_X86_SREGS, KvmConst.KVM_SYNC_X86_EVENTS));
         Assert.Equal((8UL, 0x10UL), (KvmConst.KVM_MEMORY_EXIT_FLAG_PRIVATE, KvmConst.KVM_MEMORY_EXIT_FLAG_USERFAULT));
+        Assert.Equal((1u, 2u, 4u, 8u, 0x10u, 0x20u),
+            (KvmConst.KVM_VCPUEVENT_VALID_NMI_PENDING, KvmConst.KVM_VCPUEVENT_VALID_SIPI_VECTOR, KvmConst.KVM_VCPUEVENT_VALID_SHADOW,
+             KvmConst.KVM_VCPUEVENT_VALID_SMM, KvmConst.KVM_VCPUEVENT_VALID_PAYLOAD, KvmConst.KVM_VCPUEVENT_VALID_TRIPLE_FAULT));
 
         // capabilities (§1.2)
         Assert.Equal(

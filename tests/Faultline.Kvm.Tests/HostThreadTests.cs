@@ -46,4 +46,23 @@ public sealed class HostThreadTests
         Assert.False(HostThread.TrySetPolicy(HostThread.CurrentId, SchedulingPolicy.Fifo, 1000, out errno));   // priority out of 1..99
         Assert.Equal(22, errno);                                                                                 // EINVAL
     }
+
+    [Fact]
+    public void A_slice_set_on_a_thread_is_what_the_kernel_reports_back_with_its_nice_value()
+    {
+        string? nice = null;
+        TimeSpan? slice = null;
+        var ok = false;
+        var t = new Thread(() =>
+        {
+            ok = HostThread.TrySetSlice(HostThread.CurrentId, 4, TimeSpan.FromMicroseconds(300), out _);
+            slice = HostThread.SliceOf(HostThread.CurrentId);
+            nice = StatField(19);
+        });
+        t.Start();
+        t.Join();
+        Assert.True(ok);
+        Assert.Equal("4", nice);
+        Assert.Equal(TimeSpan.FromMicroseconds(300), slice);   // Linux >= 6.12 keeps a normal task's requested slice
+    }
 }

@@ -49,7 +49,7 @@ public sealed class InstallRunTests
         foreach (var p in present)
         {
             PatternPageSource.Fill(t.AddressOf((ulong)p), Seed, page);
-            Assert.True(engine.TryInstall(t.AddressOf((ulong)p), page));
+            Assert.True(engine.Sink.Install(t.AddressOf((ulong)p), page));
         }
         foreach (var p in owned) Assert.True(t.TryClaim((ulong)p));
 
@@ -59,7 +59,7 @@ public sealed class InstallRunTests
         var installed = new bool[pages];
         var total = 0;
         foreach (var (from, count) in new[] { (0, 32), (32, 64), (96, 32) })
-            total += engine.TryInstallRun(t.AddressOf((ulong)from), count, bytes.AsSpan(from * 4096, count * 4096), installed.AsSpan(from, count));
+            total += engine.Sink.InstallRun(t.AddressOf((ulong)from), count, bytes.AsSpan(from * 4096, count * 4096), installed.AsSpan(from, count));
         for (var p = 0; p < pages; p++)
             Assert.True(installed[p] == !(present.Contains(p) || owned.Contains(p)), $"page {p}: installed {installed[p]}");
         Assert.Equal(pages - present.Length - owned.Length, total);
@@ -68,7 +68,7 @@ public sealed class InstallRunTests
 
         // a second pass finds nothing to do, and never waits for the pages the "fault path" holds
         var again = new bool[pages];
-        Assert.Equal(0, engine.TryInstallRun(t.AddressOf(0), pages, bytes, again));
+        Assert.Equal(0, engine.Sink.InstallRun(t.AddressOf(0), pages, bytes, again));
         Assert.DoesNotContain(true, again);
 
         // the fault path gives its pages up without installing them: the guest's own faults fetch them from the source
@@ -96,11 +96,11 @@ public sealed class InstallRunTests
         var t = engine.Tracker;
         var bytes = new byte[17 * 4096];
         var installed = new bool[17];
-        Assert.Throws<MigrationException>(() => engine.TryInstallRun(t.AddressOf(8), 9, bytes, installed));   // one page past the end
-        Assert.Throws<ArgumentException>(() => engine.TryInstallRun(t.AddressOf(0), 4, bytes.AsSpan(0, 3 * 4096), installed));
-        Assert.Throws<ArgumentException>(() => engine.TryInstallRun(t.AddressOf(0) + 8, 1, bytes, installed));
+        Assert.Throws<MigrationException>(() => engine.Sink.InstallRun(t.AddressOf(8), 9, bytes, installed));   // one page past the end
+        Assert.Throws<ArgumentException>(() => engine.Sink.InstallRun(t.AddressOf(0), 4, bytes.AsSpan(0, 3 * 4096), installed));
+        Assert.Throws<ArgumentException>(() => engine.Sink.InstallRun(t.AddressOf(0) + 8, 1, bytes, installed));
         Assert.Equal(0, t.PresentCount);
         for (ulong p = 0; p < t.Pages; p++) Assert.Equal(PageTracker.Missing, t.StateOf(p));
-        Assert.Equal(0, engine.TryInstallRun(t.AddressOf(0), 0, default, installed));
+        Assert.Equal(0, engine.Sink.InstallRun(t.AddressOf(0), 0, default, installed));
     }
 }

@@ -11,15 +11,15 @@ public sealed class UserfaultBitmapTests
 {
     private const ulong Seed = 0xABC0_0000;
 
-    private static (GuestMachine M, DemandPagingEngine E) Start(Backing backing, int vcpus = 2, ulong perVcpu = 256 * KiB)
+    private static (GuestMachine M, BitmapEngine E) Start(Backing backing, int vcpus = 2, ulong perVcpu = 256 * KiB)
     {
         var m = GuestMachine.Create(new MachineConfig(vcpus, perVcpu * (ulong)vcpus, backing));
-        var e = new DemandPagingEngine(new PagingOptions(PagingMode.Bitmap, backing));
+        var e = (BitmapEngine)EngineFactory.Create(new PagingOptions(PagingMode.Bitmap, backing));
         e.Start(m, new PatternPageSource(Seed));
         return (m, e);
     }
 
-    private static RunOutcome Verify(GuestMachine m, DemandPagingEngine e) =>
+    private static RunOutcome Verify(GuestMachine m, BitmapEngine e) =>
         m.Run(Workload.Verify, i => m.ArgsFor(i, Seed, qwordsPerPage: 512), PrivilegeLevel.User, e).ThrowIfFailed();
 
     [KvmTheory]
@@ -33,18 +33,18 @@ public sealed class UserfaultBitmapTests
             Verify(m, e);
             var first = e.Snapshot();
             Assert.Equal((long)e.Tracker.Pages, first.UserfaultExits);     // everything starts marked
-            Assert.Equal(0, e.Bitmap!.CountMarked());
+            Assert.Equal(0, e.UserfaultBits!.CountMarked());
 
             var marked = new[] { m.Ram.Base + 0, m.Ram.Base + 5 * 4096, m.RangeOf(1).Start + 7 * 4096 };
             foreach (var p in marked) e.MarkUserfault(p);
             Assert.All(marked, p => Assert.True(e.IsUserfault(p)));
-            Assert.Equal(marked.Length, e.Bitmap.CountMarked());
+            Assert.Equal(marked.Length, e.UserfaultBits!.CountMarked());
 
             var again = Verify(m, e);
             Assert.Equal(0UL, again.TotalResult);                           // contents survived the round trip
             var second = e.Snapshot();
             Assert.Equal(marked.Length, second.UserfaultExits - first.UserfaultExits);
-            Assert.Equal(0, e.Bitmap.CountMarked());
+            Assert.Equal(0, e.UserfaultBits!.CountMarked());
             Assert.True(e.Tracker.Complete);
         }
     }

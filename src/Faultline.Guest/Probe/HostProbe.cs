@@ -51,8 +51,8 @@ public static class HostProbe
     }
 
     /// <summary>
-    /// Runs the Spin workload (<c>inc rbx; jmp</c>) for one window in a single KVM_RUN, kicked out by another thread,
-    /// and reads RBX. The time is taken on the vCPU thread around KVM_RUN, so a late kick does not skew the rate.
+    /// Runs the Spin workload (<c>inc rbx; jmp</c>) in a <see cref="VcpuLoop"/> for one window, stopped by another
+    /// thread, and reads RBX. The time is taken on the vCPU thread around KVM_RUN, so a late kick does not skew the rate.
     /// </summary>
     public static SpinRate MeasureSpin(PrivilegeLevel level, ProbeOptions? options = null)
     {
@@ -63,14 +63,8 @@ public static class HostProbe
         {
             var vcpu = m.Vcpus[0];
             m.Image.Boot(vcpu, Workload.Spin, m.ArgsFor(0), level);
-            var t = new ProbeVcpuThread<SpinRate>(vcpu, "fl-probe-spin", (v, _) =>
-            {
-                var t0 = Stopwatch.GetTimestamp();
-                var exit = v.Run();
-                var elapsed = Stopwatch.GetElapsedTime(t0);
-                if (exit.Kind != VcpuExitKind.Interrupted) throw GuestMachine.Unexpected(v, exit);
-                return new SpinRate(level, v.GetRegs().Rbx, elapsed);
-            });
+            var spin = new SpinProbeHooks(level);
+            var t = new ProbeVcpuThread<SpinRate>(vcpu, "fl-probe-spin", spin, handler: null, spin.Result);
             t.Start();
             Thread.Sleep(o.SpinWindow);
             joined = t.Stop(TimeSpan.FromSeconds(10));
@@ -100,33 +94,8 @@ public static class HostProbe
             var vcpu = m.Vcpus[0];
             var target = m.Ram.Base + GuestAddress.PageSize;   // the second RAM page: no page of RAM is present
             m.Image.Boot(vcpu, Workload.TouchOnce, new WorkloadArgs(target.Value, target.Value + GuestAddress.PageSize, Seed: 0x5eed), level);
-            var t = new ProbeVcpuThread<FaultExitObservation>(vcpu, "fl-probe-fault", (v, stopping) =>
-            {
-                while (true)
-                {
-                    var exit = v.Run();
-                    if (GuestCall.TryDecode(exit, out var call))
-                    {
-                        switch (call.Op)
-                        {
-                            case GuestOp.Report: continue;   // the read completed: no fault reached us
-                            case GuestOp.Done: return new FaultExitObservation(level, FaultExitKind.None, target.Value, false, null, null, exit.RawReason, "guest completed without a fault exit");
-                            default: throw new GuestException($"probe: guest call {call.Op} ({call.Value:x}) during the missing-page experiment");
-                        }
-                    }
-                    switch (exit.Kind)
-                    {
-                        case VcpuExitKind.MemoryFault:
-                            return Classify(level, target, exit);
-                        case VcpuExitKind.Interrupted when !stopping():
-                            continue;
-                        case VcpuExitKind.Interrupted:
-                            throw new GuestException($"probe: the {Describe(level)} missing-page vCPU was stopped before any exit");
-                        default:
-                            throw GuestMachine.Unexpected(v, exit);
-                    }
-                }
-            });
+            var probe = new MissingPageProbe(level, target);
+            var t = new ProbeVcpuThread<FaultExitObservation>(vcpu, "fl-probe-fault", probe, probe, probe.Result);
             t.Start();
             if (!t.Wait(o.FaultTimeout))
             {
@@ -145,18 +114,6 @@ public static class HostProbe
                 m.Dispose();
             }
         }
-    }
-
-    private static FaultExitObservation Classify(PrivilegeLevel level, GuestAddress target, in VcpuExit exit)
-    {
-        var kind = exit.Form switch
-        {
-            MemoryFaultForm.MemoryFaultExit => FaultExitKind.MemoryFault,
-            MemoryFaultForm.EmulatedMmio => FaultExitKind.Mmio,
-            _ => FaultExitKind.Efault,
-        };
-        return new FaultExitObservation(level, kind, target.Value, exit.HasAddress, exit.HasAddress ? exit.Address.Value : null,
-            exit.Form == MemoryFaultForm.EmulatedMmio ? exit.IsWrite : null, exit.RawReason, exit.ToString());
     }
 
     private static HostInfo DescribeHost()

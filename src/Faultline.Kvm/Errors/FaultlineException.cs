@@ -26,3 +26,6 @@ public sealed class MigrationException(string message, Exception? inner = null) 
 
 /// <summary>Bad input from the user: exit code 2.</summary>
 public sealed class UsageException(string message) : FaultlineException(message, 2);
+
+/// <summary>A page a fault needs can't be had: its source failed or went silent. Exit code 5, as a failed migration.</summary>
+public sealed class PageUnavailableException(string message, Exception? inner = null) : FaultlineException(message, 5, inner);

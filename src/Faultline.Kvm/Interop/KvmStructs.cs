@@ -183,4 +183,7 @@ internal static class KvmConst
     public const uint KVM_MEM_LOG_DIRTY_PAGES = 1, KVM_MEM_READONLY = 2, KVM_MEM_GUEST_MEMFD = 4, KVM_MEM_USERFAULT = 8;
     public const ulong KVM_SYNC_X86_REGS = 1, KVM_SYNC_X86_SREGS = 2, KVM_SYNC_X86_EVENTS = 4;
     public const ulong KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3, KVM_MEMORY_EXIT_FLAG_USERFAULT = 1 << 4;
+    // kvm_vcpu_events.flags (arch/x86/include/uapi/asm/kvm.h)
+    public const uint KVM_VCPUEVENT_VALID_NMI_PENDING = 0x1, KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x2, KVM_VCPUEVENT_VALID_SHADOW = 0x4,
+        KVM_VCPUEVENT_VALID_SMM = 0x8, KVM_VCPUEVENT_VALID_PAYLOAD = 0x10, KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 0x20;
 }

@@ -64,6 +64,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
     internal static partial long Syscall(long number, long a1, long a2, long a3);
 
+    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)]
+    internal static partial long Syscall(long number, long a1, long a2, long a3, long a4);
+
     [LibraryImport(Lib, EntryPoint = "setpriority", SetLastError = true)]
     internal static partial int SetPriority(int which, int who, int prio);
 
@@ -127,7 +130,7 @@ internal static unsafe partial class Libc
     internal const int MSG_NOSIGNAL = 0x4000;        // a closed peer is EPIPE, not SIGPIPE
     internal const int UIO_MAXIOV = 1024;            // the most iovecs one sendmsg/writev takes (IOV_MAX)
     internal const int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
-    internal const long SYS_userfaultfd = 323, SYS_tgkill = 234;
+    internal const long SYS_userfaultfd = 323, SYS_tgkill = 234, SYS_sched_setattr = 314, SYS_sched_getattr = 315;
     internal const int SC_PAGESIZE = 30;
     internal const int CLOCK_MONOTONIC = 1, CLOCK_THREAD_CPUTIME_ID = 3;
     internal const int PRIO_PROCESS = 0;             // setpriority: with a thread id as who, that one thread

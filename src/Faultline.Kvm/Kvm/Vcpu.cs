@@ -15,6 +15,7 @@ public sealed unsafe class Vcpu : IDisposable
     private readonly int _mmapSize;
     private int _rawFd = -1;
     private volatile int _tid;
+    private volatile int _managedThread;   // Environment.CurrentManagedThreadId of the bound thread, 0 when unbound
     private int _kickQueued;   // 1 from a kick's tgkill until the vCPU thread has drained it: at most one kick signal queued
     private int _disposed;
     private bool _addedRef;
@@ -63,12 +64,14 @@ public sealed unsafe class Vcpu : IDisposable
         if (Libc.Ioctl(_rawFd, KvmIoctls.KVM_SET_SIGNAL_MASK, &mask) != 0) throw new KvmException("KVM_SET_SIGNAL_MASK", Marshal.GetLastPInvokeError());
         Volatile.Write(ref _kickQueued, 0);   // a kick queued on a previous thread died with it, or is spurious here
         _tid = Libc.Gettid();
+        _managedThread = Environment.CurrentManagedThreadId;
     }
 
     /// <summary>Called by the vCPU thread when it stops running this vCPU: no kick may target its thread id afterwards.</summary>
     public void UnbindThread()
     {
         _tid = 0;
+        _managedThread = 0;
         Volatile.Write(ref _kickQueued, 0);
     }
 
@@ -270,11 +273,87 @@ public sealed unsafe class Vcpu : IDisposable
         fixed (KvmVcpuEvents* p = &events) Check(Libc.Ioctl(Fd, KvmIoctls.KVM_SET_VCPU_EVENTS, p), "KVM_SET_VCPU_EVENTS");
     }
 
-    /// <summary>KVM_INTERRUPT (no in-kernel irqchip). Only from this vCPU's thread: from another it blocks while KVM_RUN runs (HOST.md).</summary>
+    /// <summary>
+    /// KVM_INTERRUPT (no in-kernel irqchip): queues an external interrupt for the next entry. Only from this vCPU's thread
+    /// (from another it blocks while KVM_RUN runs, HOST.md), and only when the last exit said
+    /// <see cref="ReadyForInterruptInjection"/> and <see cref="InterruptFlag"/>; else request an interrupt window first.
+    /// </summary>
     public void Interrupt(byte vector)
     {
+        RequireOwnThread("KVM_INTERRUPT");
         var irq = new KvmInterrupt { Irq = vector };
         Check(Libc.Ioctl(Fd, KvmIoctls.KVM_INTERRUPT, &irq), "KVM_INTERRUPT");
+    }
+
+    /// <summary>
+    /// KVM_SET_VCPU_EVENTS with one exception for the next entry, and nothing else: one ioctl (HOST.md, "Exception
+    /// injection"). With <see cref="Vm.ExceptionPayloadEnabled"/> it is queued pending and <paramref name="payload"/> (a
+    /// #PF's CR2) is applied by KVM at delivery (KVM_VCPUEVENT_VALID_PAYLOAD); without it, it is queued injected and may
+    /// carry no payload. The call also clears any injected interrupt or NMI and the NMI mask, so use it only when no
+    /// event is in flight (the guest ran since the last injection); otherwise <see cref="TryInjectExceptionPreserving"/>.
+    /// Only from this vCPU's thread.
+    /// </summary>
+    public void InjectException(byte vector, uint? errorCode = null, ulong? payload = null)
+    {
+        RequireOwnThread("KVM_SET_VCPU_EVENTS");
+        var e = new KvmVcpuEvents();
+        SetException(ref e, vector, errorCode, payload);
+        SetEvents(e);
+    }
+
+    /// <summary>
+    /// <see cref="InjectException"/> that checks first and keeps every other event: KVM_GET_VCPU_EVENTS, then
+    /// KVM_SET_VCPU_EVENTS with the exception added (two ioctls). False, and nothing changed, when an event is still in
+    /// flight (<see cref="EventInFlight(in KvmVcpuEvents)"/>): the vCPU holds one exception at a time, and an exception
+    /// queued behind an injected interrupt would be delivered first, with the interrupt then landing in its handler.
+    /// </summary>
+    public bool TryInjectExceptionPreserving(byte vector, uint? errorCode = null, ulong? payload = null)
+    {
+        RequireOwnThread("KVM_SET_VCPU_EVENTS");
+        var e = GetEvents();
+        if (EventInFlight(e)) return false;
+        SetException(ref e, vector, errorCode, payload);
+        SetEvents(e);
+        return true;
+    }
+
+    /// <summary>KVM_GET_VCPU_EVENTS: whether an exception, interrupt or NMI is still pending or being delivered.</summary>
+    public bool HasEventInFlight() => EventInFlight(GetEvents());
+
+    /// <summary>An exception pending or injected, or an interrupt or NMI injected: KVM delivers it at the next entry that reaches the guest.</summary>
+    public static bool EventInFlight(in KvmVcpuEvents e) =>
+        e.ExceptionPending != 0 || e.ExceptionInjected != 0 || e.InterruptInjected != 0 || e.NmiInjected != 0;
+
+    private void SetException(ref KvmVcpuEvents e, byte vector, uint? errorCode, ulong? payload)
+    {
+        if (vector > 31) throw new ArgumentOutOfRangeException(nameof(vector), vector, "exception vectors are 0..31");
+        e.ExceptionNr = vector;
+        e.ExceptionHasErrorCode = errorCode.HasValue ? (byte)1 : (byte)0;
+        e.ExceptionErrorCode = errorCode.GetValueOrDefault();
+        if (Vm.ExceptionPayloadEnabled)
+        {
+            // pending, not injected: KVM delivers it through its own checks and only then writes the payload (CR2)
+            e.Flags |= KvmConst.KVM_VCPUEVENT_VALID_PAYLOAD;
+            e.ExceptionPending = 1;
+            e.ExceptionInjected = 0;
+            e.ExceptionHasPayload = payload.HasValue ? (byte)1 : (byte)0;
+            e.ExceptionPayload = payload.GetValueOrDefault();
+        }
+        else
+        {
+            // without the capability KVM zeroes exception.pending and the payload: only an injected exception gets through
+            if (payload.HasValue) throw new InvalidOperationException("an exception payload needs Vm.EnableExceptionPayload() first");
+            e.Flags &= ~KvmConst.KVM_VCPUEVENT_VALID_PAYLOAD;
+            e.ExceptionInjected = 1;
+        }
+    }
+
+    /// <summary>A vCPU ioctl from a thread other than the bound one waits for KVM_RUN to return (the vCPU mutex): a bug, not a delay.</summary>
+    private void RequireOwnThread(string call)
+    {
+        var owner = _managedThread;
+        if (owner != 0 && owner != Environment.CurrentManagedThreadId)
+            throw new InvalidOperationException($"{call}(vcpu {Id}) must be issued on the vCPU's own thread: from another it blocks while KVM_RUN runs");
     }
 
     private int Fd => _rawFd >= 0 ? _rawFd : _fd.Fd;

@@ -35,6 +35,24 @@ public sealed unsafe class Vm : IDisposable
         if (Libc.Ioctl(_fd.Fd, KvmIoctls.KVM_ENABLE_CAP, &c) != 0) throw new KvmException($"KVM_ENABLE_CAP({cap})", Marshal.GetLastPInvokeError());
     }
 
+    /// <summary>Whether <see cref="EnableExceptionPayload"/> has run: exceptions may then be queued pending, with a payload.</summary>
+    public bool ExceptionPayloadEnabled => _exceptionPayload;
+    private volatile bool _exceptionPayload;
+
+    /// <summary>
+    /// KVM_ENABLE_CAP(KVM_CAP_EXCEPTION_PAYLOAD, 1): an exception set with KVM_SET_VCPU_EVENTS may be pending with its
+    /// payload (a #PF's CR2), which KVM applies only when it delivers it (HOST.md, "Exception injection"). VM-wide, and
+    /// it changes what KVM_GET_VCPU_EVENTS reports (pending and payload apart, KVM_VCPUEVENT_VALID_PAYLOAD set). Idempotent.
+    /// </summary>
+    public void EnableExceptionPayload()
+    {
+        if (_exceptionPayload) return;
+        if (CheckExtension(KvmCap.ExceptionPayload) <= 0)
+            throw new HostSupportException("KVM_CAP_EXCEPTION_PAYLOAD is not supported by this host: an injected #PF cannot carry its CR2");
+        EnableCap(KvmCap.ExceptionPayload, 1);
+        _exceptionPayload = true;
+    }
+
     /// <summary>Maps a region as a memslot (KVM_SET_USER_MEMORY_REGION). With <paramref name="owned"/> the VM unmaps it on Dispose.</summary>
     public MemorySlot AddMemory(GuestRegion region, uint flags = 0, bool owned = true)
     {

@@ -36,6 +36,34 @@ public static unsafe class HostThread
         return false;
     }
 
+    /// <summary>
+    /// Sets thread <paramref name="tid"/> to SCHED_OTHER with <paramref name="nice"/> and a custom slice (sched_setattr's
+    /// sched_runtime, honoured for normal tasks since Linux 6.12's EEVDF custom slices): a thread with a short slice
+    /// gets an early deadline when it wakes and preempts a thread running a long one, without real time. False with the
+    /// errno if refused; an older kernel accepts the call and ignores the slice.
+    /// </summary>
+    public static bool TrySetSlice(int tid, int nice, TimeSpan slice, out int errno)
+    {
+        var a = new SchedAttr
+        {
+            Size = SchedAttr.SizeVer1, SchedPolicy = (uint)Libc.SCHED_OTHER, SchedNice = nice,
+            SchedRuntime = (ulong)(slice.TotalMilliseconds * 1_000_000),
+        };
+        // SAFETY: the attribute is a local that outlives the call; the kernel reads Size bytes of it.
+        if (Libc.Syscall(Libc.SYS_sched_setattr, tid, (long)&a, 0) == 0) { errno = 0; return true; }
+        errno = Marshal.GetLastPInvokeError();
+        return false;
+    }
+
+    /// <summary>Thread <paramref name="tid"/>'s slice as the kernel holds it (sched_getattr's sched_runtime), or null if it can't be read.</summary>
+    public static TimeSpan? SliceOf(int tid)
+    {
+        var a = default(SchedAttr);
+        // SAFETY: as above; the kernel writes at most Size bytes.
+        if (Libc.Syscall(Libc.SYS_sched_getattr, tid, (long)&a, SchedAttr.SizeVer1, 0) != 0) return null;
+        return TimeSpan.FromTicks((long)(a.SchedRuntime / 100));
+    }
+
     /// <summary>The calling thread's CPU time (user + system), ns: time it ran, not time it waited for a CPU.</summary>
     public static long CpuTimeNs
     {

@@ -17,9 +17,6 @@ namespace Faultline.Migration.Destination;
 /// </summary>
 internal sealed class DestinationGuest : IDisposable
 {
-    [ThreadStatic] private static bool t_isVcpu;
-    public static bool IsVcpuThread => t_isVcpu;
-
     private readonly GuestMachine _m;
     private readonly IPagingEngine _engine;
     private readonly FirstFailure _failure;
@@ -30,6 +27,7 @@ internal sealed class DestinationGuest : IDisposable
     private volatile bool _stop;
     private readonly int[] _tids;
     private int _nice;
+    private readonly TimeSpan _slice;
     private int _disposed;
 
     public long[] ResumedNs { get; }
@@ -38,12 +36,6 @@ internal sealed class DestinationGuest : IDisposable
     public ulong[] Mismatches { get; }
     public long[] BlockedNs { get; }
     public long[] Faults { get; }
-    /// <summary>Per vCPU: fault exits it handled on the demand path (raised at the exit, lowered before KVM_RUN).</summary>
-    public long[] SwitchPairs { get; }
-    /// <summary>Per vCPU: Stopwatch ticks those raises took (on the fault's path: part of its latency).</summary>
-    public long[] RaiseTicks { get; }
-    /// <summary>Per vCPU: Stopwatch ticks those lowers took (after the latency is taken; includes waiting for the CPU when lowering lets a waiting thread run first).</summary>
-    public long[] LowerTicks { get; }
     public LatencyRecorder FaultLatency { get; }
     /// <summary>Every vCPU thread is bound, warmed up and waiting for its state: nothing of theirs runs in the downtime but the restore.</summary>
     public WaitHandle AllWaiting => _waiting.WaitHandle;
@@ -51,15 +43,15 @@ internal sealed class DestinationGuest : IDisposable
     public WaitHandle AllFinished => _finished.WaitHandle;
 
     /// <param name="postcopyNice">The vCPU threads' nice value until <see cref="PostcopyDone"/> (then 0).</param>
-    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0)
+    /// <param name="slice">The vCPU threads' EEVDF slice request (zero: the kernel's default).</param>
+    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0, TimeSpan slice = default)
     {
-        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice;
+        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice; _slice = slice;
         var n = m.Vcpus.Count;
         _threads = new Thread[n];
         _tids = new int[n];
         ResumedNs = new long[n]; FinishedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
         _waiting = new CountdownEvent(n);
-        SwitchPairs = new long[n]; RaiseTicks = new long[n]; LowerTicks = new long[n];
         _resumed = new CountdownEvent(n);
         _finished = new CountdownEvent(n);
         FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount * 2 + 1024, 8_000_000));
@@ -84,7 +76,6 @@ internal sealed class DestinationGuest : IDisposable
 
     private void Loop(int id)
     {
-        t_isVcpu = true;
         var vcpu = _m.Vcpus[id];
         var counted = false;
         try
@@ -106,6 +97,8 @@ internal sealed class DestinationGuest : IDisposable
             ResumedNs[id] = Clock.NowNs();
             _tids[id] = HostThread.CurrentId;
             ThreadPriority.SetBase(Volatile.Read(ref _nice));
+            // a short slice: woken when its page lands, the vCPU preempts a bulk thread at once (EEVDF), no priority change per fault
+            if (_slice > TimeSpan.Zero) HostThread.TrySetSlice(HostThread.CurrentId, Volatile.Read(ref _nice), _slice, out _);
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
             _resumed.Signal();
             var verifying = false;
@@ -125,34 +118,8 @@ internal sealed class DestinationGuest : IDisposable
                     _m.Image.Boot(vcpu, Workload.Verify, verify, PrivilegeLevel.User);
                     continue;
                 }
-                // below the transfer the guest may wait long for a CPU; handling a fault it must not: from the exit to the
-                // page installed this thread is on the demand path (RemotePageSource also raises a fault path that waits)
-                var raisedAtExit = exit.Kind == VcpuExitKind.MemoryFault && Volatile.Read(ref _nice) > 0;
-                // while another vCPU still restores its state (the downtime), a fault path must not preempt it
-                if (raisedAtExit && _resumed.IsSet) ThreadPriority.RaiseForLatency();
-                else if (raisedAtExit) ThreadPriority.RaiseForDowntime();
-                var t1 = raisedAtExit ? Stopwatch.GetTimestamp() : 0;
                 var handled = _engine.TryHandleExit(vcpu, exit);
-                var t2 = Stopwatch.GetTimestamp();
-                var ns = Clock.ToNanoseconds(t2 - t0);
-                if (DemandTrace.On && raisedAtExit)
-                {
-                    var page = RemotePageSource.t_lastFetched;
-                    DemandTrace.HopAt(page, "dest-exit", Clock.ToNanoseconds(t0));
-                    DemandTrace.HopAt(page, "dest-installed", Clock.ToNanoseconds(t2));
-                }
-                var nice = Volatile.Read(ref _nice);
-                // back to SCHED_OTHER (and the guest's nice value) before KVM_RUN: the guest must never run on the demand path
-                if (ThreadPriority.IsRaised || ThreadPriority.Base != nice)
-                {
-                    ThreadPriority.SetBase(nice);
-                    if (raisedAtExit)
-                    {
-                        RaiseTicks[id] += t1 - t0;
-                        LowerTicks[id] += Stopwatch.GetTimestamp() - t2;
-                        SwitchPairs[id]++;
-                    }
-                }
+                var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
                 if (handled)
                 {
                     if (exit.Kind == VcpuExitKind.MemoryFault || exit.Kind == VcpuExitKind.Interrupted)
@@ -190,7 +157,9 @@ internal sealed class DestinationGuest : IDisposable
     public void PostcopyDone()
     {
         Volatile.Write(ref _nice, 0);
-        foreach (var tid in _tids) HostThread.TrySetNice(tid, 0);
+        foreach (var tid in _tids)
+            if (_slice > TimeSpan.Zero) HostThread.TrySetSlice(tid, 0, _slice, out _);
+            else HostThread.TrySetNice(tid, 0);
     }
 
     /// <summary>Stops every vCPU thread (waiting, running or blocked on a page) and joins them.</summary>

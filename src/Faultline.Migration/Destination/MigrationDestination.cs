@@ -49,21 +49,22 @@ public sealed class MigrationDestination(DestinationOptions o)
                 if (o.Backing == Backing.Shmem) machine.Ram.MapBackingView();   // the page cache, meanwhile (the engine finds it mapped)
             }
             finally { received = image.GetAwaiter().GetResult(); }
-            source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus, o.IdleTimeout);
-            engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus) { PrefillPageCache = false });
+            source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus);
+            engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus)
+            {
+                PrefillPageCache = false, PageTimeout = o.IdleTimeout,
+            });
             engine.Start(machine, source);
             Warmup.StatePath(vcpus);
-            // vCPUs that handle their own faults (exits, bitmap) run below the transfer until every page is in, and
-            // raise themselves while they wait for a page; with uffd readers a blocked vCPU is woken by the kernel at
-            // its own priority, so those stay at nice 0
-            guest = new DestinationGuest(machine, engine, failure, o.Engine.HasReaders() ? 0 : ThreadPriority.GuestPostcopyNice);
+            // the vCPUs keep one priority from their resume to the end (no switch per fault): o.VcpuPostcopyNice until every
+            // page is present, then 0
+            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, o.VcpuSlice);
             guest.Start();
             mainRx = new StandbyThread("fl-mig-rx-main");
             urgentRx = new StandbyThread("fl-mig-rx-urg");
         }
-        double switchIdleUs = 0;
         var baseNice = ThreadPriority.Base;
-        var leftRtBefore = ThreadPriority.LeftRealTimeToYield;
+        if (o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
         if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
         try
         {
@@ -109,8 +110,8 @@ public sealed class MigrationDestination(DestinationOptions o)
                 if (crc != layout.ImageCrc)
                     throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
                 DemandTrace.Hop(1_000_000, "dst-crc");
-                source!.Attach(engine!, urgent);
-                source.SpinForRoundTrip(rtt);
+                source!.ExpectedLatency = TimeSpan.FromMicroseconds(rtt.P90);
+                source.Attach(urgent);
             }
             catch (Exception e) when (e is FaultlineException)
             {
@@ -202,7 +203,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 {
                     lastReport = Stopwatch.GetTimestamp();
                     progress.Report(new MigrationProgress("post-copy", en.Tracker.PresentCount, s.Pages, s.DemandPages, s.PushedPages,
-                        (en.Options.Mode.HasReaders() ? s.Fetches.LastNs : g.FaultLatency.LastNs) / 1000.0));
+                        (en.Options.Mode.HasReaders() ? s.DemandLatency.LastNs : g.FaultLatency.LastNs) / 1000.0));
                 }
             }
             var spin = new SpinWait();
@@ -220,9 +221,6 @@ public sealed class MigrationDestination(DestinationOptions o)
             Span<byte> cb = stackalloc byte[CompleteMessage.Size];
             new CompleteMessage((ulong)en.Tracker.PresentCount, s.Pages).Encode(cb);
             main.Send(FrameType.Complete, 0, cb);
-            // off every timed path: each lower from SCHED_FIFO lets a busy thread take this one's CPU (before the pause
-            // that cost the setup 0.3–0.6 s for 200 pairs)
-            switchIdleUs = ThreadPriority.MeasureSwitchUs();
             progress?.Report(new MigrationProgress("complete", en.Tracker.PresentCount, s.Pages, s.DemandPages, s.PushedPages, 0));
 
             Wait(summaryArrived.WaitHandle, failure, o.IdleTimeout, "the source's summary did not arrive");
@@ -234,31 +232,30 @@ public sealed class MigrationDestination(DestinationOptions o)
             var receivedSha = received!.Sha256Hex();
             var readers = en.Options.Mode.HasReaders();
             var blocked = new double[mc.Config.Vcpus];
-            for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? s.FetchNsByRange[i] : g.BlockedNs[i]) / 1e6;
+            for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? s.DemandNsByRange[i] : g.BlockedNs[i]) / 1e6;
             return new MigrationReport
             {
                 Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, Vcpus = mc.Config.Vcpus, RamBytes = mc.Ram.Size,
                 DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
                 SetupMs = Clock.Ms(pauseNs - startNs), PrepareMs = o.Prepared ? Clock.Ms(prepareNs) : null, GuestFinishedMs = Clock.Ms(g.FinishedNs.Max() - pauseNs),
                 PagesTotal = s.Pages, PagesDemand = s.DemandPages, PagesPushed = s.PushedPages, PagesZero = s.ZeroPages,
-                PagesDuplicate = s.Duplicates, DemandRequests = s.DemandsSent,
-                PagesToWaiters = s.HandedToWaiters, PagesKeptUntilAsked = s.KeptForLaterAsk, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
-                PushRuns = s.RunFrames, RunPagesToFaultPath = s.RunPagesToFaultPath,
+                PagesDuplicate = s.Duplicates, DemandRequests = s.DemandedPages, DemandFrames = s.DemandFrames,
+                PagesToWaiters = s.AnsweredRequests, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
+                PushRuns = s.RunFrames, RunPagesToFaultPath = s.RunAnsweredRequests,
                 BulkReceiverCpuMs = Clock.Ms(Volatile.Read(ref rxCpuNs)),
                 BytesOnWire = main.Channel.BytesReceived + urgent.Channel.BytesReceived + main.Channel.BytesSent + urgent.Channel.BytesSent,
-                FaultLatencyUs = readers ? s.Fetches.Summarize() : g.FaultLatency.Summarize(),
+                FaultLatencyUs = readers ? s.DemandLatency.Summarize() : g.FaultLatency.Summarize(),
+                DemandLatencyUs = s.DemandLatency.Summarize(),
                 FaultLatencyMeasure = readers
-                    ? "uffd reader: demand request sent → page bytes in hand (UFFDIO_COPY/CONTINUE and the kernel's wake-up not included)"
+                    ? "uffd reader: page requested → page installed (the kernel's wake-up of the vCPU not included)"
                     : "vCPU thread: KVM_RUN returned with the fault → page installed, vCPU about to re-enter",
                 VcpuBlockedMs = blocked,
                 SourceSha256 = Convert.ToHexStringLower(sum.SourceSha256), ReceivedSha256 = receivedSha,
                 GuestMismatches = g.Mismatches.Aggregate(0UL, (a, b) => a + b),
                 EngineInstalled = stats.Installed, InstalledByReceiver = s.InstalledByReceiver,
                 Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
-                LinkRttUs = rtt, WaitSpinUs = s.WaitSpinUs,
-                Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, switchIdleUs,
-                    g.SwitchPairs.Sum(), PerSwitchUs(g.RaiseTicks, g.SwitchPairs), PerSwitchUs(g.LowerTicks, g.SwitchPairs),
-                    ThreadPriority.LeftRealTimeToYield - leftRtBefore),
+                LinkRttUs = rtt, WaitSpinUs = FaultWait.SpinMicroseconds(s.ExpectedLatency),
+                Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, o.VcpuPostcopyNice),
             };
         }
         catch (Exception e)
@@ -307,12 +304,6 @@ public sealed class MigrationDestination(DestinationOptions o)
     {
         if (o.MaxRamBytes is { } max && ramBytes > max)
             throw new MigrationException($"cannot map {ramBytes >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
-    }
-
-    private static double PerSwitchUs(long[] ticks, long[] switches)
-    {
-        var n = switches.Sum();
-        return n == 0 ? 0 : Clock.ToNanoseconds(ticks.Sum()) / 1000.0 / n;
     }
 
     private static void Wait(WaitHandle h, FirstFailure failure, TimeSpan timeout, string what)

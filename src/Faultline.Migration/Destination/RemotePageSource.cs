@@ -1,6 +1,6 @@
-using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Faultline.Kvm.Memory;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Reporting;
@@ -11,173 +11,163 @@ using Faultline.Paging.Sources;
 namespace Faultline.Migration.Destination;
 
 /// <summary>
-/// Pages from the source, for the paging engine and for the receiver threads.
-/// <para>Fault path (<see cref="ReadPage"/>, vCPU or uffd reader thread, the page already claimed in the engine's
-/// tracker): takes the page if it arrived meanwhile, else registers as its waiter, sends a demand request on the
-/// urgent channel, and waits for whichever frame brings it first, demand reply or push.</para>
-/// <para>Receive path (<see cref="OnPage"/>, the two receiver threads, never blocking): the first copy of each
-/// page is folded into the received image, then installed with the engine's TryInstall; if a fault path owns the
-/// page, the bytes go to its waiter, or are kept until it asks (it claimed the page but hasn't asked yet).
-/// Later copies are dropped.</para>
+/// Pages from the migration source: the destination engine's page source.
+/// <para>Request (a fault path: vCPU or uffd reader thread, the page marked requested in the tracker): queues the page
+/// and returns; the thread that finds nobody sending sends one Demand frame with every page queued by then (so faults
+/// that happen together cost one frame), and the fault path waits on the tracker.</para>
+/// <para>Receive (<see cref="OnPage"/>, <see cref="OnPageRun"/>, the receiver threads, never blocking): each page's first
+/// copy goes into the received image and is installed through the engine's sink straight from the frame buffer (one
+/// ioctl per contiguous part), which wakes the fault path waiting for it; later copies are dropped.</para>
+/// <para>What outlives a connection (<see cref="Attach"/> / <see cref="Detach"/>): which pages have arrived, which are
+/// requested and not yet here (the tracker), and the counters; a new urgent channel gets every request still in
+/// flight again.</para>
 /// </summary>
 internal sealed class RemotePageSource : IPageSource, IDisposable
 {
     private static readonly byte[] ZeroPage = new byte[Wire.PageSize];
-    [ThreadStatic] private static Waiter? t_waiter;
-    /// <summary>The page this thread last fetched (for <see cref="DemandTrace"/> hops taken around the fetch).</summary>
-    [ThreadStatic] internal static ulong t_lastFetched;
+    private const int QueueSlots = 64;
 
     private readonly GuestRegion _ram;
     private readonly ReceivedImage _received;
     private readonly byte[] _arrivedOnce;
-    private readonly Lock _gate = new();
-    private readonly Dictionary<ulong, Waiter> _waiting = [];
-    private readonly Dictionary<ulong, byte[]> _early = [];
-    private readonly TimeSpan _pageTimeout;
-    private IPagingEngine? _engine;
-    private PeerConnection? _urgent;
-    private volatile Exception? _failed;
-    private long _receivedCount, _demandPages, _pushedPages, _zeroPages, _duplicates, _installedByReceiver, _handedToWaiters, _early_count;
-    private long _demandsSent, _alreadyArrived, _runFrames, _runPagesToFaultPath;
+    private readonly long[] _requestedAt;          // per page: Stopwatch timestamp of its demand (0 = never demanded)
+    private readonly long[] _queue = new long[QueueSlots];   // page index + 1, 0 = free
+    private readonly byte[] _demandFrame = GC.AllocateUninitializedArray<byte>(Wire.MaxDemandIndices * 8, pinned: true);
+    private int _sending;
+    private IPageSink? _sink;
+    private volatile PeerConnection? _urgent;
+    private long _expectedLatencyTicks;
+    private long _receivedCount, _demandPages, _pushedPages, _zeroPages, _duplicates, _installedByReceiver, _answeredRequests;
+    private long _demandFrames, _demandedPages, _runFrames, _runAnswered;
 
     public ulong Pages { get; }
-    /// <summary>Per fault-path ReadPage: from the request to the bytes in hand (reader engines' fault latency).</summary>
-    public LatencyRecorder Fetches { get; }
-    /// <summary>Per vCPU, nanoseconds uffd readers spent fetching pages of that vCPU's range (reader engines: the vCPU is blocked in the kernel meanwhile).</summary>
-    public long[] FetchNsByRange { get; }
+    /// <summary>Per demanded page: from its demand to its install (every engine; the vCPU or reader waits meanwhile).</summary>
+    public LatencyRecorder DemandLatency { get; }
+    /// <summary>Per vCPU range: nanoseconds its demanded pages were waited for (reader engines: the vCPU is blocked in the kernel meanwhile).</summary>
+    public long[] DemandNsByRange { get; }
     private readonly ulong _bytesPerVcpu;
     private readonly ManualResetEventSlim _allReceived = new(false);
 
-    public RemotePageSource(GuestRegion ram, ReceivedImage receivedImage, int vcpus, TimeSpan pageTimeout)
+    public RemotePageSource(GuestRegion ram, ReceivedImage receivedImage, int vcpus)
     {
         _ram = ram;
         _received = receivedImage;
         Pages = ram.PageCount;
         _arrivedOnce = new byte[Pages];
-        _pageTimeout = pageTimeout;
-        Fetches = new LatencyRecorder((int)Math.Min(Pages + 1024, 4_000_000));
-        FetchNsByRange = new long[vcpus];
+        _requestedAt = new long[Pages];
+        DemandLatency = new LatencyRecorder((int)Math.Min(Pages + 1024, 4_000_000));
+        DemandNsByRange = new long[vcpus];
         _bytesPerVcpu = ram.Size / (ulong)vcpus;
     }
 
-    public void Attach(IPagingEngine engine, PeerConnection urgent) { _engine = engine; _urgent = urgent; }
+    public void Start(IPageSink sink) => _sink = sink;
+    public bool CompletesOnRequest => false;
 
-    /// <summary>The spin before a fault path blocks for its page, µs, unless the link's round trip says otherwise (<see cref="SpinForRoundTrip"/>).</summary>
-    public const double DefaultWaitSpinUs = 20, MaxWaitSpinUs = 100;
-    private static readonly double? SpinOverrideUs =
-        double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_WAIT_SPIN_US"), out var us) && us >= 0 ? us : null;
-    private long _spinTicks = TicksOf(SpinOverrideUs ?? DefaultWaitSpinUs);
-
-    private static long TicksOf(double us) => (long)Math.Round(us * Stopwatch.Frequency / 1e6);
-
-    /// <summary>How long a fault path spins for its page before it blocks, µs.</summary>
-    public double WaitSpinUs => Interlocked.Read(ref _spinTicks) * 1e6 / Stopwatch.Frequency;
-
-    /// <summary>
-    /// Sizes the spin to the link: the round trip's p90 plus 20 µs (the source's demand server and this end's urgent
-    /// receiver), if that is at most 100 µs; a longer link keeps the 20 µs spin. FAULTLINE_WAIT_SPIN_US, if set, wins.
-    /// A fault path that blocks before its page lands pays a cross-CPU wake-up, 15–27 µs in this nested VM (traced: the
-    /// fault p50 of a 1 GiB run was either ~50 µs, woken within 1–5 µs of the page, or ~87 µs, woken 15–27 µs after it,
-    /// with a 20 µs spin and a ~55 µs round trip; with the spin sized to the round trip that hop is ~1 µs). On a link
-    /// with 30 µs emulated each way (RTT ~90–110 µs) a 122–136 µs spin made faults slower, p50 126–148 against 108–114
-    /// µs with 20 µs (4 interleaved rounds): a spinning fault path keeps busy a CPU that the delay pumps' and carriers'
-    /// wake-ups would otherwise often find idle. Returns the spin, µs.
-    /// </summary>
-    public double SpinForRoundTrip(LatencySummary rtt)
+    /// <summary>The link's round trip, once measured (fault paths size their spin from it).</summary>
+    public TimeSpan ExpectedLatency
     {
-        var sized = rtt.P90 + 20;
-        var us = SpinOverrideUs ?? (sized > MaxWaitSpinUs ? DefaultWaitSpinUs : Math.Max(sized, DefaultWaitSpinUs));
-        Interlocked.Exchange(ref _spinTicks, TicksOf(us));
-        return WaitSpinUs;
+        get => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _expectedLatencyTicks));
+        set => Interlocked.Exchange(ref _expectedLatencyTicks, (long)(value.TotalSeconds * Stopwatch.Frequency));
     }
 
     public WaitHandle AllReceived => _allReceived.WaitHandle;
+    public bool IsAllReceived => _allReceived.IsSet;
     public long ReceivedCount => Interlocked.Read(ref _receivedCount);
     public long DemandPages => Interlocked.Read(ref _demandPages);
     public long PushedPages => Interlocked.Read(ref _pushedPages);
     public long ZeroPages => Interlocked.Read(ref _zeroPages);
     public long Duplicates => Interlocked.Read(ref _duplicates);
     public long InstalledByReceiver => Interlocked.Read(ref _installedByReceiver);
-    public long HandedToWaiters => Interlocked.Read(ref _handedToWaiters);
-    public long KeptForLaterAsk => Interlocked.Read(ref _early_count);
-    public long DemandsSent => Interlocked.Read(ref _demandsSent);
-    public long AlreadyArrived => Interlocked.Read(ref _alreadyArrived);
-    /// <summary>PageRun frames received.</summary>
+    /// <summary>First copies that arrived for a page a fault path had requested (whichever channel brought them).</summary>
+    public long AnsweredRequests => Interlocked.Read(ref _answeredRequests);
+    /// <summary>Demand frames sent, and the pages they asked for (a frame carries every page queued when it leaves).</summary>
+    public long DemandFrames => Interlocked.Read(ref _demandFrames);
+    public long DemandedPages => Interlocked.Read(ref _demandedPages);
     public long RunFrames => Interlocked.Read(ref _runFrames);
-    /// <summary>First copies that arrived in a run while a fault path owned the page (handed to its waiter or kept).</summary>
-    public long RunPagesToFaultPath => Interlocked.Read(ref _runPagesToFaultPath);
+    /// <summary>Requested pages whose first copy came in a push run (the push/demand race on the run path).</summary>
+    public long RunAnsweredRequests => Interlocked.Read(ref _runAnswered);
 
-    public string Describe() => $"remote source over {_urgent?.Peer}";
+    public string Describe() => $"remote source over {_urgent?.Peer ?? "(no connection)"}";
 
-    // ---- fault path ---------------------------------------------------------------------------------------------
+    // ---- connection -----------------------------------------------------------------------------------------
 
-    public void ReadPage(GuestAddress page, Span<byte> destination)
+    /// <summary>Demands go out on <paramref name="urgent"/> from now on; requests still in flight are sent on it again.</summary>
+    public void Attach(PeerConnection urgent)
     {
-        var t0 = Stopwatch.GetTimestamp();
+        _urgent = urgent;
+        for (var i = 0; i < QueueSlots; i++) Interlocked.Exchange(ref _queue[i], 0);   // re-queued from the tracker below
+        var tracker = _sink!.Tracker;
+        for (ulong i = 0; i < Pages; i++)
+            if (tracker.StateOf(i) == PageTracker.Requested) Enqueue(i);
+        SendQueued();
+    }
+
+    /// <summary>The connection is gone: requests queue (and wait) until <see cref="Attach"/>.</summary>
+    public void Detach() => _urgent = null;
+
+    // ---- fault path -----------------------------------------------------------------------------------------
+
+    public void Request(GuestAddress page)
+    {
         var idx = (page.Value - _ram.Base.Value) >> GuestAddress.PageShift;
-        var w = t_waiter ??= new Waiter();
-        t_lastFetched = idx;
-        try { Fetch(idx, destination, w, t0); }
-        finally
-        {
-            // a vCPU thread stays raised until its page is installed too; DestinationGuest lowers it after the exit
-            if (ThreadPriority.IsRaised && !DestinationGuest.IsVcpuThread) ThreadPriority.LowerToNormal();
-        }
+        Volatile.Write(ref _requestedAt[idx], Stopwatch.GetTimestamp());
+        Enqueue(idx);
+        SendQueued();
     }
 
-    private void Fetch(ulong idx, Span<byte> destination, Waiter w, long t0)
+    private void Enqueue(ulong idx)
     {
-        lock (_gate)
+        var spin = new SpinWait();
+        while (true)
         {
-            if (_failed is { } f) { Failed(destination, f); return; }
-            if (_early.Remove(idx, out var early))
-            {
-                early.CopyTo(destination);
-                Interlocked.Increment(ref _alreadyArrived);
-                Done(idx, t0);
-                return;
-            }
-            w.Arm(idx);
-            _waiting[idx] = w;
+            for (var i = 0; i < QueueSlots; i++)
+                if (Interlocked.CompareExchange(ref _queue[i], (long)idx + 1, 0) == 0) return;
+            SendQueued();                     // the queue is full: send what is there, then try again
+            spin.SpinOnce(sleep1Threshold: -1);
         }
-        // from here until the page is in, this thread is on the demand path: ahead of the push, the receivers and the guest
-        if (!ThreadPriority.IsRaised) ThreadPriority.RaiseForLatency();
-        try
-        {
-            Span<byte> req = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(req, idx);
-            DemandTrace.Hop(idx, "dest-send");
-            _urgent!.Send(FrameType.Demand, 0, req);
-            Interlocked.Increment(ref _demandsSent);
-        }
-        catch (MigrationException e) { Fail(e); }
-        if (!w.Wait(_pageTimeout, _spinTicks))
-            Fail(new MigrationException($"page {idx} did not arrive within {_pageTimeout.TotalSeconds:0.#} s"));
-        if (_failed is { } f2 && !w.Filled) { Failed(destination, f2); return; }
-        w.Buffer.CopyTo(destination);
-        DemandTrace.Hop(idx, "dest-woken");
-        Done(idx, t0);
-    }
-
-    private void Done(ulong idx, long t0)
-    {
-        var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
-        Fetches.Record(ns);
-        if (!DestinationGuest.IsVcpuThread)
-            Interlocked.Add(ref FetchNsByRange[Math.Min((ulong)FetchNsByRange.Length - 1, (idx << 12) / _bytesPerVcpu)], ns);
     }
 
     /// <summary>
-    /// After a failure: a vCPU thread gets the error; a uffd reader thread (whose engine loop must not die from an
-    /// exception) gets zeros for a guest that is being stopped and torn down anyway.
+    /// Sends every queued page in one Demand frame, unless another thread is sending (it takes what this thread queued:
+    /// after it stops sending it looks at the queue once more). Allocation-free.
     /// </summary>
-    private static void Failed(Span<byte> destination, Exception f)
+    private void SendQueued()
     {
-        if (DestinationGuest.IsVcpuThread) throw f as MigrationException ?? new MigrationException(f.Message, f);
-        destination.Clear();
+        while (true)
+        {
+            if (Interlocked.CompareExchange(ref _sending, 1, 0) != 0) return;
+            try
+            {
+                var urgent = _urgent;
+                if (urgent is null) return;
+                var n = 0;
+                for (var i = 0; i < QueueSlots && n < Wire.MaxDemandIndices; i++)
+                {
+                    var v = Interlocked.Exchange(ref _queue[i], 0);
+                    if (v == 0) continue;
+                    BinaryPrimitives.WriteUInt64LittleEndian(_demandFrame.AsSpan(n * 8), (ulong)(v - 1));
+                    n++;
+                }
+                if (n > 0)
+                {
+                    try { urgent.Send(FrameType.Demand, 0, _demandFrame.AsSpan(0, n * 8)); }
+                    catch (MigrationException e) { _sink!.Fail(e); return; }
+                    Interlocked.Increment(ref _demandFrames);
+                    Interlocked.Add(ref _demandedPages, n);
+                }
+            }
+            finally { Volatile.Write(ref _sending, 0); }
+            if (!AnyQueued()) return;
+        }
     }
 
-    // ---- receive path -------------------------------------------------------------------------------------------
+    private bool AnyQueued()
+    {
+        for (var i = 0; i < QueueSlots; i++) if (Volatile.Read(ref _queue[i]) != 0) return true;
+        return false;
+    }
+
+    // ---- receive path ---------------------------------------------------------------------------------------
 
     /// <summary>A page (or a zero-page marker: <paramref name="bytes"/> empty) arrived. Receiver threads only; never waits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
@@ -185,30 +175,22 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     {
         if (idx >= Pages) throw new MigrationException($"source sent page {idx}, out of range (guest RAM has {Pages} pages)");
         if (Interlocked.CompareExchange(ref _arrivedOnce[idx], 1, 0) != 0) { Interlocked.Increment(ref _duplicates); return; }
-        var zero = bytes.IsEmpty;
-        if (zero) { Interlocked.Increment(ref _zeroPages); bytes = ZeroPage; }
+        if (bytes.IsEmpty) { Interlocked.Increment(ref _zeroPages); bytes = ZeroPage; }
         else _received.Write(idx, bytes[..Wire.PageSize]);
         Interlocked.Increment(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages);
-
-        var gpa = _ram.Base + (idx << GuestAddress.PageShift);
-        if (_engine!.TryInstall(gpa, bytes)) Interlocked.Increment(ref _installedByReceiver);
-        else
+        var requested = _sink!.Tracker.StateOf(idx) == PageTracker.Requested;
+        if (_sink.Install(_ram.Base + (idx << GuestAddress.PageShift), bytes))
         {
-            lock (_gate)
-            {
-                if (_waiting.Remove(idx, out var w)) { DemandTrace.Hop(idx, (flags & PageFlags.Demand) != 0 ? "dest-rx-urgent" : "dest-rx-push"); w.Fill(bytes); Interlocked.Increment(ref _handedToWaiters); }
-                else if (!_engine.Tracker.IsPresent(idx)) { _early[idx] = bytes.ToArray(); Interlocked.Increment(ref _early_count); }
-            }
+            Interlocked.Increment(ref _installedByReceiver);
+            if (requested) Answered(idx);
         }
         if (Interlocked.Increment(ref _receivedCount) == (long)Pages) _allReceived.Set();
     }
 
     /// <summary>
     /// A run of <paramref name="count"/> consecutive pages from <paramref name="first"/> arrived (push). Receiver
-    /// threads only; never waits. Each page whose first copy this is goes into the received image; those pages are
-    /// installed with the engine's TryInstallRun (one ioctl per contiguous sub-run nobody else owns); a first copy a
-    /// fault path owns is handled exactly as <see cref="OnPage"/> does (to its waiter, or kept until it asks); later
-    /// copies are dropped.
+    /// threads only; never waits. The first copies go into the received image and are installed through the sink (one
+    /// ioctl per contiguous part nobody else owns); later copies are dropped.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public void OnPageRun(ulong first, int count, ReadOnlySpan<byte> bytes, PageFlags flags)
@@ -217,13 +199,18 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             throw new MigrationException($"source sent pages {first}..{first + (ulong)Math.Max(count, 1) - 1}, out of range (guest RAM has {Pages} pages)");
         if (bytes.Length != count * Wire.PageSize) throw new MigrationException($"page run of {count} pages carries {bytes.Length} bytes");
         Span<bool> fresh = stackalloc bool[count];
+        Span<bool> requested = stackalloc bool[count];
         Span<bool> installed = stackalloc bool[count];
-        installed.Clear();
+        var tracker = _sink!.Tracker;
         var arrived = 0;
+        var anyRequested = false;
         for (var i = 0; i < count; i++)
         {
             fresh[i] = Interlocked.CompareExchange(ref _arrivedOnce[first + (ulong)i], 1, 0) == 0;
-            if (fresh[i]) arrived++;
+            if (!fresh[i]) continue;
+            arrived++;
+            requested[i] = tracker.StateOf(first + (ulong)i) == PageTracker.Requested;
+            anyRequested |= requested[i];
         }
         Interlocked.Add(ref _duplicates, count - arrived);
         Interlocked.Increment(ref _runFrames);
@@ -240,65 +227,32 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             while (j < count && fresh[j]) j++;
             var sub = bytes.Slice(i * Wire.PageSize, (j - i) * Wire.PageSize);
             _received.Write(first + (ulong)i, sub);
-            installedNow += _engine!.TryInstallRun(_ram.Base + ((first + (ulong)i) << GuestAddress.PageShift), j - i, sub, installed[i..j]);
+            installedNow += _sink.InstallRun(_ram.Base + ((first + (ulong)i) << GuestAddress.PageShift), j - i, sub, installed[i..j]);
             i = j;
         }
         Interlocked.Add(ref _installedByReceiver, installedNow);
-        if (installedNow < arrived)
-        {
-            // first copies a fault path owns: its waiter gets them, or they wait until it asks
-            lock (_gate)
-            {
-                for (var i = 0; i < count; i++)
+        if (anyRequested)
+            for (var i = 0; i < count; i++)
+                if (requested[i] && installed[i])
                 {
-                    if (!fresh[i] || installed[i]) continue;
-                    var idx = first + (ulong)i;
-                    var page = bytes.Slice(i * Wire.PageSize, Wire.PageSize);
-                    Interlocked.Increment(ref _runPagesToFaultPath);
-                    if (_waiting.Remove(idx, out var w)) { DemandTrace.Hop(idx, "dest-rx-run"); w.Fill(page); Interlocked.Increment(ref _handedToWaiters); }
-                    else if (!_engine!.Tracker.IsPresent(idx)) { _early[idx] = page.ToArray(); Interlocked.Increment(ref _early_count); }
+                    Answered(first + (ulong)i);
+                    Interlocked.Increment(ref _runAnswered);
                 }
-            }
-        }
         if (Interlocked.Add(ref _receivedCount, arrived) == (long)Pages) _allReceived.Set();
     }
 
-    /// <summary>Wakes every waiter with <paramref name="e"/>; later ReadPage calls fail at once.</summary>
-    public void Fail(Exception e)
+    private void Answered(ulong idx)
     {
-        lock (_gate)
-        {
-            _failed ??= e;
-            foreach (var w in _waiting.Values) w.Abort();
-            _waiting.Clear();
-        }
+        Interlocked.Increment(ref _answeredRequests);
+        var at = Volatile.Read(ref _requestedAt[idx]);
+        if (at == 0) return;
+        var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - at);
+        DemandLatency.Record(ns);
+        Interlocked.Add(ref DemandNsByRange[Math.Min((ulong)DemandNsByRange.Length - 1, (idx << 12) / _bytesPerVcpu)], ns);
     }
+
+    /// <summary>No more pages will come: every fault path waiting for one returns with <paramref name="e"/>.</summary>
+    public void Fail(Exception e) => _sink?.Fail(e);
 
     public void Dispose() => _allReceived.Dispose();
-
-    /// <summary>One per fault-path thread, reused: a page buffer and a flag it spins on briefly before blocking.</summary>
-    private sealed class Waiter
-    {
-        private readonly ManualResetEventSlim _event = new(false, spinCount: 1);
-        public readonly byte[] Buffer = new byte[Wire.PageSize];
-        public ulong Index;
-        public volatile bool Filled;
-
-        public void Arm(ulong index) { Index = index; Filled = false; _event.Reset(); }
-        public void Fill(ReadOnlySpan<byte> bytes) { bytes.CopyTo(Buffer); Filled = true; _event.Set(); }
-        public void Abort() => _event.Set();
-        /// <summary>
-        /// Spins on the flag for up to <paramref name="spinTicks"/> (see <see cref="RemotePageSource.WaitSpinUs"/>: a
-        /// page that arrives meanwhile costs no wake-up), then blocks. The caller raised its priority before sending
-        /// the demand: woken at nice 0 behind the push, the receivers and the other vCPUs on 2 cores, a thread waited
-        /// milliseconds for its slice.
-        /// </summary>
-        public bool Wait(TimeSpan timeout, long spinTicks)
-        {
-            var until = Stopwatch.GetTimestamp() + spinTicks;
-            while (!Filled && !_event.IsSet && Stopwatch.GetTimestamp() < until) Thread.SpinWait(20);
-            if (Filled) return true;
-            return _event.Wait(timeout);
-        }
-    }
 }

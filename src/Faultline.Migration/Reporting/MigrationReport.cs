@@ -27,14 +27,16 @@ public sealed record MigrationReport
     public required long PagesPushed { get; init; }
     public required long PagesZero { get; init; }
     public required long PagesDuplicate { get; init; }
+    /// <summary>Pages the destination's fault paths asked for (each page at most once per connection).</summary>
     public required long DemandRequests { get; init; }
-    /// <summary>Pages whose bytes arrived while a fault path owned the page: handed to its waiter, or kept until it asked.</summary>
+    /// <summary>Demand frames those requests went out in (one frame carries every page queued when it leaves).</summary>
+    public long DemandFrames { get; init; }
+    /// <summary>Requested pages whose first copy arrived and was installed for the waiting fault path (demand reply or push, whichever came first).</summary>
     public required long PagesToWaiters { get; init; }
-    public required long PagesKeptUntilAsked { get; init; }
     public required long DemandAlreadyPushed { get; init; }
     /// <summary>PageRun frames received (consecutive pushed pages installed with one ioctl per run).</summary>
     public long PushRuns { get; init; }
-    /// <summary>First copies that arrived inside a run while a fault path owned the page (the push/demand race on the run path).</summary>
+    /// <summary>Requested pages whose first copy arrived in a push run, not a demand reply (the push/demand race on the run path).</summary>
     public long RunPagesToFaultPath { get; init; }
     /// <summary>How long a fault path spun for its page before blocking, µs (sized from the link's round trip).</summary>
     public double WaitSpinUs { get; init; }
@@ -42,6 +44,8 @@ public sealed record MigrationReport
     public double BulkReceiverCpuMs { get; init; }
     public required long BytesOnWire { get; init; }
     public required LatencySummary FaultLatencyUs { get; init; }
+    /// <summary>Per demanded page, every engine: requested → installed (the receiver's view of the demand path).</summary>
+    public LatencySummary? DemandLatencyUs { get; init; }
     /// <summary>How fault latency was taken for this engine.</summary>
     public required string FaultLatencyMeasure { get; init; }
     public required double[] VcpuBlockedMs { get; init; }
@@ -91,8 +95,8 @@ public sealed record MigrationReport
             w.WriteNumber("pages_zero", PagesZero);
             w.WriteNumber("pages_duplicate", PagesDuplicate);
             w.WriteNumber("demand_requests", DemandRequests);
+            w.WriteNumber("demand_frames", DemandFrames);
             w.WriteNumber("pages_to_waiters", PagesToWaiters);
-            w.WriteNumber("pages_kept_until_asked", PagesKeptUntilAsked);
             w.WriteNumber("demand_already_pushed", DemandAlreadyPushed);
             w.WriteNumber("push_runs", PushRuns);
             w.WriteNumber("run_pages_to_fault_path", RunPagesToFaultPath);
@@ -106,7 +110,20 @@ public sealed record MigrationReport
             w.WriteNumber("mean", Math.Round(FaultLatencyUs.Mean, 1));
             w.WriteNumber("count", FaultLatencyUs.Count);
             w.WriteString("measured", FaultLatencyMeasure);
+            WriteHistogram(w, FaultLatencyUs);
             w.WriteEndObject();
+            if (DemandLatencyUs is { } d)
+            {
+                w.WriteStartObject("demand_latency_us");
+                w.WriteNumber("p50", Math.Round(d.P50, 1));
+                w.WriteNumber("p90", Math.Round(d.P90, 1));
+                w.WriteNumber("p99", Math.Round(d.P99, 1));
+                w.WriteNumber("max", Math.Round(d.Max, 1));
+                w.WriteNumber("count", d.Count);
+                w.WriteString("measured", "receiver: page requested by a fault path → page installed");
+                WriteHistogram(w, d);
+                w.WriteEndObject();
+            }
             w.WriteStartObject("link_rtt_us");
             w.WriteNumber("p50", Math.Round(LinkRttUs.P50, 1));
             w.WriteNumber("min", Math.Round(LinkRttUs.Min, 1));
@@ -121,11 +138,7 @@ public sealed record MigrationReport
             w.WriteString("destination", DemandPathScheduling.Name(Scheduling.Destination));
             w.WriteString("source", DemandPathScheduling.Name(Scheduling.Source));
             w.WriteString("detail", Scheduling.Detail);
-            w.WriteNumber("switch_pair_us_idle", Math.Round(Scheduling.SwitchPairIdleUs, 2));
-            w.WriteNumber("raise_us_per_fault", Math.Round(Scheduling.RaisePerFaultUs, 2));
-            w.WriteNumber("lower_us_per_fault", Math.Round(Scheduling.LowerPerFaultUs, 2));
-            w.WriteNumber("fault_switches", Scheduling.FaultSwitches);
-            w.WriteNumber("left_real_time_to_yield", Scheduling.LeftRealTimeToYield);
+            w.WriteNumber("vcpu_postcopy_nice", Scheduling.VcpuPostcopyNice);
             w.WriteEndObject();
             w.WriteStartArray("vcpu_blocked_ms");
             foreach (var b in VcpuBlockedMs) w.WriteNumberValue(Math.Round(b, 3));
@@ -162,5 +175,16 @@ public sealed record MigrationReport
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(ms.ToArray());
+    }
+
+    /// <summary>
+    /// fault_latency_us.histogram as QEMU 10.1's postcopy-latency-dist: bucket i counts samples of [2^i, 2^(i+1)) µs
+    /// (bucket 0: under 2 µs), up to the highest non-empty bucket.
+    /// </summary>
+    private static void WriteHistogram(Utf8JsonWriter w, LatencySummary l)
+    {
+        w.WriteStartArray("histogram");
+        foreach (var c in l.Histogram) w.WriteNumberValue(c);
+        w.WriteEndArray();
     }
 }

@@ -70,6 +70,7 @@ public sealed class MigrationSource : IDisposable
     /// <summary>Accepts one destination on <paramref name="listener"/> and migrates the guest to it.</summary>
     public SourceResult Serve(MigrationListener listener, CancellationToken ct = default)
     {
+        if (_o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
         WaitUntilWarm(ct);
         _firstError = null;
         PeerConnection? main = null, urgent = null;

@@ -6,7 +6,7 @@ namespace Faultline.Migration.Transport;
 /// <summary>
 /// The link's round trip, measured on the urgent channel before the pause, through the same stack a demand and its
 /// page take (socket, emulated delay line and its pump): the destination sends a burst of Pings one at a time, the
-/// source answers each with a Pong at once. The destination's thread is raised as a fault path is, the source's as
+/// source answers each with a Pong at once. The destination's thread runs as a fault path does (normal priority), the source's as
 /// its demand server is, so that each wake-up on the way is scheduled as a demand's would be (the source's vCPUs
 /// still run the guest at this point, so every one of them must take a CPU from a busy thread, as during post-copy).
 /// </summary>
@@ -19,7 +19,6 @@ internal static class LinkRttProbe
         Span<byte> b = stackalloc byte[PingMessage.Size];
         var old = urgent.Channel.ReceiveTimeout;
         urgent.Channel.ReceiveTimeout = timeout;   // once, not per probe: setsockopt is not part of the link
-        ThreadPriority.RaiseForLatency();
         try
         {
             for (var i = 0; i < count; i++)
@@ -38,7 +37,6 @@ internal static class LinkRttProbe
         }
         finally
         {
-            if (ThreadPriority.IsRaised) ThreadPriority.LowerToNormal();
             urgent.Channel.ReceiveTimeout = old;
         }
         return rtt.Summarize();

@@ -29,6 +29,9 @@ public static class BenchReport
             w.WriteNumber("vcpus", r.Vcpus);
             w.WriteNumber("mem_per_vcpu_mib", r.MemPerVcpuMib);
             w.WriteNumber("pages", r.Pages);
+            w.WriteString("workload", r.Workload);
+            w.WriteNumber("pages_touched", r.PagesTouched);
+            w.WriteNumber("demand_faults", r.DemandFaults);
             w.WriteNumber("seconds", Math.Round(r.Seconds, 6));
             w.WriteNumber("pages_per_sec", Math.Round(r.PagesPerSec));
             w.WriteNumber("alloc_bytes_per_fault", Math.Round(r.AllocBytesPerFault, 4));

@@ -10,6 +10,12 @@ public sealed record BenchRow(
     public IReadOnlyList<double> ReferenceSamples { get; init; } = [];
     public double? Ratio => ReferencePagesPerSec is { } r && r > 0 ? PagesPerSec / r : null;
     public string Mechanism { get; init; } = Mechanism;
+    /// <summary>The access order: sequential, random or hotset.</summary>
+    public string Workload { get; init; } = "sequential";
+    /// <summary>Distinct pages the median run touched (fewer than <see cref="Pages"/> for hotset).</summary>
+    public ulong PagesTouched { get; init; }
+    /// <summary>Demand faults of the median run: pages its engine installed on demand, each once (0 with memory populated up front).</summary>
+    public long DemandFaults { get; init; }
     /// <summary>Table row label, as seed 002 names them.</summary>
     public string Label => $"{Mode} ({Backing}{(Uffds == "per-vcpu" ? ", per-vCPU uffds" : "")})";
 }

@@ -58,8 +58,8 @@ public static class PagingBench
                 var result = PagingRun.Execute(spec, ct);
                 if (result.HostMismatches != 0)
                     throw new GuestException($"{spec.Options.Mode.Name()}: {result.HostMismatches} qwords of guest memory hold the wrong bytes");
-                if (spec.Options.Mode != PagingMode.None && result.Stats.Installed != (long)result.Pages)
-                    throw new GuestException($"{spec.Options.Mode.Name()}: {result.Stats.Installed} pages installed for {result.Pages}");
+                if (spec.Options.Mode != PagingMode.None && result.Stats.Installed != (long)result.PagesTouched)
+                    throw new GuestException($"{spec.Options.Mode.Name()}: {result.Stats.Installed} pages installed for {result.PagesTouched} touched");
                 ours.Add(result);
                 if (refMode is not null) theirs.Add(reference!.Run(spec, refMode));
             }
@@ -83,6 +83,9 @@ public static class PagingBench
         {
             ReferencePagesPerSec = reference.Count > 0 ? Median(reference) : null,
             ReferenceSamples = reference,
+            Workload = spec.Order.ToString().ToLowerInvariant(),
+            PagesTouched = median.PagesTouched,
+            DemandFaults = median.Stats.Installed,
         };
     }
 

@@ -17,6 +17,9 @@ public sealed record PagingRunSpec(PagingOptions Options, int Vcpus, ulong MemPe
 /// <summary>What a run measured and checked.</summary>
 public sealed record PagingRunResult(PagingRunSpec Spec, ulong Pages, double Seconds, PagingStats Stats, ulong GuestResult, long HostMismatches)
 {
-    public double PagesPerSecond => Pages / Seconds;
+    /// <summary>Distinct pages the guest touched (host twin of its order): all of them unless the order is hotset.</summary>
+    public ulong PagesTouched { get; init; } = Pages;
+    /// <summary>Pages demand-paged in per second: touched pages over the run's time.</summary>
+    public double PagesPerSecond => PagesTouched / Seconds;
     public double AllocBytesPerFault => Stats.Faults == 0 ? 0 : (double)Stats.FaultPathAllocatedBytes / Stats.Faults;
 }

@@ -1,29 +1,42 @@
+using System.Diagnostics;
 using Faultline.Kvm.Memory;
 
 namespace Faultline.Paging.Engines;
 
 /// <summary>
-/// Per-page install state of guest RAM under test: missing → installing → present, changed atomically, so that
-/// whoever wins the claim installs a page exactly once while racing paths (readers, vCPU exits, a migration's push)
-/// wait for it. One byte per 4 KiB page: 0.024% of guest memory.
+/// Per-page state of guest RAM under test, changed atomically: missing → requested (a fault path asked the source)
+/// → installing (an installer claimed it) → present. Whoever wins the claim installs a page exactly once; a fault path
+/// that needs a page waits here, on the tracker, never on the source: <see cref="WaitPresent"/> spins, then blocks
+/// on its own slot, which <see cref="Publish"/> signals. One byte per 4 KiB page (0.024% of guest memory) plus a
+/// fixed table of waiter slots, made once.
 /// </summary>
-public sealed class PageTracker
+public sealed class PageTracker : IDisposable
 {
-    public const byte Missing = 0, Installing = 1, Present = 2;
+    public const byte Missing = 0, Installing = 1, Present = 2, Requested = 3;
+    private const int Slots = 64;
     private readonly byte[] _state;
     private long _present;
+    private readonly long[] _waitingFor;                      // per slot: page index + 1, 0 = free
+    private readonly ManualResetEventSlim[] _wake;
+    private int _waiters;
+    private volatile Exception? _failure;
 
     public GuestAddress Base { get; }
     public ulong Pages { get; }
     public long PresentCount => Interlocked.Read(ref _present);
     public bool Complete => PresentCount == (long)Pages;
-    public long MemoryBytes => _state.Length;
+    public long MemoryBytes => _state.Length + Slots * 8L;
+    /// <summary>Set by <see cref="Fail"/>: the pages still missing will not come.</summary>
+    public Exception? Failure => _failure;
 
     public PageTracker(GuestAddress @base, ulong bytes)
     {
         Base = @base;
         Pages = bytes >> GuestAddress.PageShift;
         _state = new byte[Pages];
+        _waitingFor = new long[Slots];
+        _wake = new ManualResetEventSlim[Slots];
+        for (var i = 0; i < Slots; i++) _wake[i] = new ManualResetEventSlim(false, spinCount: 1);
     }
 
     public bool Contains(GuestAddress gpa) => gpa.Value >= Base.Value && (gpa.Value - Base.Value) >> 12 < Pages;
@@ -33,18 +46,49 @@ public sealed class PageTracker
     public byte StateOf(ulong index) => Volatile.Read(ref _state[index]);
     public bool IsPresent(ulong index) => Volatile.Read(ref _state[index]) == Present;
 
-    /// <summary>Claims a missing page for installing; false if someone else has it (installing or present).</summary>
-    public bool TryClaim(ulong index) => Interlocked.CompareExchange(ref _state[index], Installing, Missing) == Missing;
+    /// <summary>Marks a missing page requested; true for the one caller that must ask the source for it.</summary>
+    public bool TryRequest(ulong index) => Interlocked.CompareExchange(ref _state[index], Requested, Missing) == Missing;
 
-    /// <summary>Publishes a claimed page as present.</summary>
+    /// <summary>Claims a missing or requested page for installing; false if an installer has it or it is present.</summary>
+    public bool TryClaim(ulong index)
+    {
+        ref var s = ref _state[index];
+        var now = Volatile.Read(ref s);
+        return now is Missing or Requested && Interlocked.CompareExchange(ref s, Installing, now) == now;
+    }
+
+    /// <summary>Publishes a claimed page as present and wakes a fault path waiting for it.</summary>
     public void Publish(ulong index)
     {
         Volatile.Write(ref _state[index], Present);
-        Interlocked.Increment(ref _present);
+        Interlocked.Increment(ref _present);                 // a full fence: the waiter count below is read after the store
+        if (Volatile.Read(ref _waiters) != 0) WakeRange(index, 1);
     }
 
-    /// <summary>Gives a claim back without installing (the install failed and will be retried).</summary>
-    public void Abandon(ulong index) => Volatile.Write(ref _state[index], Missing);
+    /// <summary>Publishes <paramref name="count"/> claimed pages from <paramref name="first"/> (one wake-up scan).</summary>
+    public void PublishRun(ulong first, int count)
+    {
+        for (var i = 0; i < count; i++) Volatile.Write(ref _state[first + (ulong)i], Present);
+        Interlocked.Add(ref _present, count);
+        if (Volatile.Read(ref _waiters) != 0) WakeRange(first, count);
+    }
+
+    private void WakeRange(ulong first, int count)
+    {
+        for (var s = 0; s < Slots; s++)
+        {
+            var w = Volatile.Read(ref _waitingFor[s]);
+            if (w != 0 && (ulong)(w - 1) - first < (ulong)count) _wake[s].Set();
+        }
+    }
+
+    /// <summary>Gives a claim back without installing: the page is missing again (a waiter asks for it again).</summary>
+    public void Abandon(ulong index)
+    {
+        Volatile.Write(ref _state[index], Missing);
+        Thread.MemoryBarrier();
+        if (Volatile.Read(ref _waiters) != 0) WakeRange(index, 1);
+    }
 
     /// <summary>Marks a present page missing again (its host mapping was taken away).</summary>
     public bool TryReset(ulong index)
@@ -66,26 +110,76 @@ public sealed class PageTracker
     public void ReleaseToMissing(ulong index) => Volatile.Write(ref _state[index], Missing);
 
     /// <summary>
-    /// Called on a thread that <see cref="WaitPresent"/> is about to let yield. A thread under a real-time policy must
-    /// leave it here: sched_yield only lets threads of its own priority run, so the installer it waits for (a normal
-    /// thread, perhaps queued on the same CPU) would not get the CPU. Set once by the layer that raises threads.
+    /// The pages still missing will not come (the source failed): every waiter returns with <paramref name="error"/>,
+    /// later waits too. The first failure is kept.
     /// </summary>
-    public static Action? BeforeYielding { get; set; }
+    public void Fail(Exception error)
+    {
+        Interlocked.CompareExchange(ref _failure, error, null);
+        for (var s = 0; s < Slots; s++) _wake[s].Set();
+    }
 
     /// <summary>
-    /// Waits until a page being installed by another thread is present: spinning for up to 100 µs (the installer is
-    /// inside one ioctl, up to a 64-page UFFDIO_COPY; a yielding low-priority thread may not run again for
-    /// milliseconds while busier threads hold the cores), then yielding (after <see cref="BeforeYielding"/>).
+    /// Waits until page <paramref name="index"/> is present. <paramref name="rerequest"/> is called (on this thread)
+    /// whenever the page is found missing again (an installer gave its claim back, or a lost request), so that it is
+    /// asked for once more. Spins for <paramref name="spinTicks"/> (a page that lands meanwhile costs no wake-up, which
+    /// on this nested host is 15–27 µs across CPUs and can wait for a host tick), then blocks on a waiter slot.
+    /// Returns false on <see cref="Fail"/> (see <see cref="Failure"/>) or when <paramref name="timeout"/> passes.
+    /// Allocation-free.
     /// </summary>
-    public void WaitPresent(ulong index)
+    public bool WaitPresent(ulong index, long spinTicks, TimeSpan timeout, IRerequest? rerequest)
     {
-        if (Volatile.Read(ref _state[index]) != Installing) return;
-        var until = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 10_000;
-        while (Volatile.Read(ref _state[index]) == Installing && System.Diagnostics.Stopwatch.GetTimestamp() < until) Thread.SpinWait(10);
-        if (Volatile.Read(ref _state[index]) != Installing) return;
-        BeforeYielding?.Invoke();
-        var spin = new SpinWait();
-        while (Volatile.Read(ref _state[index]) == Installing) spin.SpinOnce(sleep1Threshold: -1);
+        ref var s = ref _state[index];
+        if (Volatile.Read(ref s) == Present) return true;
+        var start = Stopwatch.GetTimestamp();
+        var spinUntil = start + spinTicks;
+        while (true)
+        {
+            var now = Volatile.Read(ref s);
+            if (now == Present) return true;
+            if (_failure is not null) return false;
+            if (now == Missing && rerequest is not null && TryRequest(index)) rerequest.Request(index);
+            if (Stopwatch.GetTimestamp() >= spinUntil) break;
+            Thread.SpinWait(8);
+        }
+        var deadline = start + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        var slot = Enter(index);
+        try
+        {
+            while (true)
+            {
+                var now = Volatile.Read(ref s);
+                if (now == Present) return true;
+                if (_failure is not null) return false;
+                if (now == Missing && rerequest is not null && TryRequest(index)) rerequest.Request(index);
+                var left = deadline - Stopwatch.GetTimestamp();
+                if (left <= 0) return false;
+                _wake[slot].Wait((int)Math.Clamp(left * 1000 / Stopwatch.Frequency, 1, 50));
+                _wake[slot].Reset();
+            }
+        }
+        finally { Leave(slot); }
+    }
+
+    private int Enter(ulong index)
+    {
+        Interlocked.Increment(ref _waiters);
+        while (true)
+        {
+            for (var i = 0; i < Slots; i++)
+                if (Interlocked.CompareExchange(ref _waitingFor[i], (long)index + 1, 0) == 0)
+                {
+                    _wake[i].Reset();
+                    return i;          // the CAS is a full fence: the caller's next state read follows it
+                }
+            Thread.Yield();            // more than 64 threads waiting at once: wait for a slot
+        }
+    }
+
+    private void Leave(int slot)
+    {
+        Volatile.Write(ref _waitingFor[slot], 0);
+        Interlocked.Decrement(ref _waiters);
     }
 
     /// <summary>Marks every page present (memory populated up front).</summary>
@@ -94,4 +188,15 @@ public sealed class PageTracker
         Array.Fill(_state, Present);
         Interlocked.Exchange(ref _present, (long)Pages);
     }
+
+    public void Dispose()
+    {
+        foreach (var w in _wake) w.Dispose();
+    }
+}
+
+/// <summary>Asks a page source again for a page whose request was lost or given back (see <see cref="PageTracker.WaitPresent"/>).</summary>
+public interface IRerequest
+{
+    void Request(ulong index);
 }

@@ -20,9 +20,11 @@ public sealed record PagingOptions(PagingMode Mode, Backing Backing, UffdLayout 
     /// <summary>
     /// Shmem only. True: the page cache is filled from the source up front (MINOR faults then only map it). False
     /// (post-copy): it is filled with zeros so MINOR faults still fire, and each page's bytes come from the source on
-    /// its first fault or <see cref="IPagingEngine.TryInstall"/>.
+    /// its first fault or an install through <see cref="IPagingEngine.Sink"/>.
     /// </summary>
     public bool PrefillPageCache { get; init; } = true;
+    /// <summary>How long a fault path waits for a page before it gives up (a remote source that went silent).</summary>
+    public TimeSpan PageTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Rejects impossible combinations before any VM exists (exit 2).</summary>
     public void Validate(int vcpus)

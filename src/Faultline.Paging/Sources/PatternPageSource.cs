@@ -1,20 +1,34 @@
 using System.Runtime.InteropServices;
 using Faultline.Kvm.Memory;
+using Faultline.Paging.Engines;
 
 namespace Faultline.Paging.Sources;
 
 /// <summary>
 /// Deterministic pages: the qword at GPA a holds a + seed, the very pattern the guest's Verify workload checks.
-/// Every page and every offset differ, and so do two seeds (generations).
+/// Every page and every offset differ, and so do two seeds (generations). Immediate: a request fills the calling
+/// thread's page buffer and installs it before it returns.
 /// </summary>
-public sealed class PatternPageSource(ulong seed) : IPageSource
+public sealed class PatternPageSource(ulong seed) : IImmediatePageSource
 {
     private long _served;
+    private IPageSink? _sink;
 
     public ulong Seed { get; } = seed;
     public long PagesServed => Interlocked.Read(ref _served);
+    public bool CompletesOnRequest => true;
+    public TimeSpan ExpectedLatency => TimeSpan.Zero;
 
-    public void ReadPage(GuestAddress page, Span<byte> destination)
+    public void Start(IPageSink sink) => _sink = sink;
+
+    public void Request(GuestAddress page)
+    {
+        var buf = PageBuffer.Span;
+        Read(page, buf);
+        _sink!.Install(page, buf);
+    }
+
+    public void Read(GuestAddress page, Span<byte> destination)
     {
         Fill(page, Seed, destination);
         Interlocked.Increment(ref _served);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using Faultline.Guest;
 
 namespace Faultline.Cli;
 
@@ -116,6 +117,13 @@ internal static class CliOptions
             }),
         };
     }
+
+    /// <summary>--workload sequential|random|hotset: the order the guest visits its pages in (sequential by default).</summary>
+    public static Option<Choice<AccessOrder>> Workload(string description) =>
+        Choice(WorkloadName, description,
+            ("sequential", AccessOrder.Sequential), ("random", AccessOrder.Random), ("hotset", AccessOrder.Hotset));
+
+    public const string WorkloadName = "--workload";
 
     private static T Parse<T>(ArgumentResult r, string name, TryParseItem<T> parse)
     {

@@ -39,7 +39,8 @@ internal static class BenchCommand
         var uffds = CliOptions.Choice("--uffds", "One userfaultfd for all RAM, or one per vCPU range", ("single", UffdLayout.Single), ("per-vcpu", UffdLayout.PerVcpu));
         var readers = CliOptions.Int("--readers", "Reader threads (0: one per vCPU, as refpaging)", 0, min: 0, max: 256);
         var access = CliOptions.Choice("--access", "What the guest does to each page", ("write", Workload.Write), ("read", Workload.Read));
-        var order = CliOptions.Choice("--order", "Page order", ("sequential", AccessOrder.Sequential), ("random", AccessOrder.Random));
+        var order = CliOptions.Workload("Page order: sequential (refpaging's), random (each page once), hotset (90% in a drifting 1/16 hot set)");
+        order.Aliases.Add("--order");
         var recovery = CliOptions.Choice("--cpl3-address", "How a CPL3 fault without an address is located",
             ("decode", AddressRecovery.Decode), ("uffd-thread-id", AddressRecovery.UffdThreadId));
         var repeat = CliOptions.Int("--repeat", "Runs per row; the median is reported", 3, min: 1, max: 100);
@@ -167,6 +168,10 @@ internal static class BenchCommand
             t.AddRow(cells.ToArray());
         }
         console.Write(t);
+        if (plan.Order != AccessOrder.Sequential)
+            foreach (var r in rows)
+                console.MarkupLine($"[grey]{Markup.Escape(r.Label)}, {r.Vcpus} vCPU(s): {Output.Count(r.DemandFaults)} demand faults, " +
+                                   $"{Output.Count(r.PagesTouched)} of {Output.Count(r.Pages)} pages touched, {r.Seconds.ToString("0.000", CultureInfo.InvariantCulture)} s[/]");
         if (withRef) console.MarkupLine("[grey]ref = C reference (refpaging) in the same run, interleaved; ratio = Faultline / reference[/]");
         foreach (var g in rows.GroupBy(r => (r.Mode, r.Backing)))
             console.MarkupLine($"[grey]{Markup.Escape(g.Key.Mode)} ({g.Key.Backing}): {Markup.Escape(Legend(g.ToList()))}[/]");

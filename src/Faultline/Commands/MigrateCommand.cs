@@ -147,7 +147,7 @@ public static class MigrateCommand
         // the address is taken before the guest is built: a port in use fails at once; a destination that connects
         // meanwhile waits in the backlog until the source is warm ("listening on" is printed then)
         using var listener = Listen(address);
-        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick });
+        using var source = MigrationSource.Create(new SourceOptions(vcpus, mem) { LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting() });
         source.WaitUntilWarm(ct);
         human.WriteLine($"{ListeningPrefix}{listener.Address}");
         human.Flush();
@@ -271,7 +271,15 @@ public static class MigrateCommand
     }
 
     private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link) =>
-        new(a, engine, backing) { LinkDelay = delay, LinkKind = link };
+        new(a, engine, backing)
+        {
+            LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(),
+            VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var n) ? n : 0,
+            VcpuSlice = double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_SLICE_US"), CultureInfo.InvariantCulture, out var us) ? TimeSpan.FromMicroseconds(us) : TimeSpan.Zero,
+        };
+
+    /// <summary>FAULTLINE_RT=0 turns SCHED_FIFO off for the demand path's carriers (the library never reads the environment).</summary>
+    private static bool? RealTimeSetting() => Environment.GetEnvironmentVariable("FAULTLINE_RT")?.Trim() == "0" ? false : null;
 
     /// <summary>--backing: auto is shmem for minor (it needs a page cache) and exits (faster post-copy), anon otherwise.</summary>
     internal static Backing BackingFor(PagingMode engine, string? word) => (word ?? "auto").Trim().ToLowerInvariant() switch
@@ -311,21 +319,22 @@ public static class MigrateCommand
         t.AddRow("pages at the destination (first copy of each)", string.Create(CultureInfo.InvariantCulture,
             $"{r.PagesTotal} = {r.PagesDemand} on demand + {r.PagesPushed} pushed ({r.PagesZero} zero); {r.PagesDuplicate} later copies dropped"));
         t.AddRow("demand requests (destination → source)", string.Create(CultureInfo.InvariantCulture,
-            $"{r.DemandRequests}; {r.DemandAlreadyPushed} for pages the source had pushed already"));
-        t.AddRow("first copies a fault path owned", string.Create(CultureInfo.InvariantCulture,
-            $"{r.PagesToWaiters} to waiters, {r.PagesKeptUntilAsked} kept until asked"));
+            $"{r.DemandRequests} pages in {r.DemandFrames} frames; {r.DemandAlreadyPushed} for pages the source had sent already"));
+        t.AddRow("requested pages installed for their waiters", string.Create(CultureInfo.InvariantCulture,
+            $"{r.PagesToWaiters} to waiters ({r.RunPagesToFaultPath} of them from a push run)"));
         t.AddRow("installed", string.Create(CultureInfo.InvariantCulture,
-            $"{r.EngineInstalled} pages: {r.InstalledByReceiver} by the receiver threads, {r.EngineInstalled - r.InstalledByReceiver} by fault paths"));
+            $"{r.EngineInstalled} pages ({r.InstalledByReceiver} by the receiver threads)"));
         t.AddRow("bytes on wire", $"{r.BytesOnWire:N0} ({r.PushRuns} page runs)");
         var l = r.FaultLatencyUs;
         t.AddRow("fault latency µs (p50 / p90 / p99 / max)", string.Create(CultureInfo.InvariantCulture, $"{l.P50:0.0} / {l.P90:0.0} / {l.P99:0.0} / {l.Max:0.0}  ({l.Count} faults)"));
+        if (l.Count > 0) t.AddRow("fault latency histogram", Markup.Escape(l.CompactHistogram()));
         var rtt = r.LinkRttUs;
         t.AddRow("link round trip µs (p50 / min, urgent channel)", string.Create(CultureInfo.InvariantCulture, $"{rtt.P50:0.0} / {rtt.Min:0.0}  ({rtt.Count} pings)"));
         t.AddRow("fault latency target (round trip + 30 µs)", string.Create(CultureInfo.InvariantCulture,
             $"{r.FaultLatencyTargetUs:0.0} µs: p50 {(r.FaultLatencyTargetMet ? "[green]met[/]" : "[red]not met[/]")}"));
         var s = r.Scheduling;
         t.AddRow("demand path scheduling", Markup.Escape(string.Create(CultureInfo.InvariantCulture,
-            $"destination {DemandPathScheduling.Name(s.Destination)}, source {DemandPathScheduling.Name(s.Source)}; per fault: raise {s.RaisePerFaultUs:0.0} µs, lower {s.LowerPerFaultUs:0.0} µs (raise + lower {s.SwitchPairIdleUs:0.0} µs CPU idle)")));
+            $"carriers: destination {DemandPathScheduling.Name(s.Destination)}, source {DemandPathScheduling.Name(s.Source)}; vCPUs at nice {s.VcpuPostcopyNice} during post-copy, no change per fault")));
         t.AddRow("vCPU blocked ms", string.Join(", ", r.VcpuBlockedMs.Select(b => b.ToString("0.0", CultureInfo.InvariantCulture))));
         t.AddRow("source sha256", r.SourceSha256);
         t.AddRow("received sha256", $"{r.ReceivedSha256} {(r.DigestsMatch ? "[green]match[/]" : "[red]DIFFER[/]")}");

@@ -3,7 +3,9 @@ using System.Globalization;
 using System.Text.Json;
 using Faultline.Guest;
 using Faultline.Guest.Probe;
+using Faultline.Kvm.Memory;
 using Faultline.Paging;
+using Faultline.Paging.Selection;
 using Spectre.Console;
 
 namespace Faultline.Cli.Commands;
@@ -25,13 +27,14 @@ internal static class ProbeCommand
     private static int Execute(OutputTarget? json, TextWriter stdout, TextWriter stderr)
     {
         var report = HostProbe.Run();
-        var engines = HostEngines.Evaluate(report);
+        var caps = HostCapabilities.FromProbe(report);
+        BackingEngines[] engines = [BackingEngines.Evaluate(caps, Backing.Anonymous), BackingEngines.Evaluate(caps, Backing.Shmem)];
         json?.Write(stdout, Json(report, engines));
         Render(report, engines, Output.Console(Output.Human(json, stdout, stderr)));
         return 0;
     }
 
-    internal static string Json(ProbeReport r, HostEngines engines) => JsonOutput.Text(w =>
+    internal static string Json(ProbeReport r, IReadOnlyList<BackingEngines> engines) => JsonOutput.Text(w =>
     {
         w.WriteStartObject();
         w.WriteNumber("kvm_api_version", r.KvmApiVersion);
@@ -89,15 +92,14 @@ internal static class ProbeCommand
         w.WriteEndObject();
         w.WriteRounded("probe_seconds", r.Elapsed.TotalSeconds);
         w.WriteStartObject("engines");
-        WriteEngines(w, "anon", engines.Anonymous);
-        WriteEngines(w, "shmem", engines.Shmem);
+        foreach (var b in engines) WriteEngines(w, b);
         w.WriteEndObject();
         w.WriteEndObject();
     });
 
-    private static void WriteEngines(Utf8JsonWriter w, string name, BackingEngines b)
+    private static void WriteEngines(Utf8JsonWriter w, BackingEngines b)
     {
-        w.WriteStartObject(name);
+        w.WriteStartObject(b.BackingName);
         if (b.Chosen is { } c) w.WriteString("auto", c.Name()); else w.WriteNull("auto");
         w.WriteString("auto_reason", b.Reason);
         w.WriteStartArray("candidates");
@@ -136,7 +138,7 @@ internal static class ProbeCommand
         w.WriteEndObject();
     }
 
-    internal static void Render(ProbeReport r, HostEngines engines, IAnsiConsole console)
+    internal static void Render(ProbeReport r, IReadOnlyList<BackingEngines> engines, IAnsiConsole console)
     {
         var h = r.Host;
         console.MarkupLine($"[bold]Faultline probe[/]: Linux {Markup.Escape(h.KernelRelease)} {Markup.Escape(h.Architecture)}, {h.LogicalCpus} CPUs, " +
@@ -161,21 +163,18 @@ internal static class ProbeCommand
         console.MarkupLine($"[bold]userfaultfd features[/] (0x{(ulong)r.UffdFeatures:x}): {Markup.Escape(string.Join(", ", r.UffdFeatureNames))}");
 
         // last: what the user came for — which engines run here, and which one --engine auto takes
-        var t = new Table().Title("Paging engines on this host (fastest first, as bench paging measured)").AddColumns("Engine", "anon", "shmem");
-        for (var i = 0; i < engines.Anonymous.Candidates.Count; i++)
-        {
-            var a = engines.Anonymous.Candidates[i];
-            var s = engines.Shmem.Candidates.First(c => c.Mode == a.Mode);
-            t.AddRow(Markup.Escape(a.Mode.Name()), EngineCell(a), EngineCell(s));
-        }
+        var t = new Table().Title("Paging engines on this host (fastest first, as bench paging measured)").AddColumn("Engine");
+        foreach (var b in engines) t.AddColumn(b.BackingName);
+        foreach (var mode in engines.SelectMany(b => b.Candidates).Select(c => c.Mode).Distinct())
+            t.AddRow([Markup.Escape(mode.Name()), .. engines.Select(b => b.Candidates.FirstOrDefault(c => c.Mode == mode) is { } c ? EngineCell(c) : "")]);
         console.Write(t);
-        foreach (var b in new[] { engines.Anonymous, engines.Shmem })
+        foreach (var b in engines)
             console.MarkupLine(b.Chosen is { } c
-                ? $"[bold]--engine auto[/] on {HostEngines.Name(b.Backing)} memory: [bold]{Markup.Escape(c.Name())}[/]: {Markup.Escape(b.Reason)}"
-                : $"[bold]--engine auto[/] on {HostEngines.Name(b.Backing)} memory: [red]none[/]: {Markup.Escape(b.Reason)}");
+                ? $"[bold]--engine auto[/] on {b.BackingName} memory: [bold]{Markup.Escape(c.Name())}[/]: {Markup.Escape(b.Reason)}"
+                : $"[bold]--engine auto[/] on {b.BackingName} memory: [red]none[/]: {Markup.Escape(b.Reason)}");
     }
 
-    private static string EngineCell(EngineVerdict e) =>
+    private static string EngineCell(EngineCandidate e) =>
         e.Supported ? $"[green]yes[/]: {Markup.Escape(e.Why)}" : $"[grey]no: {Markup.Escape(e.Why)}[/]";
 
     private static string CapValue(CapabilityValue c) =>

@@ -7,7 +7,7 @@ using Spectre.Console;
 namespace Faultline.Cli.Commands;
 
 /// <summary>
-/// <c>faultline run --vcpus N --mem SIZE [--guest-mode user|kernel] [--backing anon|shmem] [--qwords N] [--json [FILE|-]]</c>:
+/// <c>faultline run --vcpus N --mem SIZE [--guest-mode user|kernel] [--backing anon|shmem] [--qwords N] [--workload sequential|random|hotset] [--json [FILE|-]]</c>:
 /// boots a generated guest, runs the Write then the Verify workload on every vCPU (each on its own part of guest RAM,
 /// as demand_paging_test splits it), checks every written qword from the host too, and prints pages and mismatches.
 /// </summary>
@@ -25,55 +25,79 @@ internal static class RunCommand
         var backing = CliOptions.Choice("--backing", "How guest RAM is backed on the host",
             ("anon", Backing.Anonymous), ("shmem", Backing.Shmem));
         var qwords = CliOptions.Int("--qwords", "Qwords written and verified per page", 1, min: 1, max: 512);
+        var workload = CliOptions.Workload("Page order of both workloads: sequential, random (each page once), hotset (90% in a drifting 1/16 hot set)");
         var json = CliOptions.OutputFile("--json", "Write the result as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var command = new Command("run", "Run the Write then Verify workloads on a generated guest and report pages and mismatches")
         {
-            vcpus, mem, mode, backing, qwords, json,
+            vcpus, mem, mode, backing, qwords, workload, json,
         };
         command.SetAction(pr =>
         {
             GuestSizes.CheckSplit("--mem", pr.GetValue(mem), pr.GetValue(vcpus));
             return Execute(
                 new MachineConfig(pr.GetValue(vcpus), pr.GetValue(mem).Bytes, pr.GetValue(backing).Value), pr.GetValue(mode).Value, pr.GetValue(qwords),
-                pr.GetValue(json), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error);
+                pr.GetValue(workload).Value, pr.GetValue(json), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error);
         });
         return command;
     }
 
-    private static int Execute(MachineConfig config, PrivilegeLevel level, int qwords, OutputTarget? json, TextWriter stdout, TextWriter stderr)
+    private static int Execute(MachineConfig config, PrivilegeLevel level, int qwords, AccessOrder order, OutputTarget? json, TextWriter stdout, TextWriter stderr)
     {
         using var m = GuestMachine.Create(config);   // MachineConfig.Validate: a size that does not split → UsageException (exit 2)
-        var write = m.Run(Workload.Write, i => m.ArgsFor(i, Seed, qwords), level).ThrowIfFailed();
-        var hostMismatches = HostCheck(m, qwords);
-        var verify = m.Run(Workload.Verify, i => m.ArgsFor(i, Seed, qwords), level).ThrowIfFailed();
-        var result = new RunResult(config, level, qwords, m.Ram.PageCount, write.TotalResult, verify.TotalResult, hostMismatches, write.Elapsed, verify.Elapsed);
+        WorkloadArgs Args(int i) => m.ArgsFor(i, Seed, qwords, order);
+        var write = m.Run(Workload.Write, Args, level).ThrowIfFailed();
+        var (hostMismatches, touched) = HostCheck(m, qwords, Args);
+        var verify = m.Run(Workload.Verify, Args, level).ThrowIfFailed();
+        var result = new RunResult(config, level, qwords, m.Ram.PageCount, write.TotalResult, verify.TotalResult, hostMismatches, write.Elapsed, verify.Elapsed)
+        {
+            Order = order, PagesTouched = touched,
+        };
 
         json?.Write(stdout, Json(result));
         Render(result, Output.Console(Output.Human(json, stdout, stderr)));
-        if (result.PagesWritten != result.Pages)
-            throw new GuestException($"the guest wrote {result.PagesWritten} pages of {result.Pages}");
+        if (result.PagesWritten != result.Accesses)
+            throw new GuestException($"the guest wrote {result.PagesWritten} pages of {result.Accesses}");
         if (result.Mismatches != 0 || result.HostMismatches != 0)
             throw new GuestException($"verify found {result.Mismatches} mismatching qwords in the guest and {result.HostMismatches} on the host");
         return 0;
     }
 
-    /// <summary>The host reads back every qword the guest wrote.</summary>
-    private static ulong HostCheck(GuestMachine m, int qwords)
+    /// <summary>
+    /// The host reads back every qword the guest wrote, in the pages the host twin of its order says it touched (all of
+    /// them unless hotset), and finds the first qword of every other page still zero.
+    /// </summary>
+    private static (ulong Wrong, ulong Touched) HostCheck(GuestMachine m, int qwords, Func<int, WorkloadArgs> args)
     {
-        ulong wrong = 0;
-        for (var page = m.Ram.Base.Value; page < m.Ram.End.Value; page += GuestAddress.PageSize)
-            for (var q = 0UL; q < (ulong)qwords; q++)
+        ulong wrong = 0, touchedPages = 0;
+        for (var v = 0; v < m.Vcpus.Count; v++)
+        {
+            var a = args(v);
+            var touched = a.TouchedPages();
+            touchedPages += (ulong)touched.Count;
+            for (ulong p = 0; p < a.Pages; p++)
             {
-                var gpa = new GuestAddress(page + q * 8);
-                if (m.Ram.Qword(gpa) != gpa.Value + Seed) wrong++;
+                var page = a.Start + p * GuestAddress.PageSize;
+                if (!touched.Contains(p)) { if (m.Ram.Qword(new GuestAddress(page)) != 0) wrong++; continue; }
+                for (var q = 0UL; q < (ulong)qwords; q++)
+                {
+                    var gpa = new GuestAddress(page + q * 8);
+                    if (m.Ram.Qword(gpa) != gpa.Value + Seed) wrong++;
+                }
             }
-        return wrong;
+        }
+        return (wrong, touchedPages);
     }
 
     private sealed record RunResult(
         MachineConfig Config, PrivilegeLevel Level, int Qwords, ulong Pages, ulong PagesWritten, ulong Mismatches, ulong HostMismatches,
         TimeSpan WriteTime, TimeSpan VerifyTime)
     {
+        public AccessOrder Order { get; init; }
+        /// <summary>Distinct pages the workloads touched (all of them unless hotset).</summary>
+        public ulong PagesTouched { get; init; }
+        /// <summary>Pages each workload accessed: one per page of the range for every order (hotset repeats some).</summary>
+        public ulong Accesses => Pages;
+        public string OrderWord => Order.ToString().ToLowerInvariant();
         public string Mode => Level == PrivilegeLevel.User ? "user" : "kernel";
         public string BackingWord => Config.Backing == Backing.Anonymous ? "anon" : "shmem";
     }
@@ -86,7 +110,9 @@ internal static class RunCommand
         w.WriteString("guest_mode", r.Mode);
         w.WriteString("backing", r.BackingWord);
         w.WriteNumber("qwords_per_page", r.Qwords);
+        w.WriteString("workload", r.OrderWord);
         w.WriteNumber("pages", r.Pages);
+        w.WriteNumber("pages_touched", r.PagesTouched);
         w.WriteNumber("pages_written", r.PagesWritten);
         w.WriteNumber("mismatches", r.Mismatches);
         w.WriteNumber("host_mismatches", r.HostMismatches);
@@ -100,7 +126,8 @@ internal static class RunCommand
     private static void Render(RunResult r, IAnsiConsole console)
     {
         console.MarkupLine($"[bold]run[/]: {r.Config.Vcpus} vCPU(s), {ValueParsers.FormatSize(r.Config.RamBytes)} guest RAM ({r.BackingWord}), " +
-                           $"workloads at {(r.Level == PrivilegeLevel.User ? "CPL3 (user)" : "CPL0 (kernel)")}, {r.Qwords} qword(s) per page");
+                           $"workloads at {(r.Level == PrivilegeLevel.User ? "CPL3 (user)" : "CPL0 (kernel)")}, {r.Qwords} qword(s) per page, {r.OrderWord} order" +
+                           (r.Order == AccessOrder.Hotset ? $" ({Output.Count(r.PagesTouched)} pages touched)" : ""));
         var t = new Table().AddColumns("Phase", "Pages", "Time", "Pages/s", "Result");
         t.AddRow("write", Output.Count(r.Pages), Seconds(r.WriteTime), Output.Count(Rate(r.Pages, r.WriteTime)),
             $"{Output.Count(r.PagesWritten)} pages written, host check: {Output.Count(r.HostMismatches)} wrong");

@@ -1,0 +1,122 @@
+using Faultline.Guest;
+using Faultline.Kvm;
+using Faultline.Kvm.Memory;
+using Faultline.Paging.Engines.Shared;
+using Faultline.Paging.Sources;
+
+namespace Faultline.Paging.Engines;
+
+/// <summary>
+/// What every engine shares: the tracker, the installer (the source's sink), the fault path and the per-thread
+/// counters. A mechanism says in <see cref="Prepare"/> how guest RAM is set up (populated, registered, marked) and, if
+/// it has any, starts its readers; vCPU exits go to <see cref="HandleExit"/>.
+/// </summary>
+public abstract class PagingEngine : IPagingEngine
+{
+    private int _disposed;
+    private GuestMachine? _machine;
+    private PageTracker? _tracker;
+    private PageInstaller? _installer;
+    private FaultPath? _path;
+    private FaultCounters[] _vcpuCounters = [];
+    private readonly FaultCounters _hostCounters = new();
+
+    protected PagingEngine(PagingOptions options) => Options = options;
+
+    public PagingOptions Options { get; }
+    public PageTracker Tracker => _tracker ?? throw new InvalidOperationException("engine not started");
+    public IPageSink Sink => Installer;
+    internal PageInstaller Installer => _installer ?? throw new InvalidOperationException("engine not started");
+    /// <summary>The userfaultfds, if Start got as far as opening them (for teardown).</summary>
+    internal UffdSet OpenedUffds => _installer?.Uffds ?? UffdSet.None;
+    internal FaultPath Path => _path ?? throw new InvalidOperationException("engine not started");
+    protected GuestMachine Machine => _machine ?? throw new InvalidOperationException("engine not started");
+    internal FaultCounters HostCounters => _hostCounters;
+    /// <summary>The mechanism as it runs on this host, for reports.</summary>
+    protected string Mechanism { get; set; } = "";
+
+    public void Start(GuestMachine machine, IPageSource source)
+    {
+        if (_machine is not null) throw new InvalidOperationException("engine already started");
+        Options.Validate(machine.Config.Vcpus);
+        if (machine.Config.Backing != Options.Backing)
+            throw new UsageException($"engine wants {Options.Backing} memory but the machine has {machine.Config.Backing}");
+        _machine = machine;
+        _tracker = new PageTracker(machine.Ram.Base, machine.Ram.Size);
+        _vcpuCounters = new FaultCounters[machine.Config.Vcpus];
+        for (var i = 0; i < _vcpuCounters.Length; i++) _vcpuCounters[i] = new FaultCounters();
+        var uffds = OpenUffds(machine);
+        _installer = new PageInstaller(machine.Ram, _tracker, uffds) { Wake = WakeOnInstall, Bitmap = Bitmap };
+        var inPlace = Options.Backing == Backing.Shmem && Options.PrefillPageCache && this is not PopulatedEngine;
+        if (Options.Backing == Backing.Shmem && this is not PopulatedEngine)
+        {
+            // shmem keeps the content in the page cache: filled from the source up front (seed 002 does the same), or
+            // (post-copy) allocated now through a populated view, so that every later install is a copy into an existing
+            // page plus a UFFDIO_CONTINUE, and MINOR faults still fire before the real bytes are there
+            if (Options.PrefillPageCache) PageCache.Fill(machine.Ram, Immediate(source, "filling the page cache up front"));
+            else machine.Ram.MapBackingView();
+        }
+        _path = new FaultPath(_tracker, source, _installer, inPlace, Options.PageTimeout);
+        source.Start(_installer);
+        Prepare(machine, source);
+    }
+
+    /// <summary>Opens and registers the mechanism's userfaultfds (none by default).</summary>
+    internal virtual UffdSet OpenUffds(GuestMachine machine) => UffdSet.None;
+    /// <summary>Whether installs wake threads asleep in the userfaultfd (false where faults exit instead of sleeping).</summary>
+    internal virtual bool WakeOnInstall => true;
+    /// <summary>The userfault bitmap, for engines that have one.</summary>
+    internal virtual UserfaultBitmap? Bitmap => null;
+    /// <summary>Sets up guest RAM for the mechanism and starts its threads.</summary>
+    internal abstract void Prepare(GuestMachine machine, IPageSource source);
+    /// <summary>A vCPU exit on that vCPU's thread; false = not this engine's.</summary>
+    internal virtual bool HandleExit(Vcpu vcpu, in VcpuExit exit, FaultCounters counters) => false;
+    internal virtual void OnStart(Vcpu vcpu) { }
+    /// <summary>Reader-thread counters, for the stats.</summary>
+    internal virtual IReadOnlyList<FaultCounters> ReaderCounters => [];
+    internal virtual long ExtraMemoryBytes => 0;
+    internal virtual string MechanismSuffix => "";
+    protected virtual void DisposeMechanism() { }
+
+    internal static IImmediatePageSource Immediate(IPageSource source, string what) =>
+        source as IImmediatePageSource ?? throw new UsageException($"{what} needs a source with its bytes at hand, not {source.Describe()}");
+
+    public bool TryHandleExit(Vcpu vcpu, in VcpuExit exit) => _tracker is not null && HandleExit(vcpu, exit, _vcpuCounters[vcpu.Id]);
+
+    public void OnVcpuThreadStart(Vcpu vcpu)
+    {
+        OnStart(vcpu);
+        _vcpuCounters[vcpu.Id].BeginThread();
+    }
+
+    public void OnVcpuThreadStop(Vcpu vcpu)
+    {
+        _vcpuCounters[vcpu.Id].EndThread();
+        PageBuffer.Release();
+    }
+
+    public PagingStats Snapshot()
+    {
+        var readers = ReaderCounters;
+        long Sum(Func<FaultCounters, long> f) => _vcpuCounters.Sum(f) + readers.Sum(f) + f(_hostCounters);
+        return new PagingStats
+        {
+            Installed = _installer?.Installed ?? 0,
+            ReaderFaults = Sum(c => c.ReaderFaults),
+            ExitFaults = Sum(c => c.ExitFaults),
+            UserfaultExits = Sum(c => c.UserfaultExits),
+            AlreadyPresent = Sum(c => c.AlreadyPresent),
+            FaultPathAllocatedBytes = _vcpuCounters.Sum(c => c.Alloc) + readers.Sum(c => c.Alloc),
+            EngineMemoryBytes = (_tracker?.MemoryBytes ?? 0) + (Bitmap?.MemoryBytes ?? 0) + ExtraMemoryBytes,
+            Mechanism = Mechanism + MechanismSuffix,
+        };
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _tracker?.Fail(new PageUnavailableException("the paging engine is shutting down"));
+        DisposeMechanism();
+        _tracker?.Dispose();
+    }
+}
