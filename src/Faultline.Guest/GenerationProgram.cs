@@ -45,6 +45,13 @@ public static class GenerationProgram
     /// <summary>The pass a paused vCPU is in (RBP).</summary>
     public static ulong PassOf(in KvmRegs r) => r.Rbp;
 
+    /// <summary>
+    /// The page (index from <paramref name="ramBase"/>) a paused vCPU goes on with: in a sequential pass the one after
+    /// the last it finished (RDI + R8 pages); in the other orders its range's first page (the order is not a front).
+    /// </summary>
+    public static ulong ResumePage(in KvmRegs r, AccessOrder order, ulong ramBase) =>
+        ((order == AccessOrder.Sequential ? r.Rdi + (r.R8 << 12) : r.Rdi) - ramBase) >> 12;
+
     /// <summary>The cumulative mismatches a paused vCPU has found (R9).</summary>
     public static ulong MismatchesOf(in KvmRegs r) => r.R9;
 

@@ -16,7 +16,7 @@ internal static class Warmup
     {
         var states = new VcpuState[vcpus];
         for (var i = 0; i < vcpus; i++)
-            states[i] = new VcpuState { Id = i, Workload = new WorkloadProgress(Workload.Write, 1, 0, 4096, 1, 0, 0) };
+            states[i] = new VcpuState { Id = i };
         var bytes = VcpuStateMessage.Encode(0, states);
         var frame = new byte[Wire.HeaderSize + bytes.Length];
         FrameCodec.Write(frame, FrameType.VcpuState, 0, bytes);

@@ -50,7 +50,7 @@ public sealed class SourcePauseTests(ITestOutputHelper output)
     {
         var baseline = ProcessResources.CountPosixTimers();
         using var m = GuestMachine.Create(new MachineConfig(2, 4 * MiB));
-        var g = new SourceGuest(m, 512, m.BytesPerVcpu, TimeSpan.FromMicroseconds(250));
+        var g = new SourceGuest(m, 512, m.BytesPerVcpu, TimeSpan.FromMicroseconds(250), AccessOrder.Sequential);
         try
         {
             g.Start();

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Faultline.Guest;
 using Faultline.Kvm;
 using Faultline.Kvm.Threads;
-using Faultline.Migration.Guest;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Reporting;
 using Faultline.Paging.Engines;
@@ -11,9 +10,10 @@ namespace Faultline.Migration.Destination;
 
 /// <summary>
 /// The destination's vCPU threads: created before the source pauses (each binds its vCPU and waits), they restore
-/// the migrated state on their own thread the moment it arrives and re-enter KVM_RUN at once. Each finishes the
-/// interrupted pass (verifying what it hasn't reached yet), then runs Verify over its whole range against the
-/// generation that pass wrote. Memory faults go to the paging engine on the vCPU's own thread, timed.
+/// the migrated state on their own thread the moment it arrives and re-enter KVM_RUN at once (the shared
+/// <see cref="VcpuLoop"/>). The guest, the generation program, finishes the interrupted pass (verifying what it hasn't
+/// rewritten yet) and the next one (verifying every page against the generation the first wrote). Memory faults go
+/// to the paging engine on the vCPU's own thread, timed.
 /// </summary>
 internal sealed class DestinationGuest : IDisposable
 {
@@ -76,70 +76,19 @@ internal sealed class DestinationGuest : IDisposable
 
     private void Loop(int id)
     {
-        var vcpu = _m.Vcpus[id];
-        var counted = false;
+        var hooks = new Hooks(this, id);
+        var timed = new TimedExits(this, id);
         try
         {
-            vcpu.BindToCurrentThread();
-            _engine.OnVcpuThreadStart(vcpu);
-            Warmup.RestorePath(vcpu);
-            // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
-            ThreadPriority.RaiseForDowntime();
-            _waiting.Signal();
-            while (!_stateArrived.Wait(50)) if (_stop) return;
-            if (_stop) return;
-            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
-            var s = _states![id];
-            vcpu.SetSregs(s.Sregs);
-            vcpu.SetRegs(s.Regs);
-            vcpu.SetEvents(s.Events);
-            var progress = s.Workload ?? throw new MigrationException($"vCPU {id} state has no workload section: nothing to verify");
-            ResumedNs[id] = Clock.NowNs();
-            _tids[id] = HostThread.CurrentId;
-            ThreadPriority.SetBase(Volatile.Read(ref _nice));
-            // a short slice: woken when its page lands, the vCPU preempts a bulk thread at once (EEVDF), no priority change per fault
-            if (_slice > TimeSpan.Zero) HostThread.TrySetSlice(HostThread.CurrentId, Volatile.Read(ref _nice), _slice, out _);
-            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
-            _resumed.Signal();
-            var verifying = false;
-            while (true)
+            var loop = new VcpuLoop(_m.Vcpus[id], hooks, timed);
+            timed.Loop = loop;
+            if (loop.Run() == VcpuLoopEnd.Finished && hooks.Check is { IsComplete: true } check)
             {
-                var exit = vcpu.Run();
-                var t0 = Stopwatch.GetTimestamp();
-                if (GuestCall.TryDecode(exit, out var call))
-                {
-                    if (call.Op == GuestOp.Report) continue;
-                    if (call.Op != GuestOp.Done) throw new GuestException($"destination vCPU {id}: guest call {call.Op} 0x{call.Value:x}");
-                    // pass 0 (Write) reports pages written, not mismatches
-                    if (verifying || progress.Workload == Workload.VerifyThenWrite) Mismatches[id] += call.Value;
-                    if (verifying) break;
-                    verifying = true;
-                    var verify = new WorkloadArgs(progress.Start, progress.End, progress.WriteSeed, progress.QwordsPerPage);
-                    _m.Image.Boot(vcpu, Workload.Verify, verify, PrivilegeLevel.User);
-                    continue;
-                }
-                var handled = _engine.TryHandleExit(vcpu, exit);
-                var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
-                if (handled)
-                {
-                    if (exit.Kind == VcpuExitKind.MemoryFault || exit.Kind == VcpuExitKind.Interrupted)
-                    {
-                        FaultLatency.Record(ns);
-                        BlockedNs[id] += ns;
-                        Faults[id]++;
-                    }
-                    continue;
-                }
-                if (exit.Kind == VcpuExitKind.Interrupted)
-                {
-                    if (_stop) return;
-                    continue;
-                }
-                throw GuestMachine.Unexpected(vcpu, exit);
+                Mismatches[id] = check.Mismatches;
+                FinishedNs[id] = Clock.NowNs();
+                _finished.Signal();
+                hooks.Counted = true;
             }
-            FinishedNs[id] = Clock.NowNs();
-            _finished.Signal();
-            counted = true;
         }
         catch (Exception e)
         {
@@ -147,10 +96,75 @@ internal sealed class DestinationGuest : IDisposable
         }
         finally
         {
-            try { _engine.OnVcpuThreadStop(vcpu); } catch (Exception) { /* the failure is recorded already */ }
-            vcpu.UnbindThread();
-            if (!counted && !_finished.IsSet) try { _finished.Signal(); } catch (InvalidOperationException) { }
+            if (!hooks.Counted && !_finished.IsSet) try { _finished.Signal(); } catch (InvalidOperationException) { }
         }
+    }
+
+    /// <summary>
+    /// One destination vCPU on the shared vCPU loop: it waits, bound and warmed up, for the migrated state; restores it
+    /// on its own thread and runs. The guest is the generation program: it finishes the interrupted pass and runs the
+    /// next one, checking every page it visits (<see cref="GenerationCheck"/>); the vCPU is done at that report.
+    /// </summary>
+    private sealed class Hooks(DestinationGuest g, int id) : IVcpuHooks
+    {
+        public GenerationCheck? Check { get; private set; }
+        public bool Counted { get; set; }
+
+        public void OnThreadStart(VcpuLoop loop)
+        {
+            var vcpu = loop.Vcpu;
+            Warmup.RestorePath(vcpu);
+            // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
+            ThreadPriority.RaiseForDowntime();
+            g._waiting.Signal();
+            while (!g._stateArrived.Wait(50)) if (g._stop) return;
+            if (g._stop) return;
+            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
+            var s = g._states![id];
+            vcpu.SetSregs(s.Sregs);
+            vcpu.SetRegs(s.Regs);
+            vcpu.SetEvents(s.Events);
+            Check = new GenerationCheck(s.Regs);
+            g.ResumedNs[id] = Clock.NowNs();
+            g._tids[id] = HostThread.CurrentId;
+            var nice = Volatile.Read(ref g._nice);
+            ThreadPriority.SetBase(nice);
+            // one slice for the whole post-copy: woken when its page lands, the vCPU preempts a bulk thread (EEVDF), no change per fault
+            if (g._slice > TimeSpan.Zero) HostThread.TrySetSlice(HostThread.CurrentId, nice, g._slice, out _);
+            DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
+            g._resumed.Signal();
+        }
+
+        public VcpuLoopAction BeforeRun(VcpuLoop loop) => g._stop || Check is null ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
+
+        public VcpuLoopAction OnGuestCall(VcpuLoop loop, GuestCall call)
+        {
+            if (call.Op != GuestOp.Report) throw new GuestException($"destination vCPU {id}: the generation program ended ({call.Op} 0x{call.Value:x})");
+            return Check!.Observe(call.Value) ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
+        }
+    }
+
+    /// <summary>The engine, with each fault exit it handles timed: KVM_RUN returned → page installed, vCPU about to re-enter.</summary>
+    private sealed class TimedExits(DestinationGuest g, int id) : IExitHandler
+    {
+        public VcpuLoop? Loop { get; set; }
+
+        public bool TryHandleExit(Vcpu vcpu, in VcpuExit exit)
+        {
+            var t0 = Loop!.LastExitTimestamp;
+            if (!g._engine.TryHandleExit(vcpu, exit)) return false;
+            if (exit.Kind is VcpuExitKind.MemoryFault or VcpuExitKind.Interrupted)
+            {
+                var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
+                g.FaultLatency.Record(ns);
+                g.BlockedNs[id] += ns;
+                g.Faults[id]++;
+            }
+            return true;
+        }
+
+        public void OnVcpuThreadStart(Vcpu vcpu) => g._engine.OnVcpuThreadStart(vcpu);
+        public void OnVcpuThreadStop(Vcpu vcpu) => g._engine.OnVcpuThreadStop(vcpu);
     }
 
     /// <summary>Every page is present: the vCPUs run at normal priority again (they ran below the transfer's threads until now).</summary>

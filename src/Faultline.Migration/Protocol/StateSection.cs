@@ -6,7 +6,7 @@ public static class StateSection
     public const ushort Regs = 0x0001;           // struct kvm_regs, 144 bytes, x86-64 uapi layout
     public const ushort Sregs = 0x0002;          // struct kvm_sregs, 312 bytes
     public const ushort Events = 0x0003;         // struct kvm_vcpu_events, 64 bytes
-    public const ushort Workload = 0x0100;       // the Faultline guest's generation protocol (WorkloadProgress, 48 bytes)
+    // 0x0100 was the test workload's progress (protocol ≤ 3); retired: the workload is a guest program, its state is its registers
     /// <summary>Flag bit: a reader that doesn't know this section may ignore it (later issues: async-PF state).</summary>
     public const ushort Optional = 0x0001;
 }

@@ -25,28 +25,22 @@ public static class VcpuStateMessage
         var size = MinSize;
         foreach (var v in vcpus)
             size += 4 + 3 * 8 + Unsafe.SizeOf<KvmRegs>() + Unsafe.SizeOf<KvmSregs>() + Unsafe.SizeOf<KvmVcpuEvents>()
-                + (v.Workload is null ? 0 : 8 + WorkloadProgress.Size) + v.UnknownOptional.Sum(s => 8 + s.Data.Length);
+                + v.UnknownOptional.Sum(s => 8 + s.Data.Length);
         var buf = new byte[size];
         var d = buf.AsSpan();
         BinaryPrimitives.WriteInt64LittleEndian(d, pauseTimestampNs);
         BinaryPrimitives.WriteUInt16LittleEndian(d[8..], StateVersion);
         BinaryPrimitives.WriteUInt16LittleEndian(d[10..], (ushort)vcpus.Count);
         var o = MinSize;
-        Span<byte> wb = stackalloc byte[WorkloadProgress.Size];
         foreach (var v in vcpus)
         {
-            var sections = 3 + (v.Workload is null ? 0 : 1) + v.UnknownOptional.Count;
+            var sections = 3 + v.UnknownOptional.Count;
             BinaryPrimitives.WriteUInt16LittleEndian(d[o..], (ushort)v.Id);
             BinaryPrimitives.WriteUInt16LittleEndian(d[(o + 2)..], (ushort)sections);
             o += 4;
             o = Section(d, o, StateSection.Regs, 0, MemoryMarshal.AsBytes(new ReadOnlySpan<KvmRegs>(in v.Regs)));
             o = Section(d, o, StateSection.Sregs, 0, MemoryMarshal.AsBytes(new ReadOnlySpan<KvmSregs>(in v.Sregs)));
             o = Section(d, o, StateSection.Events, 0, MemoryMarshal.AsBytes(new ReadOnlySpan<KvmVcpuEvents>(in v.Events)));
-            if (v.Workload is { } w)
-            {
-                w.Encode(wb);
-                o = Section(d, o, StateSection.Workload, 0, wb);
-            }
             foreach (var (tag, data) in v.UnknownOptional) o = Section(d, o, tag, StateSection.Optional, data);
         }
         return buf;
@@ -79,7 +73,6 @@ public static class VcpuStateMessage
             o += 4;
             if (id != i) throw new MigrationException($"vCPU state: entry {i} is for vCPU {id}");
             KvmRegs regs = default; KvmSregs sregs = default; KvmVcpuEvents events = default;
-            WorkloadProgress? workload = null;
             var seen = 0;
             var unknown = new List<(ushort, byte[])>();
             for (var s = 0; s < sections; s++)
@@ -98,10 +91,6 @@ public static class VcpuStateMessage
                     case StateSection.Regs: regs = Read<KvmRegs>(data, id, "regs"); seen |= 1; break;
                     case StateSection.Sregs: sregs = Read<KvmSregs>(data, id, "sregs"); seen |= 2; break;
                     case StateSection.Events: events = Read<KvmVcpuEvents>(data, id, "events"); seen |= 4; break;
-                    case StateSection.Workload:
-                        if (len != WorkloadProgress.Size) throw new MigrationException($"vCPU {id} state: workload section is {len} bytes, not {WorkloadProgress.Size}");
-                        workload = WorkloadProgress.Decode(data);
-                        break;
                     default:
                         if ((flags & StateSection.Optional) == 0)
                             throw new MigrationException($"vCPU {id} state: section 0x{tag:x4} is not understood by this version and is not optional");
@@ -110,7 +99,7 @@ public static class VcpuStateMessage
                 }
             }
             if (seen != 7) throw new MigrationException($"vCPU {id} state lacks {((seen & 1) == 0 ? "regs" : (seen & 2) == 0 ? "sregs" : "events")}");
-            result[i] = new VcpuState { Id = id, Regs = regs, Sregs = sregs, Events = events, Workload = workload, UnknownOptional = unknown };
+            result[i] = new VcpuState { Id = id, Regs = regs, Sregs = sregs, Events = events, UnknownOptional = unknown };
         }
         if (o != d.Length) throw new MigrationException($"vCPU state frame has {d.Length - o} trailing bytes");
         return (pause, result);

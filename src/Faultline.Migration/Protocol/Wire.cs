@@ -21,7 +21,7 @@ public static class Wire
     public const int PageSize = 4096;
     public const int PagePayloadSize = 8 + PageSize;
     /// <summary>The protocol version this build speaks (2: adds <see cref="FrameType.PageRun"/>; 3: adds <see cref="FrameType.Ping"/>/<see cref="FrameType.Pong"/> and the source's scheduling in the summary).</summary>
-    public const ushort Version = 3;
+    public const ushort Version = 4;   // 4: no workload section in the vCPU state (the workload is a guest program)
     /// <summary>Hello's magic: "FLTLNMIG".</summary>
     public static ReadOnlySpan<byte> Magic => "FLTLNMIG"u8;
     /// <summary>The largest payload any frame may have (a vCPU state frame for 256 vCPUs fits).</summary>

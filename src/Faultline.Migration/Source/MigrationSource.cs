@@ -43,7 +43,7 @@ public sealed class MigrationSource : IDisposable
         _imageCrc = ImageHash.Crc32C(m.System);
         var perVcpu = m.BytesPerVcpu;
         var write = (ulong)Math.Round(perVcpu / 4096 * Math.Clamp(o.WriteFraction, 0, 1)) * 4096;
-        _guest = new SourceGuest(m, o.QwordsPerPage, write, o.SelfKickPeriod);
+        _guest = new SourceGuest(m, o.QwordsPerPage, write, o.SelfKickPeriod, o.Order);
     }
 
     /// <summary>Builds the VM (anonymous RAM, CPL3 workload) and starts its vCPUs.</summary>
@@ -132,7 +132,7 @@ public sealed class MigrationSource : IDisposable
             var sent = new SentPages(ram.PageCount);
             long pushCpuNs = 0;
             var pushStart = _o.PushFromResumePoint
-                ? ((states[0].Regs.Rdi & ~0xFFFUL) - ram.Base.Value) >> GuestAddress.PageShift
+                ? GenerationProgram.ResumePage(states[0].Regs, _o.Order, ram.Base.Value)
                 : _o.PushStartPage;
             var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
             var demand = new DemandServer(ram, sent, urgent, pusher);

@@ -1,14 +1,14 @@
 using System.Diagnostics;
 using Faultline.Guest;
 using Faultline.Kvm;
-using Faultline.Migration.Guest;
 using Faultline.Migration.Protocol;
 
 namespace Faultline.Migration.Source;
 
 /// <summary>
-/// The source's running guest: one thread per vCPU looping generation passes (<see cref="Generations"/>) until
-/// <see cref="Pause"/> kicks them out of KVM_RUN. Each vCPU thread then captures its own state (no vCPU ioctl
+/// The source's running guest: one thread per vCPU running the generation program (<see cref="GenerationProgram"/>:
+/// passes that verify the last generation and write the next, all its state in registers) until <see cref="Pause"/>
+/// kicks them out of KVM_RUN. Each vCPU thread then captures its own state (no vCPU ioctl
 /// from a foreign thread while KVM_RUN runs, HOST.md) and parks: the guest never runs on the source again.
 /// <para>While a pause is imminent (<see cref="OpenPauseWindow"/> to <see cref="Pause"/>), each vCPU thread also arms
 /// a <see cref="SelfKickTimer"/> on its own CPU, so that it leaves KVM_RUN and sees the pause flag within one period
@@ -21,7 +21,7 @@ internal sealed class SourceGuest : IDisposable
     private readonly ulong _writeBytesPerVcpu;
     private readonly Thread[] _threads;
     private readonly long[] _passesDone;
-    private readonly WorkloadProgress[] _current;
+    private readonly AccessOrder _order;
     private readonly VcpuState?[] _captured;
     private readonly bool[] _parkedFlags;
     private readonly CountdownEvent _parked;
@@ -38,8 +38,9 @@ internal sealed class SourceGuest : IDisposable
     private int _disposed;
 
     /// <param name="selfKickPeriod">The self-kick timers' period while a pause is imminent; zero: no timer, only the cross-CPU kick.</param>
-    public SourceGuest(GuestMachine machine, int qwordsPerPage, ulong writeBytesPerVcpu, TimeSpan selfKickPeriod)
+    public SourceGuest(GuestMachine machine, int qwordsPerPage, ulong writeBytesPerVcpu, TimeSpan selfKickPeriod, AccessOrder order)
     {
+        _order = order;
         _m = machine;
         _qwordsPerPage = qwordsPerPage;
         _writeBytesPerVcpu = writeBytesPerVcpu;
@@ -47,7 +48,6 @@ internal sealed class SourceGuest : IDisposable
         var n = machine.Vcpus.Count;
         _threads = new Thread[n];
         _passesDone = new long[n];
-        _current = new WorkloadProgress[n];
         _captured = new VcpuState?[n];
         _parkedFlags = new bool[n];
         _parked = new CountdownEvent(n);
@@ -161,89 +161,93 @@ internal sealed class SourceGuest : IDisposable
 
     private void Loop(int id)
     {
-        var vcpu = _m.Vcpus[id];
-        var parkedSignalled = false;
-        SelfKickTimer? timer = null;
-        long armedSince = 0;
-        try
-        {
-            vcpu.BindToCurrentThread();
-            if (_selfKickPeriod > TimeSpan.Zero) timer = SelfKickTimer.CreateForCurrentThread(vcpu);
-            Capture(vcpu, id);      // warm-up: the pause path is JIT-compiled now, not inside the downtime
-            long kicks = vcpu.KicksDelivered, selfKicks = vcpu.SelfKicksDelivered;   // before the last KVM_RUN
-            var (start, _) = _m.RangeOf(id);
-            var end = start.Value + _writeBytesPerVcpu;
-            for (ulong pass = 0; ; pass++)
-            {
-                var p = Generations.Pass(pass, start.Value, end, _qwordsPerPage);
-                _m.Image.Boot(vcpu, p.Workload, Generations.ArgsOf(p), PrivilegeLevel.User);
-                _current[id] = p;
-                while (true)
-                {
-                    if (_stop) return;
-                    if (_pause)
-                    {
-                        _stopTs[id] = Stopwatch.GetTimestamp();
-                        _stopCause[id] = StopCause(vcpu.KicksDelivered - kicks, vcpu.SelfKicksDelivered - selfKicks);
-                        if (armedSince != 0) { _armedTicks[id] += _stopTs[id] - armedSince; armedSince = 0; Interlocked.Decrement(ref _armedTimers); }
-                        _selfKicks[id] = vcpu.SelfKicksDelivered;
-                        Capture(vcpu, id);
-                        _parkedTs[id] = Stopwatch.GetTimestamp();
-                        _parkedFlags[id] = true;
-                        if (Interlocked.Decrement(ref _running) == 0) _onAllParked?.Invoke(CapturedStates());
-                        _parked.Signal();
-                        parkedSignalled = true;
-                        timer?.Dispose();   // after the downtime's signal: timer_delete is not on the pause path
-                        _release.Wait();
-                        return;
-                    }
-                    if (timer is not null && timer.IsArmed != _pauseImminent)
-                    {
-                        // armed here, on this thread: the timer's hrtimer is queued on the CPU this vCPU runs on
-                        if (_pauseImminent)
-                        {
-                            timer.Arm(_selfKickPeriod);
-                            armedSince = Stopwatch.GetTimestamp();
-                            Interlocked.Increment(ref _armedTimers);
-                        }
-                        else
-                        {
-                            timer.Disarm();
-                            _armedTicks[id] += Stopwatch.GetTimestamp() - armedSince;
-                            armedSince = 0;
-                            Interlocked.Decrement(ref _armedTimers);
-                        }
-                    }
-                    kicks = vcpu.KicksDelivered;
-                    selfKicks = vcpu.SelfKicksDelivered;
-                    var exit = vcpu.Run();
-                    if (GuestCall.TryDecode(exit, out var call))
-                    {
-                        if (call.Op == GuestOp.Done)
-                        {
-                            if (call.Value != 0 && p.Workload == Workload.VerifyThenWrite)
-                                throw new GuestException($"source vCPU {id}: pass {pass} found {call.Value} mismatching qwords");
-                            Interlocked.Increment(ref _passesDone[id]);
-                            break;
-                        }
-                        if (call.Op == GuestOp.Report) continue;
-                        throw new GuestException($"source vCPU {id}: guest call {call.Op} 0x{call.Value:x}");
-                    }
-                    if (exit.Kind == VcpuExitKind.Interrupted) continue;
-                    throw GuestMachine.Unexpected(vcpu, exit);
-                }
-            }
-        }
+        var hooks = new Hooks(this, id);
+        try { new VcpuLoop(_m.Vcpus[id], hooks).Run(); }
         catch (Exception e)
         {
             _error ??= e;
-            if (!parkedSignalled) try { _parked.Signal(); } catch (InvalidOperationException) { }
+            if (!hooks.ParkedSignalled) try { _parked.Signal(); } catch (InvalidOperationException) { }
         }
-        finally
+    }
+
+    /// <summary>
+    /// One source vCPU on the shared vCPU loop: the generation program runs until the pause; before each KVM_RUN the
+    /// thread arms or disarms its self-kick timer as a pause nears, and at the pause captures its own state and parks.
+    /// </summary>
+    private sealed class Hooks(SourceGuest g, int id) : IVcpuHooks
+    {
+        private SelfKickTimer? _timer;
+        private long _armedSince, _kicks, _selfKicks;
+        public bool ParkedSignalled { get; private set; }
+
+        public void OnThreadStart(VcpuLoop loop)
         {
-            if (armedSince != 0) Interlocked.Decrement(ref _armedTimers);
-            timer?.Dispose();
-            vcpu.UnbindThread();
+            var vcpu = loop.Vcpu;
+            if (g._selfKickPeriod > TimeSpan.Zero) _timer = SelfKickTimer.CreateForCurrentThread(vcpu);
+            var (start, _) = g._m.RangeOf(id);
+            var args = new WorkloadArgs(start.Value, start.Value + g._writeBytesPerVcpu, 0, g._qwordsPerPage, g._order, OrderSeed: (ulong)id * 7919 + 1);
+            g._m.Image.Boot(vcpu, Workload.Generations, args, PrivilegeLevel.User);
+            g.Capture(vcpu, id);      // warm-up: the pause path is JIT-compiled now, not inside the downtime
+            _kicks = vcpu.KicksDelivered;
+            _selfKicks = vcpu.SelfKicksDelivered;
+        }
+
+        public VcpuLoopAction BeforeRun(VcpuLoop loop)
+        {
+            var vcpu = loop.Vcpu;
+            if (g._stop) return VcpuLoopAction.Finish;
+            if (g._pause)
+            {
+                g._stopTs[id] = Stopwatch.GetTimestamp();
+                g._stopCause[id] = StopCause(vcpu.KicksDelivered - _kicks, vcpu.SelfKicksDelivered - _selfKicks);
+                if (_armedSince != 0) { g._armedTicks[id] += g._stopTs[id] - _armedSince; _armedSince = 0; Interlocked.Decrement(ref g._armedTimers); }
+                g._selfKicks[id] = vcpu.SelfKicksDelivered;
+                g.Capture(vcpu, id);
+                g._parkedTs[id] = Stopwatch.GetTimestamp();
+                g._parkedFlags[id] = true;
+                if (Interlocked.Decrement(ref g._running) == 0) g._onAllParked?.Invoke(g.CapturedStates());
+                g._parked.Signal();
+                ParkedSignalled = true;
+                _timer?.Dispose();   // after the downtime's signal: timer_delete is not on the pause path
+                _timer = null;
+                g._release.Wait();
+                return VcpuLoopAction.Finish;
+            }
+            if (_timer is not null && _timer.IsArmed != g._pauseImminent)
+            {
+                // armed here, on this thread: the timer's hrtimer is queued on the CPU this vCPU runs on
+                if (g._pauseImminent)
+                {
+                    _timer.Arm(g._selfKickPeriod);
+                    _armedSince = Stopwatch.GetTimestamp();
+                    Interlocked.Increment(ref g._armedTimers);
+                }
+                else
+                {
+                    _timer.Disarm();
+                    g._armedTicks[id] += Stopwatch.GetTimestamp() - _armedSince;
+                    _armedSince = 0;
+                    Interlocked.Decrement(ref g._armedTimers);
+                }
+            }
+            _kicks = vcpu.KicksDelivered;
+            _selfKicks = vcpu.SelfKicksDelivered;
+            return VcpuLoopAction.Continue;
+        }
+
+        public VcpuLoopAction OnGuestCall(VcpuLoop loop, GuestCall call)
+        {
+            if (call.Op != GuestOp.Report) throw new GuestException($"source vCPU {id}: the generation program ended ({call.Op} 0x{call.Value:x})");
+            var r = GenerationReport.Decode(call.Value);
+            if (r.Mismatches != 0) throw new GuestException($"source vCPU {id}: pass {r.Pass} found {r.Mismatches} mismatching qwords");
+            Interlocked.Exchange(ref g._passesDone[id], (long)r.Pass + 1);
+            return VcpuLoopAction.Continue;
+        }
+
+        public void OnThreadStop(VcpuLoop loop)
+        {
+            if (_armedSince != 0) Interlocked.Decrement(ref g._armedTimers);
+            _timer?.Dispose();
         }
     }
 
@@ -259,7 +263,7 @@ internal sealed class SourceGuest : IDisposable
     {
         _captured[id] = new VcpuState
         {
-            Id = id, Regs = vcpu.GetRegs(), Sregs = vcpu.GetSregs(), Events = vcpu.GetEvents(), Workload = _current[id],
+            Id = id, Regs = vcpu.GetRegs(), Sregs = vcpu.GetSregs(), Events = vcpu.GetEvents(),
         };
     }
 

@@ -5,6 +5,8 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
 {
     /// <summary>Qwords the workload writes (and later verifies) per page: 512 covers every byte.</summary>
     public int QwordsPerPage { get; init; } = 512;
+    /// <summary>The order the guest's generation passes visit pages in (sequential, random, hotset).</summary>
+    public Faultline.Guest.AccessOrder Order { get; init; } = Faultline.Guest.AccessOrder.Sequential;
     /// <summary>Part of each vCPU's range the guest writes; the rest stays zero (and travels as zero-page markers).</summary>
     public double WriteFraction { get; init; } = 1.0;
     /// <summary>Whole passes every vCPU completes before a destination is accepted (1: every written page holds data).</summary>
