@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Faultline.Paging.Bench;
 using Faultline.TestKit;
 
 namespace Faultline.Cli.Tests;
@@ -39,6 +40,29 @@ public sealed class BenchCommandTests
             File.Delete(json);
             File.Delete(svg);
         }
+    }
+
+    [Fact]
+    public void Bench_help_shows_defaults_the_way_they_are_typed()
+    {
+        var r = CliRunner.Run("bench", "paging", "--help");
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("[default: 1,2,8]", r.Stdout);
+        Assert.Contains("[default: 64M]", r.Stdout);
+        Assert.DoesNotContain("1|2|8", r.Stdout);
+    }
+
+    [Fact]
+    public void The_legend_gives_a_per_column_mechanism_with_its_columns_never_one_columns_for_all()
+    {
+        static BenchRow Row(int vcpus, string mechanism) =>
+            new("missing", "anon", "user", "single", vcpus, vcpus, 64, 16384UL * (ulong)vcpus, 1, 1, 0, 0, mechanism, [1.0]);
+        var legend = Faultline.Cli.Commands.BenchCommand.Legend([
+            Row(1, "userfaultfd MISSING + UFFDIO_COPY by 1 reader(s)"), Row(2, "userfaultfd MISSING + UFFDIO_COPY by 2 reader(s)"),
+            Row(8, "userfaultfd MISSING + UFFDIO_COPY by 8 reader(s)")]);
+        Assert.Equal("userfaultfd MISSING + UFFDIO_COPY by 1 reader(s) (1 vCPU); userfaultfd MISSING + UFFDIO_COPY by 2 reader(s) (2 vCPUs); "
+            + "userfaultfd MISSING + UFFDIO_COPY by 8 reader(s) (8 vCPUs)", legend);
+        Assert.Equal("memory-fault exits", Faultline.Cli.Commands.BenchCommand.Legend([Row(1, "memory-fault exits"), Row(2, "memory-fault exits")]));
     }
 
     [KvmFact]

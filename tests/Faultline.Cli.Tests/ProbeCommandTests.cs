@@ -16,7 +16,8 @@ public sealed class ProbeCommandTests
     {
         var r = CliRunner.Run("probe", "--json");
         Assert.True(r.ExitCode == 0, r.ToString());
-        Assert.Equal("", r.Stderr);
+        Assert.DoesNotContain("faultline:", r.Stderr);   // --json alone: JSON on stdout, the tables on stderr, no error
+        Assert.Contains("Missing page, SIGBUS userfaultfd", r.Stderr);
         using var doc = JsonDocument.Parse(r.Stdout);
         var root = doc.RootElement;
 
@@ -86,5 +87,37 @@ public sealed class ProbeCommandTests
             Assert.Contains("emulated", r.Stdout);
         }
         Assert.DoesNotContain("\u001b[", r.Stdout);   // not a terminal: no ANSI escapes
+    }
+
+    [KvmFact]
+    public void Probe_ends_with_the_engines_this_host_runs_and_the_one_auto_picks()
+    {
+        var r = CliRunner.Run("probe", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        var engines = root.GetProperty("engines");
+        foreach (var backing in new[] { "anon", "shmem" })
+        {
+            var b = engines.GetProperty(backing);
+            var candidates = b.GetProperty("candidates").EnumerateArray().ToList();
+            Assert.Equal(7, candidates.Count);   // six demand-paging engines and the none baseline
+            var auto = b.GetProperty("auto").GetString();
+            // auto is the first supported engine, fastest first, and a missing feature is named
+            var first = candidates.First(c => c.GetProperty("supported").GetBoolean());
+            Assert.Equal(first.GetProperty("engine").GetString(), auto);
+            Assert.False(string.IsNullOrWhiteSpace(b.GetProperty("auto_reason").GetString()));
+            Assert.All(candidates, c => Assert.False(string.IsNullOrWhiteSpace(c.GetProperty("why").GetString())));
+        }
+        // what the probe measured decides: a host with the SIGBUS userfaultfd runs exits on anonymous memory
+        var sigbus = root.GetProperty("uffd_features").EnumerateArray().Any(f => f.GetString() == "Sigbus");
+        Assert.Equal(sigbus || root.GetProperty("native_userfault").GetBoolean(), engines.GetProperty("anon").GetProperty("auto").GetString() == "exits");
+        // minor needs a page cache: never supported on anonymous memory
+        Assert.False(engines.GetProperty("anon").GetProperty("candidates").EnumerateArray().Single(c => c.GetProperty("engine").GetString() == "minor").GetProperty("supported").GetBoolean());
+
+        // the human report (on stderr with --json -) ends with the engines and the pick
+        var lines = r.StderrLines.Select(l => l.TrimEnd()).Where(l => l.Length > 0).ToArray();
+        Assert.StartsWith("--engine auto on anon memory: " + engines.GetProperty("anon").GetProperty("auto").GetString(), lines[^2]);
+        Assert.StartsWith("--engine auto on shmem memory: ", lines[^1]);
     }
 }

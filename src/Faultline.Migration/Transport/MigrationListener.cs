@@ -28,7 +28,7 @@ public sealed class MigrationListener : IDisposable
         catch (SocketException e)
         {
             _socket.Dispose();
-            throw new MigrationException($"cannot listen on {address}: {e.SocketErrorCode}");
+            throw new MigrationException($"cannot listen on {address}: {e.SocketErrorCode}", e);
         }
         Address = _socket.LocalEndPoint is IPEndPoint ip
             ? new MigrationAddress(ip, $"{ip.Address}:{ip.Port}")
@@ -56,7 +56,7 @@ public sealed class MigrationListener : IDisposable
                 return new SocketChannel(s, peer);
             }
         }
-        catch (SocketException e) { throw new MigrationException($"accept on {Address} failed: {e.SocketErrorCode}"); }
+        catch (SocketException e) { throw new MigrationException($"accept on {Address} failed: {e.SocketErrorCode}", e); }
         catch (ObjectDisposedException) { throw new MigrationException($"accept on {Address} failed: the listener is closed"); }
     }
 

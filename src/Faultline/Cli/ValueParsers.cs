@@ -66,6 +66,14 @@ public static class ValueParsers
         return true;
     }
 
+    /// <summary>A byte count in words for messages: "3 GiB", "4 KiB", "1536 KiB", "4097 bytes".</summary>
+    public static string DescribeSize(ulong bytes)
+    {
+        foreach (var (unit, suffix) in new[] { (TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB") })
+            if (bytes >= unit && bytes % unit == 0) return $"{bytes / unit} {suffix}";
+        return bytes == 1 ? "1 byte" : $"{bytes} bytes";
+    }
+
     /// <summary>Formats a byte count the way the parsers read it back (64M, 1536K, 4097).</summary>
     public static string FormatSize(ulong bytes)
     {

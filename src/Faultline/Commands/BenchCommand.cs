@@ -26,7 +26,7 @@ internal static class BenchCommand
     private static Command CreatePaging()
     {
         var vcpus = CliOptions.IntList("--vcpus", "vCPU counts, one column each", [1, 2, 8], min: 1, max: GuestLayout.MaxVcpus);
-        var mem = CliOptions.Size("--mem-per-vcpu", "Guest RAM each vCPU pages in", 64 * ValueParsers.MiB, min: GuestAddress.PageSize, max: GuestLayout.MaxRamBytes);
+        var mem = GuestSizes.Ram("--mem-per-vcpu", "Guest RAM each vCPU pages in", 64 * ValueParsers.MiB);
         var modes = new Option<string>("--modes")
         {
             Description = $"Engines to run, comma-separated: {PagingModes.AllNames}",
@@ -45,21 +45,22 @@ internal static class BenchCommand
             ("decode", AddressRecovery.Decode), ("uffd-thread-id", AddressRecovery.UffdThreadId));
         var repeat = CliOptions.Int("--repeat", "Runs per row; the median is reported", 3, min: 1, max: 100);
         var reference = new Option<string?>("--reference") { Description = "Path of the C reference binary (refpaging) to run interleaved", HelpName = "PATH" };
-        var json = new Option<string?>("--json") { Description = "Write the rows as JSON to FILE", HelpName = "FILE" };
-        var svg = new Option<string?>("--svg") { Description = "Write an SVG chart (pages/s against vCPUs) to FILE", HelpName = "FILE" };
+        var json = CliOptions.OutputFile("--json", "Write the rows as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
+        var svg = CliOptions.OutputFile("--svg", "Write an SVG chart (pages/s against vCPUs) to FILE", stdoutAllowed: false);
         var command = new Command("paging", "Demand-paging rate of every engine (demand_paging_test in C#), against the C reference")
         {
             vcpus, mem, modes, backing, guestMode, uffds, readers, access, order, recovery, repeat, reference, json, svg,
         };
         command.SetAction(pr =>
         {
-            var plan = new BenchPlan(ParseModes(pr.GetValue(modes)!), pr.GetValue(vcpus)!, pr.GetValue(mem).Bytes, pr.GetValue(backing).Value,
+            GuestSizes.CheckPerVcpu("--mem-per-vcpu", pr.GetValue(mem), pr.GetValue(vcpus)!.Values);
+            var plan = new BenchPlan(ParseModes(pr.GetValue(modes)!), pr.GetValue(vcpus)!.Values, pr.GetValue(mem).Bytes, pr.GetValue(backing).Value,
                 pr.GetValue(guestMode).Value, pr.GetValue(uffds).Value, pr.GetValue(readers) is 0 ? null : pr.GetValue(readers),
                 pr.GetValue(order).Value, pr.GetValue(access).Value, pr.GetValue(repeat), pr.GetValue(reference))
             {
                 AddressRecovery = pr.GetValue(recovery).Value,
             };
-            return Execute(plan, pr.GetValue(json), pr.GetValue(svg), pr.InvocationConfiguration.Output);
+            return Execute(plan, pr.GetValue(json), pr.GetValue(svg), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error);
         });
         return command;
     }
@@ -75,18 +76,19 @@ internal static class BenchCommand
         return list;
     }
 
-    private static int Execute(BenchPlan plan, string? jsonPath, string? svgPath, TextWriter output)
+    private static int Execute(BenchPlan plan, OutputTarget? json, OutputTarget? svg, TextWriter stdout, TextWriter stderr)
     {
-        if (ReferenceEquals(output, Console.Out) && Environment.GetEnvironmentVariable(NoTieringVariable) != "0")
+        if (ReferenceEquals(stdout, Console.Out) && Environment.GetEnvironmentVariable(NoTieringVariable) != "0")
             return RerunWithoutTieredJit();
         // an explicit --backing that contradicts a mode is a usage error; with auto each mode gets its own backing
         var specs = plan.Specs();
-        var console = Output.Console(output);
+        var human = Output.Human(json, stdout, stderr);
+        var console = Output.Console(human);
         IReadOnlyList<BenchRow> rows;
-        if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out))
+        if (Output.CanShowProgress(human))
         {
             rows = [];
-            AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            console.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask("bench paging", maxValue: specs.Count * plan.Repeat);
@@ -95,14 +97,9 @@ internal static class BenchCommand
         }
         else rows = PagingBench.Run(plan);
 
+        json?.Write(stdout, s => BenchReport.WriteJson(s, rows, HostFacts()));
+        svg?.Write(stdout, BenchReport.Svg(rows, $"demand paging, {plan.MemPerVcpu >> 20} MiB per vCPU, {(plan.Level == PrivilegeLevel.User ? "CPL3" : "CPL0")}"));
         Render(console, plan, rows);
-        if (jsonPath is not null)
-        {
-            using var f = File.Create(jsonPath);
-            BenchReport.WriteJson(f, rows, HostFacts());
-        }
-        if (svgPath is not null)
-            File.WriteAllText(svgPath, BenchReport.Svg(rows, $"demand paging, {plan.MemPerVcpu >> 20} MiB per vCPU, {(plan.Level == PrivilegeLevel.User ? "CPL3" : "CPL0")}"));
         return 0;
     }
 
@@ -137,6 +134,21 @@ internal static class BenchCommand
         ["cpus"] = Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture),
     };
 
+    /// <summary>
+    /// One mode's mechanism for the legend. An engine describes each run ("… by 2 reader(s)" for the 2-vCPU column), so a
+    /// mechanism that differs between the columns is given with the columns it holds for, never one column's for all.
+    /// </summary>
+    internal static string Legend(IReadOnlyList<BenchRow> modeRows)
+    {
+        var byMechanism = modeRows.GroupBy(r => r.Mechanism).ToList();
+        if (byMechanism.Count == 1) return byMechanism[0].Key;
+        return string.Join("; ", byMechanism.Select(m =>
+        {
+            var counts = m.Select(r => r.Vcpus).Distinct().Order().ToList();
+            return $"{m.Key} ({string.Join(", ", counts)} vCPU{(counts is [1] ? "" : "s")})";
+        }));
+    }
+
     private static void Render(IAnsiConsole console, BenchPlan plan, IReadOnlyList<BenchRow> rows)
     {
         var counts = rows.Select(r => r.Vcpus).Distinct().OrderBy(v => v).ToArray();
@@ -161,8 +173,8 @@ internal static class BenchCommand
                 console.MarkupLine($"[grey]{Markup.Escape(r.Label)}, {r.Vcpus} vCPU(s): {Output.Count(r.DemandFaults)} demand faults, " +
                                    $"{Output.Count(r.PagesTouched)} of {Output.Count(r.Pages)} pages touched, {r.Seconds.ToString("0.000", CultureInfo.InvariantCulture)} s[/]");
         if (withRef) console.MarkupLine("[grey]ref = C reference (refpaging) in the same run, interleaved; ratio = Faultline / reference[/]");
-        foreach (var m in rows.GroupBy(r => (r.Mode, r.Backing)).Select(g => g.Last()))
-            console.MarkupLine($"[grey]{Markup.Escape(m.Mode)} ({m.Backing}): {Markup.Escape(m.Mechanism)}[/]");
+        foreach (var g in rows.GroupBy(r => (r.Mode, r.Backing)))
+            console.MarkupLine($"[grey]{Markup.Escape(g.Key.Mode)} ({g.Key.Backing}): {Markup.Escape(Legend(g.ToList()))}[/]");
         var worstAlloc = rows.Max(r => r.AllocBytesPerFault);
         console.MarkupLine($"[grey]fault-path allocation: at most {worstAlloc.ToString("0.###", CultureInfo.InvariantCulture)} bytes per fault; engine memory at most {(rows.Max(r => r.EngineMemoryFraction) * 100).ToString("0.###", CultureInfo.InvariantCulture)}% of guest RAM[/]");
     }

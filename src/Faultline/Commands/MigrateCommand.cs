@@ -40,7 +40,8 @@ public static class MigrateCommand
         };
         migrate.SetAction((pr, ct) =>
         {
-            var bytes = ParseSize(pr.GetValue(mem)!);
+            var wall = Stopwatch.StartNew();   // the user's wait, from the command's start to its report
+            var bytes = pr.GetValue(mem).Bytes;
             var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
             var b = BackingFor(e, pr.GetValue(backing));
             var kick = ParseSelfKick(pr.GetValue(selfKick)!);
@@ -48,7 +49,7 @@ public static class MigrateCommand
             // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
             double[]? raw = pr.GetValue(baselineOpt) ? [.. Enumerable.Range(0, 3).Select(_ => RawStream.Measure(bytes).TotalMilliseconds).Order()] : null;
             return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, why, b, order, ParseDelay(pr.GetValue(delay)!),
-                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, pr.InvocationConfiguration.Output, ct));
+                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, Streams(pr, wall), ct));
         });
         return migrate;
     }
@@ -56,7 +57,7 @@ public static class MigrateCommand
     // ---- options ------------------------------------------------------------------------------------------------
 
     private static Option<int> Vcpus() => new("--vcpus") { Description = "vCPUs of the guest", DefaultValueFactory = _ => 2 };
-    private static Option<string> Mem() => new("--mem") { Description = "Guest RAM (e.g. 256M, 2G)", DefaultValueFactory = _ => "256M" };
+    private static Option<ByteSize> Mem() => GuestSizes.Ram("--mem", "Guest RAM (e.g. 256M, 2G)", 256 * ValueParsers.MiB);
     private static Option<string> Engine() => new("--engine")
     {
         Description = "Paging engine on the destination: auto (the fastest this host supports, with why), missing, minor (shmem), exits, bitmap", DefaultValueFactory = _ => "auto",
@@ -83,7 +84,7 @@ public static class MigrateCommand
             + "(a cross-CPU kick can wait for a host tick); 0: only the cross-CPU kick",
         DefaultValueFactory = _ => $"{SourceOptions.DefaultSelfKickPeriod.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
     };
-    private static Option<FileInfo?> Json() => new("--json") { Description = "Also write the report as JSON to this file" };
+    private static Option<OutputTarget?> Json() => CliOptions.OutputFile("--json", "Also write the report as JSON to FILE; - (or --json alone): to stdout, the report table then to stderr");
     private static Option<bool> Netns() => new("--netns")
     {
         Description = "Run the two ends in two network namespaces joined by a veth pair (set up and torn down with ip); default: loopback",
@@ -97,9 +98,9 @@ public static class MigrateCommand
         {
             listen, vcpus, mem, delay, run, selfKick, json, workload,
         };
-        cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), ParseSize(pr.GetValue(mem)!),
+        cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
             ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), pr.GetValue(workload)!.Value, pr.GetValue(json),
-            pr.InvocationConfiguration.Output, ct)));
+            Streams(pr, null), ct)));
         return cmd;
     }
 
@@ -108,21 +109,31 @@ public static class MigrateCommand
         var connect = new Option<string>("--connect") { Description = "Address of the source: HOST:PORT or unix:PATH", Required = true };
         var engine = Engine(); var delay = Delay(); var json = Json(); var backing = BackingOption();
         var vcpus = new Option<int?>("--vcpus") { Description = "The guest's vCPUs, if known: with --mem, the destination builds its VM before it connects (QEMU's -incoming); a source of another shape is refused" };
-        var mem = new Option<string?>("--mem") { Description = "The guest's RAM, if known (see --vcpus)" };
+        var mem = GuestSizes.OptionalRam("--mem", "The guest's RAM, if known (see --vcpus)");
         var cmd = new Command("dest", "Take over a guest from a source: resume it at once, fetch pages on demand while the rest is pushed")
         {
             connect, engine, delay, json, backing, vcpus, mem,
         };
         cmd.SetAction((pr, ct) =>
         {
+            var io = Streams(pr, Stopwatch.StartNew());
             var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
-            var o = DestOptions(MigrationAddress.Parse(pr.GetValue(connect)!), e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), "tcp") with { EngineReason = why };
+            var address = MigrationAddress.Parse(pr.GetValue(connect)!);
+            var o = DestOptions(address, e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), address.IsUnix ? "unix" : "tcp")
+                with { EngineReason = why };
             if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
-            if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = ParseSize(m) };
-            if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er) new Faultline.Guest.MachineConfig(ev, er).Validate();
-            var report = RunDestination(o, pr.InvocationConfiguration.Output, ct);
-            Render(report, null, pr.InvocationConfiguration.Output);
-            WriteJson(pr.GetValue(json), report.ToJson);
+            if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = m.Bytes };
+            if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er)
+            {
+                GuestSizes.CheckSplit("--mem", er, ev);
+                new Faultline.Guest.MachineConfig(ev, er).Validate();
+            }
+            NetworkErrors.CheckConnectable(address);
+            var target = pr.GetValue(json);
+            var human = Output.Human(target, io.Stdout, io.Stderr);
+            var report = MigrationProgressView.Run(human, FirstDestinationPhase(o), view => RunDestination(o, view, ct));
+            target?.Write(io.Stdout, report.ToJson());
+            Render(report, null, human, io.Wall);
             return Task.FromResult(report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4);
         });
         return cmd;
@@ -130,23 +141,41 @@ public static class MigrateCommand
 
     // ---- the three actions --------------------------------------------------------------------------------------
 
-    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, AccessOrder order, FileInfo? json,
-        TextWriter output, CancellationToken ct)
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, AccessOrder order, OutputTarget? json,
+        CliStreams io, CancellationToken ct)
     {
+        GuestSizes.CheckSplit("--mem", mem, vcpus);
+        new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
+        var address = MigrationAddress.Parse(listen);
+        NetworkErrors.CheckListenable("--listen", address);
+        var human = Output.Human(json, io.Stdout, io.Stderr);
+        // the address is taken before the guest is built: a port in use fails at once; a destination that connects
+        // meanwhile waits in the backlog until the source is warm ("listening on" is printed then)
+        using var listener = Listen(address);
         using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
         {
             LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order,
         });
         source.WaitUntilWarm(ct);
-        using var listener = new MigrationListener(MigrationAddress.Parse(listen));
-        output.WriteLine($"{ListeningPrefix}{listener.Address}");
-        output.Flush();
+        human.WriteLine($"{ListeningPrefix}{listener.Address}");
+        human.Flush();
         var r = source.Serve(listener, ct);
-        WriteJson(json, r.ToJson);
-        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"source: {r.PagesTotal} pages sent ({r.PagesDemand} on demand, {r.PagesPushed} pushed, {r.PagesZero} zero), paused in {r.PauseMs:0.000} ms ({DescribePause(r.Pause)}), state on the wire after {r.PauseToStateSentMs:0.000} ms, sha256 {r.SourceSha256}"));
+        json?.Write(io.Stdout, r.ToJson());
+        human.WriteLine(SourceLine(r));
         return 0;
     }
+
+    private static MigrationListener Listen(MigrationAddress address)
+    {
+        try { return new MigrationListener(address); }
+        catch (MigrationException e) when (NetworkErrors.ForListen(e, address) is { } words) { throw words; }
+    }
+
+    /// <summary>The source's one-line summary; its counters are the source's own (docs/counters.md).</summary>
+    internal static string SourceLine(SourceResult r) => string.Create(CultureInfo.InvariantCulture,
+        $"source: {r.PagesTotal} pages sent once each ({r.PagesDemand} sent first as demand replies, {r.PagesPushed} pushed, {r.PagesZero} zero), "
+        + $"{r.DemandRequests} demand requests ({r.DemandAlreadySent} for pages already sent), "
+        + $"paused in {r.PauseMs:0.000} ms ({DescribePause(r.Pause)}), state on the wire after {r.PauseToStateSentMs:0.000} ms, sha256 {r.SourceSha256}");
 
     /// <summary>"vCPUs out after 0.012 (self_kick), 1.902 (kick) ms; self-kick timer every 500 µs: 1350 exits in 1000 ms armed, 1350/s"</summary>
     private static string DescribePause(SourcePauseStats p)
@@ -159,12 +188,14 @@ public static class MigrateCommand
         return $"vCPUs out after {vcpus} ms; {timer}";
     }
 
-    private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, AccessOrder order, TimeSpan delay, FileInfo? json, bool netns, int pushRun, TimeSpan selfKick,
-        double[]? rawMs, TextWriter output, CancellationToken ct)
+    private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, AccessOrder order, TimeSpan delay,
+        OutputTarget? json, bool netns, int pushRun, TimeSpan selfKick, double[]? rawMs, CliStreams io, CancellationToken ct)
     {
+        GuestSizes.CheckSplit("--mem", mem, vcpus);
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
         if (pushRun is < 1 or > Faultline.Migration.Protocol.Wire.MaxRunPages)
             throw new UsageException($"--push-run {pushRun}: use 1..{Faultline.Migration.Protocol.Wire.MaxRunPages}");
+        var human = Output.Human(json, io.Stdout, io.Stderr);
         using var link = netns ? NetnsLink.Create() : null;
         var listenAddr = link is null ? "127.0.0.1:0" : $"{link.SourceIp}:0";
         var (file, prefix) = Self();
@@ -182,20 +213,24 @@ public static class MigrateCommand
         var stderr = child.StandardError.ReadToEndAsync(ct);
         try
         {
-            var address = WaitForListening(child, stderr);
-            if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
-            // the destination knows the guest's shape: it is prepared (VM, memory, threads) before it connects
-            var o = DestOptions(address, engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
-                with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, Workload = order.ToString().ToLowerInvariant() };
-            var report = RunDestination(o, output, ct);
+            var report = MigrationProgressView.Run(human, $"starting the source ({vcpus} vCPU(s), {ValueParsers.DescribeSize(mem)}: VM, guest, warm-up)", view =>
+            {
+                var address = WaitForListening(child, stderr);
+                if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
+                // the destination knows the guest's shape: it is prepared (VM, memory, threads) before it connects
+                var o = DestOptions(address, engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
+                    with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, Workload = order.ToString().ToLowerInvariant() };
+                view.Phase(FirstDestinationPhase(o));
+                return RunDestination(o, view, ct);
+            });
             if (rawMs is { Length: > 0 } raw) report = report with { RawStreamMs = raw[raw.Length / 2], RawStreamSamplesMs = raw };
             string? sourceLine = null;
             for (string? line; (line = child.StandardOutput.ReadLine()) is not null;) sourceLine = line;
             if (!child.WaitForExit(TimeSpan.FromSeconds(60))) throw new MigrationException("the source process did not exit after the migration");
             if (child.ExitCode != 0) throw new MigrationException($"source process failed: {LastLine(stderr)}");
             if (File.Exists(sourceJson)) report = report with { SourceJson = File.ReadAllText(sourceJson).Trim() };
-            Render(report, sourceLine, output);
-            WriteJson(json, report.ToJson);
+            json?.Write(io.Stdout, report.ToJson());
+            Render(report, sourceLine, human, io.Wall);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
         }
         catch (Exception) when (!child.HasExited)
@@ -210,26 +245,38 @@ public static class MigrateCommand
         }
     }
 
-    private static MigrationReport RunDestination(DestinationOptions o, TextWriter output, CancellationToken ct)
+    /// <summary>What the destination does first: prepares (told the guest's shape) or waits for the source to listen.</summary>
+    private static string FirstDestinationPhase(DestinationOptions o) => o.Prepared
+        ? $"preparing {ValueParsers.DescribeSize(o.ExpectRamBytes!.Value)} on the destination (VM, guest memory, vCPU threads), then connecting to {o.Source}"
+        : $"waiting for the source at {o.Source} (up to {o.HandshakeTimeout.TotalSeconds:0} s for it to listen)";
+
+    /// <summary>
+    /// Runs the destination under <paramref name="view"/>: each connection's channel passes the view on its way in (the
+    /// phase moves to the handshake), post-copy reports draw the bar. A connect that failed is said in the user's words.
+    /// </summary>
+    private static MigrationReport RunDestination(DestinationOptions o, MigrationProgressView view, CancellationToken ct)
     {
-        if (!ReferenceEquals(output, Console.Out) || !AnsiConsole.Profile.Capabilities.Interactive)
-            return new MigrationDestination(o).Run(null, ct);
-        MigrationReport? report = null;
-        AnsiConsole.Progress().AutoClear(true).HideCompleted(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-            .Start(ctx =>
+        var connected = 0;
+        var source = o.Source;
+        var prepared = o.Prepared;
+        var inner = o.WrapChannel;
+        o = o with
+        {
+            WrapChannel = (channel, role) =>
             {
-                var task = ctx.AddTask("connecting", maxValue: 1);
-                var progress = new InlineProgress(p =>
-                {
-                    task.MaxValue = p.PagesTotal;
-                    task.Value = p.PagesPresent;
-                    task.Description = string.Create(CultureInfo.InvariantCulture,
-                        $"{p.Phase}: {p.PagesPresent}/{p.PagesTotal} pages, {p.PagesDemand} demand, {p.PagesPushed} pushed, fault {p.LastFaultLatencyUs:0} µs");
-                });
-                report = new MigrationDestination(o).Run(progress, ct);
-            });
-        return report!;
+                Interlocked.Increment(ref connected);
+                view.Connected(role, source.Text, prepared);
+                return inner is null ? channel : inner(channel, role);
+            },
+        };
+        try
+        {
+            return new MigrationDestination(o).Run(view.IsDrawn ? new InlineProgress(view.Report) : null, ct);
+        }
+        catch (Exception e) when (Volatile.Read(ref connected) < 2 && NetworkErrors.ForConnect(e, source, o.HandshakeTimeout) is { } words)
+        {
+            throw words;
+        }
     }
 
     private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link) =>
@@ -260,21 +307,33 @@ public static class MigrateCommand
 
     // ---- rendering ----------------------------------------------------------------------------------------------
 
-    private static void Render(MigrationReport r, string? sourceLine, TextWriter output)
+    /// <summary>
+    /// The report table. Labels follow docs/counters.md (which counter, on which end); the JSON keys stay as they are.
+    /// The first row is the wall time the CLI measured around the whole command.
+    /// </summary>
+    private static void Render(MigrationReport r, string? sourceLine, TextWriter output, Stopwatch? wall)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        var console = Output.Console(output);
         var t = new Table().Border(TableBorder.Rounded).AddColumn("migration").AddColumn(new TableColumn("").RightAligned());
         string F(double v, string unit) => v.ToString("0.000", CultureInfo.InvariantCulture) + " " + unit;
-        t.AddRow("guest", $"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, workload {r.Workload}, engine {r.Engine}");
+        if (wall is not null) t.AddRow("wall time of this command (its start → this report, measured by the CLI)", F(wall.Elapsed.TotalMilliseconds, "ms"));
+        t.AddRow("guest", Markup.Escape($"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, workload {r.Workload}, engine {r.Engine}"));
         if (r.EngineReason.Length > 0) t.AddRow("engine", Markup.Escape($"{r.EngineMechanism} ({r.EngineReason})"));
-        t.AddRow("link", $"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}");
+        t.AddRow("link", Markup.Escape($"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}"));
         t.AddRow("downtime (source pause → vCPUs running)", F(r.DowntimeMs, "ms"));
-        t.AddRow("total (start → every page present)", F(r.TotalMs, "ms"));
-        t.AddRow("  of which post-copy (pause → every page)", F(r.PostcopyMs, "ms"));
+        t.AddRow("total (destination connected → every page present)", F(r.TotalMs, "ms"));
+        t.AddRow("  of which post-copy (pause → every page present)", F(r.PostcopyMs, "ms"));
         if (r.PrepareMs is { } prep) t.AddRow("destination prepared before it connected (not in total)", F(prep, "ms"));
         if (r.RawStreamMs is { } raw)
             t.AddRow("plain socket streaming the same bytes", $"{F(raw, "ms")} (post-copy {r.PostcopyMs / raw:0.00}x, total {r.TotalMs / raw:0.00}x)");
-        t.AddRow("pages", $"{r.PagesTotal} = {r.PagesDemand} on demand + {r.PagesPushed} pushed ({r.PagesZero} zero, {r.PagesDuplicate} duplicates dropped)");
+        t.AddRow("pages at the destination (first copy of each)", string.Create(CultureInfo.InvariantCulture,
+            $"{r.PagesTotal} = {r.PagesDemand} on demand + {r.PagesPushed} pushed ({r.PagesZero} zero); {r.PagesDuplicate} later copies dropped"));
+        t.AddRow("demand requests (destination → source)", string.Create(CultureInfo.InvariantCulture,
+            $"{r.DemandRequests} pages in {r.DemandFrames} frames; {r.DemandAlreadyPushed} for pages the source had sent already"));
+        t.AddRow("requested pages installed for their waiters", string.Create(CultureInfo.InvariantCulture,
+            $"{r.PagesToWaiters} to waiters ({r.RunPagesToFaultPath} of them from a push run)"));
+        t.AddRow("installed", string.Create(CultureInfo.InvariantCulture,
+            $"{r.EngineInstalled} pages ({r.InstalledByReceiver} by the receiver threads)"));
         t.AddRow("bytes on wire", $"{r.BytesOnWire:N0} ({r.PushRuns} page runs)");
         var l = r.FaultLatencyUs;
         t.AddRow("fault latency µs (p50 / p90 / p99 / max)", string.Create(CultureInfo.InvariantCulture, $"{l.P50:0.0} / {l.P90:0.0} / {l.P99:0.0} / {l.Max:0.0}  ({l.Count} faults)"));
@@ -284,21 +343,19 @@ public static class MigrateCommand
         t.AddRow("fault latency target (round trip + 30 µs)", string.Create(CultureInfo.InvariantCulture,
             $"{r.FaultLatencyTargetUs:0.0} µs: p50 {(r.FaultLatencyTargetMet ? "[green]met[/]" : "[red]not met[/]")}"));
         var s = r.Scheduling;
-        t.AddRow("demand path scheduling", string.Create(CultureInfo.InvariantCulture,
-            $"carriers: destination {DemandPathScheduling.Name(s.Destination)}, source {DemandPathScheduling.Name(s.Source)}; vCPUs at nice {s.VcpuPostcopyNice} during post-copy, no change per fault"));
+        t.AddRow("demand path scheduling", Markup.Escape(string.Create(CultureInfo.InvariantCulture,
+            $"carriers: destination {DemandPathScheduling.Name(s.Destination)}, source {DemandPathScheduling.Name(s.Source)}; vCPUs at nice {s.VcpuPostcopyNice} during post-copy, no change per fault")));
         t.AddRow("vCPU blocked ms", string.Join(", ", r.VcpuBlockedMs.Select(b => b.ToString("0.0", CultureInfo.InvariantCulture))));
         t.AddRow("source sha256", r.SourceSha256);
         t.AddRow("received sha256", $"{r.ReceivedSha256} {(r.DigestsMatch ? "[green]match[/]" : "[red]DIFFER[/]")}");
         t.AddRow("guest mismatches", r.GuestMismatches == 0 ? "[green]0[/]" : $"[red]{r.GuestMismatches}[/]");
         console.Write(t);
         if (sourceLine is not null) output.WriteLine(sourceLine);
+        output.Flush();
     }
 
-    /// <summary>--json: the destination's report or the source's result, one JSON document and a newline.</summary>
-    private static void WriteJson(FileInfo? file, Func<string> json)
-    {
-        if (file is not null) File.WriteAllText(file.FullName, json() + Environment.NewLine);
-    }
+    /// <summary>The invocation's stdout and stderr, and the wall clock started when the command began (null: not shown).</summary>
+    private static CliStreams Streams(ParseResult pr, Stopwatch? wall) => new(pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error, wall);
 
     // ---- helpers ------------------------------------------------------------------------------------------------
 
@@ -328,21 +385,6 @@ public static class MigrateCommand
         var lines = text.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var last = lines.LastOrDefault(l => l.StartsWith("faultline:", StringComparison.Ordinal)) ?? lines.LastOrDefault();
         return last?.StartsWith("faultline: ", StringComparison.Ordinal) == true ? last["faultline: ".Length..] : last;
-    }
-
-    internal static ulong ParseSize(string s)
-    {
-        var t = s.Trim();
-        var i = 0;
-        while (i < t.Length && char.IsAsciiDigit(t[i])) i++;
-        if (i == 0 || !ulong.TryParse(t[..i], NumberStyles.None, CultureInfo.InvariantCulture, out var n))
-            throw new UsageException($"'{s}' is not a size (e.g. 256M, 2G, 4096K)");
-        var mult = t[i..].ToUpperInvariant() switch
-        {
-            "" or "B" => 1UL, "K" or "KB" or "KIB" => 1UL << 10, "M" or "MB" or "MIB" => 1UL << 20, "G" or "GB" or "GIB" => 1UL << 30,
-            _ => throw new UsageException($"'{s}' is not a size (e.g. 256M, 2G, 4096K)"),
-        };
-        return n * mult;
     }
 
     internal static TimeSpan ParseDelay(string s) => ParseDuration(s, "--link-delay", "a delay");

@@ -3,6 +3,9 @@ using System.Globalization;
 using System.Text.Json;
 using Faultline.Guest;
 using Faultline.Guest.Probe;
+using Faultline.Kvm.Memory;
+using Faultline.Paging;
+using Faultline.Paging.Selection;
 using Spectre.Console;
 
 namespace Faultline.Cli.Commands;
@@ -15,21 +18,23 @@ internal static class ProbeCommand
 
     public static Command Create()
     {
-        var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout instead of a table" };
-        var command = new Command("probe", "Measure what this host's KVM and userfaultfd offer and really do, with tiny guests") { json };
-        command.SetAction(pr => Execute(pr.GetValue(json), pr.InvocationConfiguration.Output));
+        var json = CliOptions.OutputFile("--json", "Write the findings as JSON to FILE; - (or --json alone): to stdout, the tables then to stderr");
+        var command = new Command("probe", "Measure what this host's KVM and userfaultfd offer and really do, with tiny guests, and list the engines it can run") { json };
+        command.SetAction(pr => Execute(pr.GetValue(json), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error));
         return command;
     }
 
-    private static int Execute(bool json, TextWriter output)
+    private static int Execute(OutputTarget? json, TextWriter stdout, TextWriter stderr)
     {
         var report = HostProbe.Run();
-        if (json) WriteJson(report, output);
-        else Render(report, Output.Console(output));
+        var caps = HostCapabilities.FromProbe(report);
+        BackingEngines[] engines = [BackingEngines.Evaluate(caps, Backing.Anonymous), BackingEngines.Evaluate(caps, Backing.Shmem)];
+        json?.Write(stdout, Json(report, engines));
+        Render(report, engines, Output.Console(Output.Human(json, stdout, stderr)));
         return 0;
     }
 
-    internal static void WriteJson(ProbeReport r, TextWriter output) => JsonOutput.Write(output, w =>
+    internal static string Json(ProbeReport r, IReadOnlyList<BackingEngines> engines) => JsonOutput.Text(w =>
     {
         w.WriteStartObject();
         w.WriteNumber("kvm_api_version", r.KvmApiVersion);
@@ -86,8 +91,29 @@ internal static class ProbeCommand
         w.WriteEndArray();
         w.WriteEndObject();
         w.WriteRounded("probe_seconds", r.Elapsed.TotalSeconds);
+        w.WriteStartObject("engines");
+        foreach (var b in engines) WriteEngines(w, b);
+        w.WriteEndObject();
         w.WriteEndObject();
     });
+
+    private static void WriteEngines(Utf8JsonWriter w, BackingEngines b)
+    {
+        w.WriteStartObject(b.BackingName);
+        if (b.Chosen is { } c) w.WriteString("auto", c.Name()); else w.WriteNull("auto");
+        w.WriteString("auto_reason", b.Reason);
+        w.WriteStartArray("candidates");
+        foreach (var e in b.Candidates)
+        {
+            w.WriteStartObject();
+            w.WriteString("engine", e.Mode.Name());
+            w.WriteBoolean("supported", e.Supported);
+            w.WriteString("why", e.Why);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
 
     private static void WriteRate(Utf8JsonWriter w, string name, SpinRate rate)
     {
@@ -112,7 +138,7 @@ internal static class ProbeCommand
         w.WriteEndObject();
     }
 
-    internal static void Render(ProbeReport r, IAnsiConsole console)
+    internal static void Render(ProbeReport r, IReadOnlyList<BackingEngines> engines, IAnsiConsole console)
     {
         var h = r.Host;
         console.MarkupLine($"[bold]Faultline probe[/]: Linux {Markup.Escape(h.KernelRelease)} {Markup.Escape(h.Architecture)}, {h.LogicalCpus} CPUs, " +
@@ -135,7 +161,21 @@ internal static class ProbeCommand
         console.Write(caps);
 
         console.MarkupLine($"[bold]userfaultfd features[/] (0x{(ulong)r.UffdFeatures:x}): {Markup.Escape(string.Join(", ", r.UffdFeatureNames))}");
+
+        // last: what the user came for — which engines run here, and which one --engine auto takes
+        var t = new Table().Title("Paging engines on this host (fastest first, as bench paging measured)").AddColumn("Engine");
+        foreach (var b in engines) t.AddColumn(b.BackingName);
+        foreach (var mode in engines.SelectMany(b => b.Candidates).Select(c => c.Mode).Distinct())
+            t.AddRow([Markup.Escape(mode.Name()), .. engines.Select(b => b.Candidates.FirstOrDefault(c => c.Mode == mode) is { } c ? EngineCell(c) : "")]);
+        console.Write(t);
+        foreach (var b in engines)
+            console.MarkupLine(b.Chosen is { } c
+                ? $"[bold]--engine auto[/] on {b.BackingName} memory: [bold]{Markup.Escape(c.Name())}[/]: {Markup.Escape(b.Reason)}"
+                : $"[bold]--engine auto[/] on {b.BackingName} memory: [red]none[/]: {Markup.Escape(b.Reason)}");
     }
+
+    private static string EngineCell(EngineCandidate e) =>
+        e.Supported ? $"[green]yes[/]: {Markup.Escape(e.Why)}" : $"[grey]no: {Markup.Escape(e.Why)}[/]";
 
     private static string CapValue(CapabilityValue c) =>
         c.Value > 9 ? $"{c.Value.ToString(CultureInfo.InvariantCulture)} (0x{c.Value:x})" : c.Value.ToString(CultureInfo.InvariantCulture);

@@ -7,7 +7,7 @@ using Spectre.Console;
 namespace Faultline.Cli.Commands;
 
 /// <summary>
-/// <c>faultline run --vcpus N --mem SIZE [--guest-mode user|kernel] [--backing anon|shmem] [--qwords N] [--workload sequential|random|hotset] [--json]</c>:
+/// <c>faultline run --vcpus N --mem SIZE [--guest-mode user|kernel] [--backing anon|shmem] [--qwords N] [--workload sequential|random|hotset] [--json [FILE|-]]</c>:
 /// boots a generated guest, runs the Write then the Verify workload on every vCPU (each on its own part of guest RAM,
 /// as demand_paging_test splits it), checks every written qword from the host too, and prints pages and mismatches.
 /// </summary>
@@ -19,26 +19,29 @@ internal static class RunCommand
     public static Command Create()
     {
         var vcpus = CliOptions.Int("--vcpus", "Number of vCPUs", 1, min: 1, max: GuestLayout.MaxVcpus);
-        var mem = CliOptions.Size("--mem", "Guest RAM under test, split evenly between the vCPUs (e.g. 512K, 64M, 1G)", 64 * ValueParsers.MiB,
-            min: GuestAddress.PageSize, max: GuestLayout.MaxRamBytes);
+        var mem = GuestSizes.Ram("--mem", "Guest RAM under test, split evenly between the vCPUs (e.g. 512K, 64M, 1G)", 64 * ValueParsers.MiB);
         var mode = CliOptions.Choice("--guest-mode", "Privilege level the workloads run at",
             ("user", PrivilegeLevel.User), ("kernel", PrivilegeLevel.Kernel));
         var backing = CliOptions.Choice("--backing", "How guest RAM is backed on the host",
             ("anon", Backing.Anonymous), ("shmem", Backing.Shmem));
         var qwords = CliOptions.Int("--qwords", "Qwords written and verified per page", 1, min: 1, max: 512);
         var workload = CliOptions.Workload("Page order of both workloads: sequential, random (each page once), hotset (90% in a drifting 1/16 hot set)");
-        var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout instead of a table" };
+        var json = CliOptions.OutputFile("--json", "Write the result as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var command = new Command("run", "Run the Write then Verify workloads on a generated guest and report pages and mismatches")
         {
             vcpus, mem, mode, backing, qwords, workload, json,
         };
-        command.SetAction(pr => Execute(
-            new MachineConfig(pr.GetValue(vcpus), pr.GetValue(mem).Bytes, pr.GetValue(backing).Value), pr.GetValue(mode).Value, pr.GetValue(qwords),
-            pr.GetValue(workload).Value, pr.GetValue(json), pr.InvocationConfiguration.Output));
+        command.SetAction(pr =>
+        {
+            GuestSizes.CheckSplit("--mem", pr.GetValue(mem), pr.GetValue(vcpus));
+            return Execute(
+                new MachineConfig(pr.GetValue(vcpus), pr.GetValue(mem).Bytes, pr.GetValue(backing).Value), pr.GetValue(mode).Value, pr.GetValue(qwords),
+                pr.GetValue(workload).Value, pr.GetValue(json), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error);
+        });
         return command;
     }
 
-    private static int Execute(MachineConfig config, PrivilegeLevel level, int qwords, AccessOrder order, bool json, TextWriter output)
+    private static int Execute(MachineConfig config, PrivilegeLevel level, int qwords, AccessOrder order, OutputTarget? json, TextWriter stdout, TextWriter stderr)
     {
         using var m = GuestMachine.Create(config);   // MachineConfig.Validate: a size that does not split → UsageException (exit 2)
         WorkloadArgs Args(int i) => m.ArgsFor(i, Seed, qwords, order);
@@ -50,8 +53,8 @@ internal static class RunCommand
             Order = order, PagesTouched = touched,
         };
 
-        if (json) WriteJson(result, output);
-        else Render(result, Output.Console(output));
+        json?.Write(stdout, Json(result));
+        Render(result, Output.Console(Output.Human(json, stdout, stderr)));
         if (result.PagesWritten != result.Accesses)
             throw new GuestException($"the guest wrote {result.PagesWritten} pages of {result.Accesses}");
         if (result.Mismatches != 0 || result.HostMismatches != 0)
@@ -99,7 +102,7 @@ internal static class RunCommand
         public string BackingWord => Config.Backing == Backing.Anonymous ? "anon" : "shmem";
     }
 
-    private static void WriteJson(RunResult r, TextWriter output) => JsonOutput.Write(output, w =>
+    private static string Json(RunResult r) => JsonOutput.Text(w =>
     {
         w.WriteStartObject();
         w.WriteNumber("vcpus", r.Config.Vcpus);

@@ -1,0 +1,108 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Faultline.TestKit;
+using Spectre.Console;
+
+namespace Faultline.Cli.Tests;
+
+/// <summary>Output fit for where it goes: plain and full-width when redirected, colour only on a terminal, JSON on stdout with --json -.</summary>
+public sealed partial class OutputTests
+{
+    [GeneratedRegex("\\b[0-9a-f]{64}\\b")]
+    private static partial Regex Sha256();
+
+    [Fact]
+    public void A_redirected_table_keeps_long_labels_and_values_on_one_line()
+    {
+        using var w = new StringWriter();
+        var label = "a label much longer than an 80-column terminal would leave it room for, so it would wrap there";
+        var digest = new string('a', 32) + new string('5', 32);
+        var t = new Table().AddColumn("what").AddColumn("value");
+        t.AddRow(label, "[green]" + digest + " match[/]");
+        Output.Console(w).Write(t);
+        var text = w.ToString();
+        Assert.DoesNotContain("\u001b", text);
+        Assert.Contains(text.Split('\n'), l => l.Contains(label) && l.Contains(digest + " match"));
+    }
+
+    [KvmFact]
+    public void Migrate_redirected_prints_plain_text_with_whole_digests_and_json_on_stdout_with_json_dash()
+    {
+        var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--mem", "64M", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);   // stdout is one JSON document, nothing else
+        var root = doc.RootElement;
+        var source = root.GetProperty("source_sha256").GetString()!;
+        Assert.Equal(64 * 1024 * 1024UL, root.GetProperty("ram_bytes").GetUInt64());
+        Assert.True(root.GetProperty("digests_match").GetBoolean());
+        Assert.Equal(16384, root.GetProperty("source").GetProperty("pages_total").GetInt32());
+
+        // the report went to stderr: no escape codes, each digest whole on its labelled line
+        Assert.DoesNotContain("\u001b", r.Stderr);
+        var lines = r.StderrLines;
+        Assert.Equal(source, Sha256().Match(Assert.Single(lines, l => l.Contains("source sha256"))).Value);
+        var received = Assert.Single(lines, l => l.Contains("received sha256"));
+        Assert.Contains(root.GetProperty("received_sha256").GetString() + " match", received);
+        Assert.Single(lines, l => l.Contains("wall time of this command") && l.Contains(" ms"));
+        Assert.Single(lines, l => l.Contains("pages at the destination (first copy of each)"));
+        Assert.Contains(lines, l => l.StartsWith("source: 16384 pages sent once each", StringComparison.Ordinal) && l.Contains(source));
+    }
+
+    [KvmFact]
+    public void Run_on_a_terminal_has_colour_unless_NO_COLOR_or_TERM_dumb()
+    {
+        var colour = new Regex("\u001b\\[[0-9;]*3[0-9][;m]");   // an SGR foreground colour (30-39, 38;5;n)
+        var plain = ChildCli.RunOnTerminal(TimeSpan.FromSeconds(60), new Dictionary<string, string> { ["TERM"] = "xterm-256color" }, "run", "--mem", "512K");
+        Assert.True(plain.ExitCode == 0, plain.ToString());
+        Assert.Matches(colour, plain.Stdout);   // the terminal really is one: the checks below are not vacuous
+
+        var noColor = ChildCli.RunOnTerminal(TimeSpan.FromSeconds(60), new Dictionary<string, string> { ["TERM"] = "xterm-256color", ["NO_COLOR"] = "1" }, "run", "--mem", "512K");
+        Assert.True(noColor.ExitCode == 0, noColor.ToString());
+        Assert.Contains("mismatches: 0", noColor.Stdout);
+        Assert.DoesNotMatch(colour, noColor.Stdout);
+
+        var dumb = ChildCli.RunOnTerminal(TimeSpan.FromSeconds(60), new Dictionary<string, string> { ["TERM"] = "dumb" }, "run", "--mem", "512K");
+        Assert.True(dumb.ExitCode == 0, dumb.ToString());
+        Assert.Contains("mismatches: 0", dumb.Stdout);
+        Assert.DoesNotContain("\u001b", dumb.Stdout);
+    }
+
+    [KvmFact]
+    public void Run_json_dash_is_json_on_stdout_and_the_table_on_stderr()
+    {
+        var r = CliRunner.Run("run", "--vcpus", "2", "--mem", "512K", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        Assert.Equal(128UL, doc.RootElement.GetProperty("pages_written").GetUInt64());
+        Assert.Contains("pages: 128, mismatches: 0", r.Stderr);
+    }
+
+    [KvmFact]
+    public void Run_json_to_a_file_leaves_the_table_on_stdout()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"fl-run-{Environment.ProcessId}.json");
+        try
+        {
+            var r = CliRunner.Run("run", "--mem", "512K", "--json", file);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.Contains("pages: 128, mismatches: 0", r.Stdout);
+            Assert.Equal("", r.Stderr);
+            using var doc = JsonDocument.Parse(File.ReadAllText(file));
+            Assert.Equal(0UL, doc.RootElement.GetProperty("mismatches").GetUInt64());
+        }
+        finally { File.Delete(file); }
+    }
+
+    [KvmFact]
+    public void Bench_json_dash_is_json_on_stdout()
+    {
+        var r = CliRunner.Run("bench", "paging", "--vcpus", "1", "--mem-per-vcpu", "1M", "--modes", "missing", "--repeat", "1", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var row = Assert.Single(doc.RootElement.GetProperty("rows").EnumerateArray());
+        Assert.Equal("missing", row.GetProperty("mode").GetString());
+        Assert.Equal(256UL, row.GetProperty("pages").GetUInt64());
+        Assert.Contains("bench paging", r.Stderr);
+        Assert.DoesNotContain("faultline:", r.Stderr);
+    }
+}
