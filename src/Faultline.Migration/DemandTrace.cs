@@ -1,12 +1,17 @@
 namespace Faultline.Migration;
 
 /// <summary>
-/// Diagnostics: with FAULTLINE_MIGRATION_TRACE=1, the first demand requests are timestamped at each hop (one host
-/// clock, so both processes' stamps compare) and printed to stderr when the end finishes. Off: one branch per hop.
+/// Diagnostics: with <see cref="MigrationOptions.Trace"/> (the CLI's FAULTLINE_MIGRATION_TRACE=1), the first demand
+/// requests are timestamped at each hop (one host clock, so both processes' stamps compare) and printed to stderr when
+/// the end finishes. Off: one branch per hop. Process-wide within this library, switched on by an end's options.
 /// </summary>
 internal static class DemandTrace
 {
-    public static readonly bool On = Environment.GetEnvironmentVariable("FAULTLINE_MIGRATION_TRACE") == "1";
+    private static volatile bool s_on;
+    public static bool On => s_on;
+
+    /// <summary>Turns the trace on for this process (an end whose options ask for it).</summary>
+    public static void Enable() => s_on = true;
     private const int Max = 64;
     private static readonly (ulong Page, string Hop, long Ns)[] Events = new (ulong, string, long)[Max * 6];
     private static int _n;

@@ -10,6 +10,8 @@ public abstract record MigrationOptions
     public TimeSpan LinkDelay { get; init; }
     /// <summary>Carry the demand path under SCHED_FIFO where the kernel allows it (false: nice values only); null leaves the process's choice as it is.</summary>
     public bool? RealTimeDemandPath { get; init; }
+    /// <summary>Timestamp the first demands hop by hop and print them to stderr at the end (diagnostics).</summary>
+    public bool Trace { get; init; }
     /// <summary>The first frames of a connection (Hello, Layout) must arrive within this.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Building the destination VM (before the pause) must finish within this.</summary>

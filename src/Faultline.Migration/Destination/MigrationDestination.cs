@@ -65,6 +65,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         }
         var baseNice = ThreadPriority.Base;
         if (o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
+        if (o.Trace) DemandTrace.Enable();
         if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
         try
         {

@@ -71,6 +71,7 @@ public sealed class MigrationSource : IDisposable
     public SourceResult Serve(MigrationListener listener, CancellationToken ct = default)
     {
         if (_o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
+        if (_o.Trace) DemandTrace.Enable();
         WaitUntilWarm(ct);
         _firstError = null;
         PeerConnection? main = null, urgent = null;

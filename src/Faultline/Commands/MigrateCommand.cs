@@ -154,7 +154,7 @@ public static class MigrateCommand
         using var listener = Listen(address);
         using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
         {
-            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order,
+            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order, Trace = TraceSetting(),
         });
         source.WaitUntilWarm(ct);
         human.WriteLine($"{ListeningPrefix}{listener.Address}");
@@ -282,12 +282,14 @@ public static class MigrateCommand
     private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link) =>
         new(a, engine, backing)
         {
-            LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(),
+            LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(), Trace = TraceSetting(),
             VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var n) ? n : 0,
             VcpuSlice = double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_SLICE_US"), CultureInfo.InvariantCulture, out var us) ? TimeSpan.FromMicroseconds(us) : TimeSpan.Zero,
         };
 
     /// <summary>FAULTLINE_RT=0 turns SCHED_FIFO off for the demand path's carriers (the library never reads the environment).</summary>
+    private static bool TraceSetting() => Environment.GetEnvironmentVariable("FAULTLINE_MIGRATION_TRACE") == "1";
+
     private static bool? RealTimeSetting() => Environment.GetEnvironmentVariable("FAULTLINE_RT")?.Trim() == "0" ? false : null;
 
     /// <summary>--backing: auto is shmem for minor (it needs a page cache) and exits (faster post-copy), anon otherwise.</summary>
