@@ -38,30 +38,12 @@ public sealed class MigrationDestination(DestinationOptions o)
         long pauseNs = 0;
         long prepareNs = 0;
         Exception? prepareError = null;
+        DestinationSession? session = null;
         void Build(int vcpus, ulong ramBytes)
         {
-            // the received image is allocated on another core while the machine and the engine allocate guest memory:
-            // on a host that reclaims free memory (this one) each first touch costs a hypervisor exit
-            var image = Task.Run(() => new ReceivedImage(ramBytes));
-            try
-            {
-                machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing));
-                if (o.Backing == Backing.Shmem) machine.Ram.MapBackingView();   // the page cache, meanwhile (the engine finds it mapped)
-            }
-            finally { received = image.GetAwaiter().GetResult(); }
-            source = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus);
-            engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus)
-            {
-                PrefillPageCache = false, PageTimeout = o.IdleTimeout,
-            });
-            engine.Start(machine, source);
-            Warmup.StatePath(vcpus);
-            // the vCPUs keep one priority from their resume to the end (no switch per fault): o.VcpuPostcopyNice until every
-            // page is present, then 0
-            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, o.VcpuSlice);
-            guest.Start();
-            mainRx = new StandbyThread("fl-mig-rx-main");
-            urgentRx = new StandbyThread("fl-mig-rx-urg");
+            session = DestinationSession.Prepare(o, vcpus, ramBytes, failure);
+            machine = session.Machine; received = session.Received; source = session.Pages; engine = session.Engine; guest = session.Guest;
+            mainRx = session.MainReceiver; urgentRx = session.UrgentReceiver;
         }
         var baseNice = ThreadPriority.Base;
         if (o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
@@ -112,7 +94,8 @@ public sealed class MigrationDestination(DestinationOptions o)
                     throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
                 DemandTrace.Hop(1_000_000, "dst-crc");
                 source!.ExpectedLatency = TimeSpan.FromMicroseconds(rtt.P90);
-                source.Attach(urgent);
+                session!.Enter(MigrationPhase.Connect);
+                session.Attach(layout.Nonce, urgent);
             }
             catch (Exception e) when (e is FaultlineException)
             {
@@ -185,10 +168,12 @@ public sealed class MigrationDestination(DestinationOptions o)
             }
             DemandTrace.Hop(1_000_000, "dst-nogc");
             ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
+            session!.Enter(MigrationPhase.HandOver);
             main.Send(FrameType.Ready, 0, default);
 
             // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
             Wait(g.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
+            session.Enter(MigrationPhase.PostCopy);
             ThreadPriority.ReleaseCarriers();
             noGc.Dispose();
             var resumedNs = g.ResumedNs.Max();
@@ -217,6 +202,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 spin.SpinOnce(sleep1Threshold: -1);
             }
             var completeNs = Clock.NowNs();
+            session.Enter(MigrationPhase.Complete);
             g.PostcopyDone();
             Volatile.Write(ref complete, 1);
             Span<byte> cb = stackalloc byte[CompleteMessage.Size];
@@ -275,14 +261,8 @@ public sealed class MigrationDestination(DestinationOptions o)
             source?.Fail(new MigrationException("destination is shutting down"));
             main?.Shutdown();
             urgent?.Shutdown();
-            guest?.Dispose();
-            mainRx?.Dispose();
-            urgentRx?.Dispose();
+            session?.Dispose();
             noGc?.Dispose();
-            engine?.Dispose();
-            machine?.Dispose();
-            received?.Dispose();
-            source?.Dispose();
             main?.Dispose();
             urgent?.Dispose();
             summaryArrived.Dispose();

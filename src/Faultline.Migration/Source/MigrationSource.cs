@@ -22,7 +22,7 @@ public sealed class MigrationSource : IDisposable
     private readonly SourceOptions _o;
     private readonly SourceGuest _guest;
     private readonly uint _imageCrc;
-    private Exception? _firstError;
+    private FirstFailure _failure = new();
     private int _disposed;
 
     /// <summary>Shorter self-kick periods would keep the vCPUs mostly exiting (each timer exit costs the guest ~40 µs here).</summary>
@@ -73,7 +73,8 @@ public sealed class MigrationSource : IDisposable
         if (_o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
         if (_o.Trace) DemandTrace.Enable();
         WaitUntilWarm(ct);
-        _firstError = null;
+        _failure.Dispose();
+        _failure = new FirstFailure();   // one per session: a new destination starts clean
         PeerConnection? main = null, urgent = null;
         Thread? pushThread = null, demandThread = null;
         var completeReceived = false;
@@ -160,7 +161,7 @@ public sealed class MigrationSource : IDisposable
                 throw new MigrationException($"destination reported {c.PagesPresent} of {c.PagesTotal} pages complete, the guest has {Pages}");
             Volatile.Write(ref completeReceived, true);
             pushThread.Join();
-            if (_firstError is { } pe) throw pe;
+            _failure.ThrowIfSet();
             if (!sent.AllSent) throw new MigrationException($"destination confirmed completion but only {sent.SentCount} of {Pages} pages were sent");
 
             var sha = ImageHash.Sha256(ram);
@@ -179,10 +180,10 @@ public sealed class MigrationSource : IDisposable
                 Convert.ToHexStringLower(sha), pauseStats.VcpuParkedMs.Max(),
                 Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats) { PushCpuMs = Clock.Ms(Volatile.Read(ref pushCpuNs)) };
         }
-        catch (Exception e) when (e is not OperationCanceledException || _firstError is not null)
+        catch (Exception e) when (e is not OperationCanceledException || _failure.IsSet)
         {
             if (!Paused) _guest.ClosePauseWindow();
-            var first = _firstError ?? e;
+            var first = _failure.Error ?? e;
             var msg = first is FaultlineException ? first.Message : $"internal error: {first.Message}";
             main?.TryAbort(msg);
             urgent?.TryAbort(msg);
@@ -206,7 +207,7 @@ public sealed class MigrationSource : IDisposable
     private Frame ReadMain(PeerConnection main)
     {
         try { return main.Read(); }
-        catch (MigrationException) when (_firstError is not null) { throw _firstError; }
+        catch (MigrationException) when (_failure.IsSet) { throw _failure.Error!; }
     }
 
     /// <summary>After the summary: the destination closes first, so our last frames are never cut off by a reset.</summary>
@@ -227,9 +228,11 @@ public sealed class MigrationSource : IDisposable
             try { setup?.Invoke(); body(); }
             catch (Exception e)
             {
-                Interlocked.CompareExchange(ref _firstError, e, null);
-                main.Shutdown();
-                urgent.Shutdown();
+                if (_failure.Set(e))
+                {
+                    main.Shutdown();
+                    urgent.Shutdown();
+                }
             }
         }) { Name = name, IsBackground = true };
         t.Start();
@@ -241,5 +244,6 @@ public sealed class MigrationSource : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _guest.Dispose();
         Machine.Dispose();
+        _failure.Dispose();
     }
 }

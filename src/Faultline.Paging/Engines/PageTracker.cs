@@ -54,7 +54,14 @@ public sealed class PageTracker : IDisposable
     {
         ref var s = ref _state[index];
         var now = Volatile.Read(ref s);
-        return now is Missing or Requested && Interlocked.CompareExchange(ref s, Installing, now) == now;
+        while (now is Missing or Requested)
+        {
+            // a fault path may mark the page requested between the read and the swap: try again with what it is now
+            var was = Interlocked.CompareExchange(ref s, Installing, now);
+            if (was == now) return true;
+            now = was;
+        }
+        return false;
     }
 
     /// <summary>Publishes a claimed page as present and wakes a fault path waiting for it.</summary>

@@ -1,4 +1,4 @@
-namespace Faultline.Migration.Destination;
+namespace Faultline.Migration;
 
 /// <summary>The first error of any thread of a migration end; later ones are consequences (a shut-down socket) and are dropped.</summary>
 internal sealed class FirstFailure : IDisposable
