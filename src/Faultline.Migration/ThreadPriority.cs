@@ -24,7 +24,6 @@ internal static class ThreadPriority
 
     public const int LatencyNice = -15;
     public const int BulkNice = -5;
-    public const int GuestPostcopyNice = 19;
     private const int ProbeRtPriority = 1;
     /// <summary>SCHED_FIFO priority of the threads carrying demands and pages: low, far below the kernel's own real-time threads (≥ 50).</summary>
     public const int CarrierRtPriority = 2;

@@ -1,4 +1,9 @@
 using Faultline.Paging.Engines;
+using Faultline.Paging.Engines.Bitmap;
+using Faultline.Paging.Engines.Exits;
+using Faultline.Paging.Engines.Minor;
+using Faultline.Paging.Engines.Missing;
+using Faultline.Paging.Engines.Populated;
 
 namespace Faultline.Paging;
 

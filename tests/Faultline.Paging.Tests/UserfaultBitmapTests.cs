@@ -4,6 +4,7 @@ using Faultline.Paging.Engines;
 using Faultline.Paging.Sources;
 using Faultline.TestKit;
 using static Faultline.TestKit.Units;
+using Faultline.Paging.Engines.Bitmap;
 
 namespace Faultline.Paging.Tests;
 

@@ -27,7 +27,8 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     /// The vCPU threads' nice value from their resume until every page is present (then 0). One value for the whole
     /// post-copy: no priority change per fault. A guest below the transfer faults less (the push runs ahead of it).
     /// </summary>
-    public int VcpuPostcopyNice { get; init; }
+    public int VcpuPostcopyNice { get; init; } = DefaultVcpuPostcopyNice;
+    public const int DefaultVcpuPostcopyNice = 0;
     /// <summary>
     /// The vCPU threads' EEVDF slice (sched_setattr, Linux ≥ 6.12), set once: a vCPU woken by its page's install
     /// preempts a thread running a longer slice instead of waiting for it. Zero: the kernel's default slice.

@@ -3,6 +3,8 @@ using Faultline.Kvm;
 using Faultline.Kvm.Memory;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
+using Faultline.Paging.Engines.Bitmap;
+using Faultline.Paging.Engines.Populated;
 
 namespace Faultline.Paging.Engines;
 

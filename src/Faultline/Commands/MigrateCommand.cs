@@ -283,8 +283,7 @@ public static class MigrateCommand
         new(a, engine, backing)
         {
             LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(), Trace = TraceSetting(),
-            VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var n) ? n : 0,
-            VcpuSlice = double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_SLICE_US"), CultureInfo.InvariantCulture, out var us) ? TimeSpan.FromMicroseconds(us) : TimeSpan.Zero,
+            VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var nice) ? nice : DestinationOptions.DefaultVcpuPostcopyNice,
         };
 
     /// <summary>FAULTLINE_RT=0 turns SCHED_FIFO off for the demand path's carriers (the library never reads the environment).</summary>

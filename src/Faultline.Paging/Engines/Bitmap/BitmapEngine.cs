@@ -5,7 +5,7 @@ using Faultline.Kvm.Uffd;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
 
-namespace Faultline.Paging.Engines;
+namespace Faultline.Paging.Engines.Bitmap;
 
 /// <summary>
 /// <c>bitmap</c>, KVM Userfault (seed 002): a per-memslot bitmap; a vCPU touching a marked page exits KVM_RUN with the

@@ -4,8 +4,9 @@ using Faultline.Kvm.Memory;
 using Faultline.Kvm.Uffd;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
+using Faultline.Paging.Engines.Exits;
 
-namespace Faultline.Paging.Engines;
+namespace Faultline.Paging.Engines.Bitmap;
 
 /// <summary>
 /// Seed 002's combined rows, <c>missing+bitmap</c> and <c>minor+bitmap</c>: the userfault bitmap for vCPU faults, a

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Faultline.Kvm.Memory;
 
-namespace Faultline.Paging.Engines;
+namespace Faultline.Paging.Engines.Bitmap;
 
 /// <summary>
 /// KVM Userfault's per-memslot bitmap: one bit per 4 KiB page, bit 0 = the slot's first page, stored as the

@@ -5,7 +5,7 @@ using Faultline.Kvm.Memory;
 using Faultline.Kvm.Uffd;
 using Faultline.Paging.Engines.Shared;
 
-namespace Faultline.Paging.Engines;
+namespace Faultline.Paging.Engines.Bitmap;
 
 /// <summary>
 /// KVM Userfault's mark and clear, native or emulated, for the bitmap engines. Native: set the bit and toggle

@@ -5,7 +5,7 @@ using Faultline.Kvm.Uffd;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
 
-namespace Faultline.Paging.Engines;
+namespace Faultline.Paging.Engines.Exits;
 
 /// <summary>
 /// <c>exits</c>: the faulting vCPU does not sleep in a wait queue; it leaves KVM_RUN and resolves its own fault on its

@@ -1,4 +1,6 @@
-namespace Faultline.Paging.Engines;
+using Faultline.Paging.Engines.Missing;
+
+namespace Faultline.Paging.Engines.Minor;
 
 /// <summary>
 /// <c>minor</c>: userfaultfd MINOR on shmem. The page cache holds the bytes (filled up front, or by each install in

@@ -3,7 +3,7 @@ using Faultline.Kvm.Uffd;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
 
-namespace Faultline.Paging.Engines;
+namespace Faultline.Paging.Engines.Missing;
 
 /// <summary>
 /// The wait-queue mechanisms: a vCPU touching a missing page sleeps in the userfaultfd (KVM's own page lookup blocks

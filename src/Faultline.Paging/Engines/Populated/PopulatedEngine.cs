@@ -3,7 +3,7 @@ using Faultline.Kvm.Memory;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
 
-namespace Faultline.Paging.Engines;
+namespace Faultline.Paging.Engines.Populated;
 
 /// <summary>
 /// <c>none</c>, the baseline: every page is written from the source before the guest runs (anonymous memory through

@@ -3,6 +3,7 @@ using Faultline.Kvm;
 using Faultline.Kvm.Interop;
 using Faultline.Kvm.Memory;
 using Faultline.Paging.Decode;
+using Faultline.Paging.Engines.Bitmap;
 
 namespace Faultline.Paging.Engines.Shared;
 

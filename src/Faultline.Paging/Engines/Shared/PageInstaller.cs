@@ -3,6 +3,7 @@ using Faultline.Kvm;
 using Faultline.Kvm.Memory;
 using Faultline.Kvm.Uffd;
 using Faultline.Paging.Sources;
+using Faultline.Paging.Engines.Bitmap;
 
 namespace Faultline.Paging.Engines.Shared;
 
