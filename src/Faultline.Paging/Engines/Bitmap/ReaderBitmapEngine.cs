@@ -46,11 +46,7 @@ public sealed class ReaderBitmapEngine(PagingOptions options) : PagingEngine(opt
             : "emulated KVM Userfault: blocking userfaultfd + THREAD_ID; vCPU faults on marked pages kicked out to the vCPU";
     }
 
-    internal override void OnStart(Vcpu vcpu)
-    {
-        _mailbox?.OnVcpuThreadStart(vcpu);
-        _resolver!.OnVcpuThreadStart(vcpu);
-    }
+    internal override void OnStart(Vcpu vcpu) => _resolver!.OnVcpuThreadStart(vcpu);
 
     internal override bool HandleExit(Vcpu vcpu, in VcpuExit exit, FaultCounters c) => _resolver!.TryHandle(vcpu, exit, c);
 

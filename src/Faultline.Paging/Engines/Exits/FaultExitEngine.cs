@@ -38,11 +38,7 @@ public sealed class FaultExitEngine(PagingOptions options) : PagingEngine(option
         else Mechanism = "SIGBUS userfaultfd: the vCPU exits KVM_RUN and installs the page (CPL3 address by instruction decode)";
     }
 
-    internal override void OnStart(Vcpu vcpu)
-    {
-        _mailbox?.OnVcpuThreadStart(vcpu);
-        _resolver!.OnVcpuThreadStart(vcpu);
-    }
+    internal override void OnStart(Vcpu vcpu) => _resolver!.OnVcpuThreadStart(vcpu);
 
     internal override bool HandleExit(Vcpu vcpu, in VcpuExit exit, FaultCounters c) => _resolver!.TryHandle(vcpu, exit, c);
 

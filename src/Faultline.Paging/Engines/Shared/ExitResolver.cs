@@ -37,7 +37,11 @@ internal sealed unsafe class ExitResolver
         _sregsValid = new bool[n];
     }
 
-    public void OnVcpuThreadStart(Vcpu vcpu) => _decoders[vcpu.Id] ??= new FaultAddressDecoder(new GuestMemoryView(_m, _tracker));
+    public void OnVcpuThreadStart(Vcpu vcpu)
+    {
+        Mailbox?.OnVcpuThreadStart(vcpu);
+        _decoders[vcpu.Id] ??= new FaultAddressDecoder(new GuestMemoryView(_m, _tracker));
+    }
 
     /// <summary>Resolves the exit's pages if it is a missing-page exit of guest RAM; false when the exit is not one.</summary>
     public bool TryHandle(Vcpu vcpu, in VcpuExit exit, FaultCounters c)
