@@ -12,6 +12,8 @@ public abstract record MigrationOptions
     public bool? RealTimeDemandPath { get; init; }
     /// <summary>Timestamp the first demands hop by hop and print them to stderr at the end (diagnostics).</summary>
     public bool Trace { get; init; }
+    /// <summary>The EEVDF slice of this end's normal-priority migration threads and vCPUs (zero: the kernel's default); see ThreadPriority.Slice.</summary>
+    public TimeSpan ThreadSlice { get; init; }
     /// <summary>The first frames of a connection (Hello, Layout) must arrive within this.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Building the destination VM (before the pause) must finish within this.</summary>

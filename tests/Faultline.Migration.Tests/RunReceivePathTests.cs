@@ -20,10 +20,10 @@ public sealed class RunReceivePathTests
 {
     private const int Pages = 16;
 
-    private static (GuestRegion Ram, ReceivedImage Image, RemotePageSource Source, RecordingSink Sink) Build()
+    private static (GuestRegion Ram, PageDigest Image, RemotePageSource Source, RecordingSink Sink) Build()
     {
         var ram = GuestRegion.Create(new GuestAddress(0x100000), Pages * 4096, Backing.Anonymous);
-        var image = new ReceivedImage(ram.Size);
+        var image = new PageDigest(ram.PageCount);
         var source = new RemotePageSource(ram, image, 1);
         var sink = new RecordingSink(ram);
         source.Start(sink);
@@ -55,7 +55,7 @@ public sealed class RunReceivePathTests
     public void A_run_installs_every_first_copy_nobody_else_is_installing_wakes_the_waiting_fault_path_and_drops_second_copies()
     {
         var (ram, image, source, sink) = Build();
-        using (ram) using (image) using (source) using (sink.Tracker)
+        using (ram) using (source) using (sink.Tracker)
         {
             var urgent = new CaptureChannel();
             using var conn = new PeerConnection(urgent, ChannelRole.Urgent);
@@ -91,8 +91,9 @@ public sealed class RunReceivePathTests
             Assert.True(source.AllReceived.WaitOne(0), "every page arrived, but AllReceived is not set");
             Assert.Single(urgent.Frames);   // nothing else was demanded
 
-            // the received image holds every page's first copy
-            Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), image.Sha256Hex());
+            // the image digest covers every page's first copy: the same as the digest of those bytes in guest memory
+            bytes.CopyTo(ram.Span(ram.Base, bytes.Length));
+            Assert.Equal(PageDigest.Of(ram).Sha256Hex(), image.Sha256Hex());
 
             // the same run again: all second copies, nothing offered
             sink.RunCalls.Clear();
@@ -106,7 +107,7 @@ public sealed class RunReceivePathTests
     public void Requests_made_while_a_demand_is_being_sent_leave_together_in_the_next_frame()
     {
         var (ram, image, source, sink) = Build();
-        using (ram) using (image) using (source) using (sink.Tracker)
+        using (ram) using (source) using (sink.Tracker)
         {
             var urgent = new CaptureChannel { HoldFirstSend = new ManualResetEventSlim(false) };
             using var conn = new PeerConnection(urgent, ChannelRole.Urgent);
@@ -144,7 +145,7 @@ public sealed class RunReceivePathTests
         for (var round = 0; round < 200; round++)
         {
             var (ram, image, source, sink) = Build();
-            using (ram) using (image) using (source) using (sink.Tracker)
+            using (ram) using (source) using (sink.Tracker)
             {
                 using var conn = new PeerConnection(new CaptureChannel(), ChannelRole.Urgent);
                 source.Attach(conn);
@@ -169,7 +170,7 @@ public sealed class RunReceivePathTests
     public void What_the_source_knows_outlives_its_connection_and_a_new_one_gets_every_request_still_in_flight()
     {
         var (ram, image, source, sink) = Build();
-        using (ram) using (image) using (source) using (sink.Tracker)
+        using (ram) using (source) using (sink.Tracker)
         {
             var bytes = PatternPages(ram);
             var first = new CaptureChannel();
@@ -206,7 +207,7 @@ public sealed class RunReceivePathTests
     public void A_run_outside_guest_RAM_is_refused(ulong first, int count)
     {
         var (ram, image, source, sink) = Build();
-        using (ram) using (image) using (source) using (sink.Tracker)
+        using (ram) using (source) using (sink.Tracker)
         {
             var e = Assert.Throws<MigrationException>(() => source.OnPageRun(first, count, new byte[count * 4096], PageFlags.Push));
             Assert.Contains("out of range (guest RAM has 16 pages)", e.Message);

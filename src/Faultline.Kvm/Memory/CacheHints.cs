@@ -10,7 +10,7 @@ public static unsafe class CacheHints
     /// <summary>
     /// Copies <paramref name="source"/> to <paramref name="destination"/> with non-temporal stores (x86 AVX or SSE2
     /// MOVNT*, then SFENCE): the destination's lines are written to memory without being read first and without
-    /// evicting what the caches hold. For bulk copies into memory nobody reads soon (the received image, pushed pages
+    /// evicting what the caches hold. For bulk copies into memory nobody reads soon (pushed pages
     /// in the page cache); a plain copy where the destination is not 32-byte aligned, the length not a multiple of 128,
     /// or the CPU has neither. Measured in C on this host: 4 KiB pages into 1 GiB of populated memory, 49–67 ms with
     /// memcpy, 28–32 ms with non-temporal stores. The fence makes the stores visible before the caller publishes the

@@ -33,7 +33,8 @@ internal sealed class DestinationSession : IDisposable
     private int _disposed;
 
     public GuestMachine Machine { get; }
-    public ReceivedImage Received { get; }
+    /// <summary>The image digest, built as first copies land (no second copy of guest memory is kept).</summary>
+    public PageDigest Digest { get; }
     public RemotePageSource Pages { get; }
     public IPagingEngine Engine { get; }
     public DestinationGuest Guest { get; }
@@ -45,9 +46,9 @@ internal sealed class DestinationSession : IDisposable
     /// <summary>The connection demands go out on now, if any.</summary>
     public PeerConnection? Urgent { get; private set; }
 
-    private DestinationSession(GuestMachine m, ReceivedImage received, RemotePageSource pages, IPagingEngine engine, DestinationGuest guest)
+    private DestinationSession(GuestMachine m, PageDigest digest, RemotePageSource pages, IPagingEngine engine, DestinationGuest guest)
     {
-        Machine = m; Received = received; Pages = pages; Engine = engine; Guest = guest;
+        Machine = m; Digest = digest; Pages = pages; Engine = engine; Guest = guest;
         MainReceiver = new StandbyThread("fl-mig-rx-main");
         UrgentReceiver = new StandbyThread("fl-mig-rx-urg");
         _phaseNs[(int)MigrationPhase.Prepare] = Clock.NowNs();
@@ -58,22 +59,15 @@ internal sealed class DestinationSession : IDisposable
     {
         var started = Clock.NowNs();
         GuestMachine? machine = null;
-        ReceivedImage? received = null;
         RemotePageSource? pages = null;
         IPagingEngine? engine = null;
         DestinationGuest? guest = null;
         try
         {
-            // the received image is allocated on another core while the machine and the engine allocate guest memory:
-            // on a host that reclaims free memory (this one) each first touch costs a hypervisor exit
-            var image = Task.Run(() => new ReceivedImage(ramBytes));
-            try
-            {
-                machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing));
-                if (o.Backing == Backing.Shmem) machine.Ram.MapBackingView();   // the page cache, meanwhile (the engine finds it mapped)
-            }
-            finally { received = image.GetAwaiter().GetResult(); }
-            pages = new RemotePageSource(machine.Ram, received, machine.Config.Vcpus);
+            machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing));
+            if (o.Backing == Backing.Shmem) machine.Ram.MapBackingView();   // the page cache, allocated now (the engine finds it mapped)
+            var digest = new PageDigest(machine.Ram.PageCount);
+            pages = new RemotePageSource(machine.Ram, digest, machine.Config.Vcpus);
             engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus)
             {
                 PrefillPageCache = false, PageTimeout = o.IdleTimeout,
@@ -82,9 +76,9 @@ internal sealed class DestinationSession : IDisposable
             Warmup.StatePath(vcpus);
             // the vCPUs keep one priority from their resume to the end (no switch per fault): o.VcpuPostcopyNice until every
             // page is present, then 0
-            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, o.VcpuSlice);
+            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, o.VcpuSlice > TimeSpan.Zero ? o.VcpuSlice : o.ThreadSlice);
             guest.Start();
-            var s = new DestinationSession(machine, received, pages, engine, guest);
+            var s = new DestinationSession(machine, digest, pages, engine, guest);
             s._phaseNs[(int)MigrationPhase.Prepare] = started;
             return s;
         }
@@ -94,7 +88,6 @@ internal sealed class DestinationSession : IDisposable
             guest?.Dispose();
             engine?.Dispose();
             machine?.Dispose();
-            received?.Dispose();
             pages?.Dispose();
             throw;
         }
@@ -145,7 +138,6 @@ internal sealed class DestinationSession : IDisposable
         UrgentReceiver.Dispose();
         Engine.Dispose();
         Machine.Dispose();
-        Received.Dispose();
         Pages.Dispose();
     }
 }

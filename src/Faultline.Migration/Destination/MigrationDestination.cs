@@ -25,7 +25,6 @@ public sealed class MigrationDestination(DestinationOptions o)
         using var failure = new FirstFailure();
         PeerConnection? main = null, urgent = null;
         GuestMachine? machine = null;
-        ReceivedImage? received = null;
         IPagingEngine? engine = null;
         RemotePageSource? source = null;
         DestinationGuest? guest = null;
@@ -42,12 +41,13 @@ public sealed class MigrationDestination(DestinationOptions o)
         void Build(int vcpus, ulong ramBytes)
         {
             session = DestinationSession.Prepare(o, vcpus, ramBytes, failure);
-            machine = session.Machine; received = session.Received; source = session.Pages; engine = session.Engine; guest = session.Guest;
+            machine = session.Machine; source = session.Pages; engine = session.Engine; guest = session.Guest;
             mainRx = session.MainReceiver; urgentRx = session.UrgentReceiver;
         }
         var baseNice = ThreadPriority.Base;
         if (o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
         if (o.Trace) DemandTrace.Enable();
+        ThreadPriority.UseSlice(o.ThreadSlice);
         if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
         try
         {
@@ -124,7 +124,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                             break;
                         case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
                         case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
-                        case FrameType.PageRun: s.OnPageRun(f.Index, f.RunCount, f.RunPages, (PageFlags)f.Flags); break;
+                        case FrameType.PageRun: s.OnPageRun(f.Index, f.RunCount, f.RunPages, (PageFlags)f.Flags, f.RunCrcs); break;
                         case FrameType.PushDone: break;
                         case FrameType.Summary:
                             Volatile.Write(ref rxCpuNs, HostThread.CpuTimeNs);
@@ -216,7 +216,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             failure.ThrowIfSet();
             var stats = en.Snapshot();
             DemandTrace.Dump("dest");
-            var receivedSha = received!.Sha256Hex();
+            var receivedSha = session!.Digest.Sha256Hex();
             var readers = en.Options.Mode.HasReaders();
             var blocked = new double[mc.Config.Vcpus];
             for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? s.DemandNsByRange[i] : g.BlockedNs[i]) / 1e6;

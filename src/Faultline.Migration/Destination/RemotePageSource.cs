@@ -16,7 +16,7 @@ namespace Faultline.Migration.Destination;
 /// and returns; the thread that finds nobody sending sends one Demand frame with every page queued by then (so faults
 /// that happen together cost one frame), and the fault path waits on the tracker.</para>
 /// <para>Receive (<see cref="OnPage"/>, <see cref="OnPageRun"/>, the receiver threads, never blocking): each page's first
-/// copy goes into the received image and is installed through the engine's sink straight from the frame buffer (one
+/// copy's CRC goes into the image digest and the page is installed through the engine's sink straight from the frame buffer (one
 /// ioctl per contiguous part), which wakes the fault path waiting for it; later copies are dropped.</para>
 /// <para>What outlives a connection (<see cref="Attach"/> / <see cref="Detach"/>): which pages have arrived, which are
 /// requested and not yet here (the tracker), and the counters; a new urgent channel gets every request still in
@@ -28,7 +28,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     private const int QueueSlots = 64;
 
     private readonly GuestRegion _ram;
-    private readonly ReceivedImage _received;
+    private readonly PageDigest _digest;
     private readonly byte[] _arrivedOnce;
     private readonly long[] _requestedAt;          // per page: Stopwatch timestamp of its demand (0 = never demanded)
     private readonly long[] _queue = new long[QueueSlots];   // page index + 1, 0 = free
@@ -48,10 +48,10 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     private readonly ulong _bytesPerVcpu;
     private readonly ManualResetEventSlim _allReceived = new(false);
 
-    public RemotePageSource(GuestRegion ram, ReceivedImage receivedImage, int vcpus)
+    public RemotePageSource(GuestRegion ram, PageDigest digest, int vcpus)
     {
         _ram = ram;
-        _received = receivedImage;
+        _digest = digest;
         Pages = ram.PageCount;
         _arrivedOnce = new byte[Pages];
         _requestedAt = new long[Pages];
@@ -182,8 +182,8 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     {
         if (idx >= Pages) throw new MigrationException($"source sent page {idx}, out of range (guest RAM has {Pages} pages)");
         if (Interlocked.CompareExchange(ref _arrivedOnce[idx], 1, 0) != 0) { Interlocked.Increment(ref _duplicates); return; }
+        _digest.Record(idx, bytes);
         if (bytes.IsEmpty) { Interlocked.Increment(ref _zeroPages); bytes = ZeroPage; }
-        else _received.Write(idx, bytes[..Wire.PageSize]);
         Interlocked.Increment(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages);
         var requested = _sink!.Tracker.StateOf(idx) == PageTracker.Requested;
         if (_sink.Install(_ram.Base + (idx << GuestAddress.PageShift), bytes))
@@ -196,11 +196,12 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
 
     /// <summary>
     /// A run of <paramref name="count"/> consecutive pages from <paramref name="first"/> arrived (push). Receiver
-    /// threads only; never waits. The first copies go into the received image and are installed through the sink (one
+    /// threads only; never waits. The first copies' CRCs go into the image digest and the pages are installed through the sink (one
     /// ioctl per contiguous part nobody else owns); later copies are dropped.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
-    public void OnPageRun(ulong first, int count, ReadOnlySpan<byte> bytes, PageFlags flags)
+    /// <param name="crcs">The run's per-page CRC-32Cs as the frame carries them (checked by the reader); empty: computed here.</param>
+    public void OnPageRun(ulong first, int count, ReadOnlySpan<byte> bytes, PageFlags flags, ReadOnlySpan<byte> crcs = default)
     {
         if (count is < 1 or > Wire.MaxRunPages || first >= Pages || (ulong)count > Pages - first)
             throw new MigrationException($"source sent pages {first}..{first + (ulong)Math.Max(count, 1) - 1}, out of range (guest RAM has {Pages} pages)");
@@ -216,6 +217,8 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             fresh[i] = Interlocked.CompareExchange(ref _arrivedOnce[first + (ulong)i], 1, 0) == 0;
             if (!fresh[i]) continue;
             arrived++;
+            if (crcs.Length >= 4 * count) _digest.Record(first + (ulong)i, BinaryPrimitives.ReadUInt32LittleEndian(crcs[(4 * i)..]));
+            else _digest.Record(first + (ulong)i, bytes.Slice(i * Wire.PageSize, Wire.PageSize));
             requested[i] = tracker.StateOf(first + (ulong)i) == PageTracker.Requested;
             anyRequested |= requested[i];
         }
@@ -224,8 +227,8 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         if (arrived == 0) return;
         Interlocked.Add(ref (flags & PageFlags.Demand) != 0 ? ref _demandPages : ref _pushedPages, arrived);
 
-        // each contiguous sub-run of first copies (all of the run, usually): into the received image with one copy,
-        // then installed with one ioctl per part of it nobody else owns
+        // each contiguous sub-run of first copies (all of the run, usually): installed with one ioctl per part of it nobody
+        // else owns, straight from the frame buffer
         var installedNow = 0;
         for (var i = 0; i < count;)
         {
@@ -233,7 +236,6 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
             var j = i + 1;
             while (j < count && fresh[j]) j++;
             var sub = bytes.Slice(i * Wire.PageSize, (j - i) * Wire.PageSize);
-            _received.Write(first + (ulong)i, sub);
             installedNow += _sink.InstallRun(_ram.Base + ((first + (ulong)i) << GuestAddress.PageShift), j - i, sub, installed[i..j]);
             i = j;
         }

@@ -23,5 +23,8 @@ public readonly ref struct Frame
     /// <summary>A page run's pages: <see cref="RunCount"/> × 4096 bytes, page <see cref="Index"/> first.</summary>
     public ReadOnlySpan<byte> RunPages => Payload[Wire.RunPreambleSize(RunCount)..];
 
+    /// <summary>A page run's per-page CRC-32Cs (u32 little-endian each, checked by the reader), page <see cref="Index"/> first.</summary>
+    public ReadOnlySpan<byte> RunCrcs => Payload.Slice(Wire.RunHeaderSize, 4 * RunCount);
+
     public string AbortMessage => System.Text.Encoding.UTF8.GetString(Payload).ReplaceLineEndings(" ");
 }

@@ -64,14 +64,15 @@ public sealed class MigrationSource : IDisposable
     public void WaitUntilWarm(CancellationToken ct = default) =>
         _guest.WaitForPasses(_o.PassesBeforeMigration, TimeSpan.FromMinutes(10), ct);
 
-    /// <summary>SHA-256 of guest RAM as it is now (after the pause: the image the destination must end up with).</summary>
-    public string RamSha256() => ImageHash.Sha256Hex(Machine.Ram);
+    /// <summary>The image digest (<see cref="PageDigest"/>) of guest RAM as it is now (after the pause: the image the destination must end up with).</summary>
+    public string RamSha256() => PageDigest.Of(Machine.Ram).Sha256Hex();
 
     /// <summary>Accepts one destination on <paramref name="listener"/> and migrates the guest to it.</summary>
     public SourceResult Serve(MigrationListener listener, CancellationToken ct = default)
     {
         if (_o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
         if (_o.Trace) DemandTrace.Enable();
+        ThreadPriority.UseSlice(_o.ThreadSlice);
         WaitUntilWarm(ct);
         _failure.Dispose();
         _failure = new FirstFailure();   // one per session: a new destination starts clean
@@ -164,7 +165,7 @@ public sealed class MigrationSource : IDisposable
             _failure.ThrowIfSet();
             if (!sent.AllSent) throw new MigrationException($"destination confirmed completion but only {sent.SentCount} of {Pages} pages were sent");
 
-            var sha = ImageHash.Sha256(ram);
+            var sha = PageDigest.Of(ram).Sha256();
             Span<byte> sb = stackalloc byte[SummaryMessage.Size];
             var summary = new SummaryMessage(sha, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 (ulong)(main.Channel.BytesSent + urgent.Channel.BytesSent + SummaryMessage.Size + Wire.HeaderSize),

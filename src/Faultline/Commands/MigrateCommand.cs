@@ -154,7 +154,7 @@ public static class MigrateCommand
         using var listener = Listen(address);
         using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
         {
-            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order, Trace = TraceSetting(),
+            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order, Trace = TraceSetting(), ThreadSlice = SliceSetting(),
         });
         source.WaitUntilWarm(ct);
         human.WriteLine($"{ListeningPrefix}{listener.Address}");
@@ -282,11 +282,15 @@ public static class MigrateCommand
     private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link) =>
         new(a, engine, backing)
         {
-            LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(), Trace = TraceSetting(),
+            LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(), Trace = TraceSetting(), ThreadSlice = SliceSetting(),
             VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var nice) ? nice : DestinationOptions.DefaultVcpuPostcopyNice,
         };
 
     /// <summary>FAULTLINE_RT=0 turns SCHED_FIFO off for the demand path's carriers (the library never reads the environment).</summary>
+    /// <summary>FAULTLINE_SLICE_US: the EEVDF slice of the migration's normal threads and vCPUs (an experiment knob).</summary>
+    private static TimeSpan SliceSetting() =>
+        double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_SLICE_US"), CultureInfo.InvariantCulture, out var us) ? TimeSpan.FromMicroseconds(us) : TimeSpan.Zero;
+
     private static bool TraceSetting() => Environment.GetEnvironmentVariable("FAULTLINE_MIGRATION_TRACE") == "1";
 
     private static bool? RealTimeSetting() => Environment.GetEnvironmentVariable("FAULTLINE_RT")?.Trim() == "0" ? false : null;
