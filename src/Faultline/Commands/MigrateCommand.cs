@@ -175,7 +175,7 @@ public static class MigrateCommand
     internal static string SourceLine(SourceResult r) => string.Create(CultureInfo.InvariantCulture,
         $"source: {r.PagesTotal} pages sent once each ({r.PagesDemand} sent first as demand replies, {r.PagesPushed} pushed, {r.PagesZero} zero), "
         + $"{r.DemandRequests} demand requests ({r.DemandAlreadySent} for pages already sent), "
-        + $"paused in {r.PauseMs:0.000} ms ({DescribePause(r.Pause)}), state on the wire after {r.PauseToStateSentMs:0.000} ms, sha256 {r.SourceSha256}");
+        + $"paused in {r.PauseMs:0.000} ms ({DescribePause(r.Pause)}), state on the wire after {r.PauseToStateSentMs:0.000} ms, image digest {r.SourceSha256}");
 
     /// <summary>"vCPUs out after 0.012 (self_kick), 1.902 (kick) ms; self-kick timer every 500 µs: 1350 exits in 1000 ms armed, 1350/s"</summary>
     private static string DescribePause(SourcePauseStats p)
@@ -351,8 +351,8 @@ public static class MigrateCommand
         t.AddRow("demand path scheduling", Markup.Escape(string.Create(CultureInfo.InvariantCulture,
             $"carriers: destination {DemandPathScheduling.Name(s.Destination)}, source {DemandPathScheduling.Name(s.Source)}; vCPUs at nice {s.VcpuPostcopyNice} during post-copy, no change per fault")));
         t.AddRow("vCPU blocked ms", string.Join(", ", r.VcpuBlockedMs.Select(b => b.ToString("0.0", CultureInfo.InvariantCulture))));
-        t.AddRow("source sha256", r.SourceSha256);
-        t.AddRow("received sha256", $"{r.ReceivedSha256} {(r.DigestsMatch ? "[green]match[/]" : "[red]DIFFER[/]")}");
+        t.AddRow("image digest, source sha256 (SHA-256 of every page's CRC-32C)", r.SourceSha256);
+        t.AddRow("image digest, received sha256", $"{r.ReceivedSha256} {(r.DigestsMatch ? "[green]match[/]" : "[red]DIFFER[/]")}");
         t.AddRow("guest mismatches", r.GuestMismatches == 0 ? "[green]0[/]" : $"[red]{r.GuestMismatches}[/]");
         console.Write(t);
         if (sourceLine is not null) output.WriteLine(sourceLine);
