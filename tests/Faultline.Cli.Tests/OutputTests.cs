@@ -43,9 +43,33 @@ public sealed partial class OutputTests
         Assert.Equal(source, Sha256().Match(Assert.Single(lines, l => l.Contains("source sha256"))).Value);
         var received = Assert.Single(lines, l => l.Contains("received sha256"));
         Assert.Contains(root.GetProperty("received_sha256").GetString() + " match", received);
-        Assert.Single(lines, l => l.Contains("wall time of this command") && l.Contains(" ms"));
+        Assert.Single(lines, l => l.Contains("wall time (this command's start") && l.Contains("source start") && l.Contains("post-copy"));
         Assert.Single(lines, l => l.Contains("pages at the destination (first copy of each)"));
         Assert.Contains(lines, l => l.StartsWith("source: 16384 pages sent once each", StringComparison.Ordinal) && l.Contains(source));
+    }
+
+    [KvmFact]
+    public void The_wall_time_parts_add_up_to_the_wall_time_which_the_process_as_measured_from_outside_exceeds()
+    {
+        var outside = System.Diagnostics.Stopwatch.StartNew();
+        var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--mem", "64M", "--json", "-");
+        outside.Stop();
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        var wall = root.GetProperty("wall_ms").GetDouble();
+        var parts = root.GetProperty("wall_parts_ms");
+        var sum = 0.0;
+        foreach (var p in parts.EnumerateObject())
+        {
+            Assert.True(p.Value.GetDouble() >= 0, $"{p.Name} is {p.Value.GetDouble()} ms");
+            sum += p.Value.GetDouble();
+        }
+        Assert.Equal(wall, sum, tolerance: 0.5);                                  // rounded to 0.1 ms each
+        Assert.True(wall <= outside.Elapsed.TotalMilliseconds, $"wall {wall} ms, the process took {outside.Elapsed.TotalMilliseconds} ms");
+        Assert.Equal(root.GetProperty("postcopy_ms").GetDouble(), parts.GetProperty("postcopy").GetDouble(), tolerance: 0.1);
+        Assert.True(parts.GetProperty("source_start").GetDouble() > 0);
+        Assert.True(wall >= root.GetProperty("total_ms").GetDouble());
     }
 
     [KvmFact]

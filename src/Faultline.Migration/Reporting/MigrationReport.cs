@@ -70,6 +70,9 @@ public sealed record MigrationReport
     public double FaultLatencyTargetUs => LinkRttUs.P50 + 30;
     public bool FaultLatencyTargetMet => FaultLatencyUs.P50 <= FaultLatencyTargetUs;
 
+    /// <summary>The user's wall time and its parts, when the CLI measured them around a local migration.</summary>
+    public WallTime? Wall { get; init; }
+
     /// <summary>Optional baseline: a plain loopback socket streaming the guest's RAM size, one thread to another (the median of <see cref="RawStreamSamplesMs"/>).</summary>
     public double? RawStreamMs { get; init; }
     /// <summary>Every baseline stream measured (this host's stream time swings 2x from one run to the next).</summary>
@@ -90,6 +93,17 @@ public sealed record MigrationReport
             w.WriteNumber("total_ms", Math.Round(TotalMs, 3));
             w.WriteNumber("postcopy_ms", Math.Round(PostcopyMs, 3));
             w.WriteNumber("setup_ms", Math.Round(SetupMs, 3));
+            if (Wall is { } wall)
+            {
+                w.WriteNumber("wall_ms", Math.Round(wall.TotalMs, 1));
+                w.WriteStartObject("wall_parts_ms");
+                w.WriteNumber("source_start", Math.Round(wall.SourceStartMs, 1));
+                w.WriteNumber("prepare", Math.Round(wall.PrepareMs, 1));
+                w.WriteNumber("connect_and_handover", Math.Round(wall.ConnectAndHandOverMs, 1));
+                w.WriteNumber("postcopy", Math.Round(wall.PostcopyMs, 1));
+                w.WriteNumber("rest", Math.Round(wall.RestMs, 1));
+                w.WriteEndObject();
+            }
             if (PrepareMs is { } prep) w.WriteNumber("prepare_ms", Math.Round(prep, 3));
             w.WriteNumber("guest_finished_ms", Math.Round(GuestFinishedMs, 3));
             w.WriteNumber("pages_total", PagesTotal);

@@ -213,9 +213,11 @@ public static class MigrateCommand
         var stderr = child.StandardError.ReadToEndAsync(ct);
         try
         {
+            double sourceStartMs = 0;
             var report = MigrationProgressView.Run(human, $"starting the source ({vcpus} vCPU(s), {ValueParsers.DescribeSize(mem)}: VM, guest, warm-up)", view =>
             {
                 var address = WaitForListening(child, stderr);
+                sourceStartMs = io.Wall?.Elapsed.TotalMilliseconds ?? 0;
                 if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
                 // the destination knows the guest's shape: it is prepared (VM, memory, threads) before it connects
                 var o = DestOptions(address, engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
@@ -229,6 +231,7 @@ public static class MigrateCommand
             if (!child.WaitForExit(TimeSpan.FromSeconds(60))) throw new MigrationException("the source process did not exit after the migration");
             if (child.ExitCode != 0) throw new MigrationException($"source process failed: {LastLine(stderr)}");
             if (File.Exists(sourceJson)) report = report with { SourceJson = File.ReadAllText(sourceJson).Trim() };
+            if (io.Wall is { } wall) report = report with { Wall = WallTime.Of(wall.Elapsed.TotalMilliseconds, sourceStartMs, report) };
             json?.Write(io.Stdout, report.ToJson());
             Render(report, sourceLine, human, io.Wall);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
@@ -321,7 +324,10 @@ public static class MigrateCommand
         var console = Output.Console(output);
         var t = new Table().Border(TableBorder.Rounded).AddColumn("migration").AddColumn(new TableColumn("").RightAligned());
         string F(double v, string unit) => v.ToString("0.000", CultureInfo.InvariantCulture) + " " + unit;
-        if (wall is not null) t.AddRow("wall time of this command (its start → this report, measured by the CLI)", F(wall.Elapsed.TotalMilliseconds, "ms"));
+        if (r.Wall is { } w)
+            t.AddRow("wall time (this command's start → every page present and verified)", string.Create(CultureInfo.InvariantCulture,
+                $"{w.TotalMs:0} ms = source start {w.SourceStartMs:0} + destination preparation {w.PrepareMs:0} + connect and hand-over {w.ConnectAndHandOverMs:0} + post-copy {w.PostcopyMs:0} + verification and the rest {w.RestMs:0}"));
+        else if (wall is not null) t.AddRow("wall time of this command (its start → this report, measured by the CLI)", F(wall.Elapsed.TotalMilliseconds, "ms"));
         t.AddRow("guest", Markup.Escape($"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, workload {r.Workload}, engine {r.Engine}"));
         if (r.EngineReason.Length > 0) t.AddRow("engine", Markup.Escape($"{r.EngineMechanism} ({r.EngineReason})"));
         t.AddRow("link", Markup.Escape($"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}"));
