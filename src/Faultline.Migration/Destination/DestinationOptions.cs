@@ -36,6 +36,11 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     public TimeSpan VcpuSlice { get; init; }
     /// <summary>Why this engine (the selector's reason for --engine auto), for the report.</summary>
     public string EngineReason { get; init; } = "";
+    /// <summary>
+    /// Where the source is, asked once the destination is prepared and about to connect (it may wait, e.g. for a source
+    /// process that is still starting): the two ends start up side by side. Null: <see cref="Source"/>.
+    /// </summary>
+    public Func<MigrationAddress>? ResolveSource { get; init; }
     /// <summary>The guest's workload order, for the report (the source runs it; the wire carries only registers).</summary>
     public string Workload { get; init; } = "sequential";
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>

@@ -70,11 +70,12 @@ public sealed class MigrationDestination(DestinationOptions o)
             // source's busy vCPUs (same host) and of anything else the host runs (measured under load: setup 100–200 ms
             // at nice 0, most of it waiting for a CPU after the probe lowered the thread)
             ThreadPriority.SetBase(ThreadPriority.LatencyNice);
-            main = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
+            var sourceAddress = o.ResolveSource?.Invoke() ?? o.Source;   // may wait for a source that is still starting
+            main = new PeerConnection(o.Wrap(sourceAddress.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
             var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout);
             var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
             DemandTrace.Hop(1_000_000, "dst-start");
-            urgent = new PeerConnection(o.Wrap(o.Source.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
+            urgent = new PeerConnection(o.Wrap(sourceAddress.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
             urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout);
             DemandTrace.Hop(1_000_000, "dst-urgent");
             var rtt = LinkRttProbe.Measure(urgent, o.RttProbes, o.HandshakeTimeout);

@@ -97,12 +97,12 @@ public sealed record MigrationReport
             {
                 w.WriteNumber("wall_ms", Math.Round(wall.TotalMs, 1));
                 w.WriteStartObject("wall_parts_ms");
-                w.WriteNumber("source_start", Math.Round(wall.SourceStartMs, 1));
-                w.WriteNumber("prepare", Math.Round(wall.PrepareMs, 1));
+                w.WriteNumber("startup", Math.Round(wall.StartupMs, 1));
                 w.WriteNumber("connect_and_handover", Math.Round(wall.ConnectAndHandOverMs, 1));
                 w.WriteNumber("postcopy", Math.Round(wall.PostcopyMs, 1));
                 w.WriteNumber("rest", Math.Round(wall.RestMs, 1));
                 w.WriteEndObject();
+                w.WriteNumber("startup_prepare_ms", Math.Round(wall.PrepareMs, 1));   // inside the start-up, beside the source's start
             }
             if (PrepareMs is { } prep) w.WriteNumber("prepare_ms", Math.Round(prep, 3));
             w.WriteNumber("guest_finished_ms", Math.Round(GuestFinishedMs, 3));

@@ -213,17 +213,24 @@ public static class MigrateCommand
         var stderr = child.StandardError.ReadToEndAsync(ct);
         try
         {
-            double sourceStartMs = 0;
-            var report = MigrationProgressView.Run(human, $"starting the source ({vcpus} vCPU(s), {ValueParsers.DescribeSize(mem)}: VM, guest, warm-up)", view =>
+            double startupMs = 0;
+            MigrationAddress? resolved = null;
+            var report = MigrationProgressView.Run(human,
+                $"starting the source and preparing the destination ({vcpus} vCPU(s), {ValueParsers.DescribeSize(mem)} each: VM, guest memory, threads)", view =>
             {
-                var address = WaitForListening(child, stderr);
-                sourceStartMs = io.Wall?.Elapsed.TotalMilliseconds ?? 0;
-                if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
-                // the destination knows the guest's shape: it is prepared (VM, memory, threads) before it connects
-                var o = DestOptions(address, engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
-                    with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, Workload = order.ToString().ToLowerInvariant() };
-                view.Phase(FirstDestinationPhase(o));
-                return RunDestination(o, view, ct);
+                // the destination knows the guest's shape: it is prepared (VM, memory, threads) while the source process
+                // starts, and asks for the source's address only when it is ready to connect
+                MigrationAddress Resolve()
+                {
+                    var address = WaitForListening(child, stderr);
+                    startupMs = io.Wall?.Elapsed.TotalMilliseconds ?? 0;
+                    if (link is not null) address = MigrationAddress.Parse($"{link.SourceIp}:{address.Text[(address.Text.LastIndexOf(':') + 1)..]}");
+                    view.Phase($"connecting to the source at {address}");
+                    return resolved = address;
+                }
+                var o = DestOptions(MigrationAddress.Parse(listenAddr), engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
+                    with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, Workload = order.ToString().ToLowerInvariant(), ResolveSource = Resolve };
+                return RunDestination(o, view, ct, () => resolved ?? o.Source);
             });
             if (rawMs is { Length: > 0 } raw) report = report with { RawStreamMs = raw[raw.Length / 2], RawStreamSamplesMs = raw };
             string? sourceLine = null;
@@ -231,7 +238,7 @@ public static class MigrateCommand
             if (!child.WaitForExit(TimeSpan.FromSeconds(60))) throw new MigrationException("the source process did not exit after the migration");
             if (child.ExitCode != 0) throw new MigrationException($"source process failed: {LastLine(stderr)}");
             if (File.Exists(sourceJson)) report = report with { SourceJson = File.ReadAllText(sourceJson).Trim() };
-            if (io.Wall is { } wall) report = report with { Wall = WallTime.Of(wall.Elapsed.TotalMilliseconds, sourceStartMs, report) };
+            if (io.Wall is { } wall) report = report with { Wall = WallTime.Of(wall.Elapsed.TotalMilliseconds, startupMs, report) };
             json?.Write(io.Stdout, report.ToJson());
             Render(report, sourceLine, human, io.Wall);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
@@ -257,10 +264,11 @@ public static class MigrateCommand
     /// Runs the destination under <paramref name="view"/>: each connection's channel passes the view on its way in (the
     /// phase moves to the handshake), post-copy reports draw the bar. A connect that failed is said in the user's words.
     /// </summary>
-    private static MigrationReport RunDestination(DestinationOptions o, MigrationProgressView view, CancellationToken ct)
+    private static MigrationReport RunDestination(DestinationOptions o, MigrationProgressView view, CancellationToken ct, Func<MigrationAddress>? address = null)
     {
         var connected = 0;
         var source = o.Source;
+        address ??= () => source;
         var prepared = o.Prepared;
         var inner = o.WrapChannel;
         o = o with
@@ -268,7 +276,7 @@ public static class MigrateCommand
             WrapChannel = (channel, role) =>
             {
                 Interlocked.Increment(ref connected);
-                view.Connected(role, source.Text, prepared);
+                view.Connected(role, address().Text, prepared);
                 return inner is null ? channel : inner(channel, role);
             },
         };
@@ -276,7 +284,7 @@ public static class MigrateCommand
         {
             return new MigrationDestination(o).Run(view.IsDrawn ? new InlineProgress(view.Report) : null, ct);
         }
-        catch (Exception e) when (Volatile.Read(ref connected) < 2 && NetworkErrors.ForConnect(e, source, o.HandshakeTimeout) is { } words)
+        catch (Exception e) when (Volatile.Read(ref connected) < 2 && NetworkErrors.ForConnect(e, address(), o.HandshakeTimeout) is { } words)
         {
             throw words;
         }
@@ -326,7 +334,7 @@ public static class MigrateCommand
         string F(double v, string unit) => v.ToString("0.000", CultureInfo.InvariantCulture) + " " + unit;
         if (r.Wall is { } w)
             t.AddRow("wall time (this command's start → every page present and verified)", string.Create(CultureInfo.InvariantCulture,
-                $"{w.TotalMs:0} ms = source start {w.SourceStartMs:0} + destination preparation {w.PrepareMs:0} + connect and hand-over {w.ConnectAndHandOverMs:0} + post-copy {w.PostcopyMs:0} + verification and the rest {w.RestMs:0}"));
+                $"{w.TotalMs:0} ms = start-up {w.StartupMs:0} (source start ∥ destination preparation {w.PrepareMs:0}) + connect and hand-over {w.ConnectAndHandOverMs:0} + post-copy {w.PostcopyMs:0} + verification and the rest {w.RestMs:0}"));
         else if (wall is not null) t.AddRow("wall time of this command (its start → this report, measured by the CLI)", F(wall.Elapsed.TotalMilliseconds, "ms"));
         t.AddRow("guest", Markup.Escape($"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, workload {r.Workload}, engine {r.Engine}"));
         if (r.EngineReason.Length > 0) t.AddRow("engine", Markup.Escape($"{r.EngineMechanism} ({r.EngineReason})"));
