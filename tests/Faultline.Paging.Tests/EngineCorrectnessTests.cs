@@ -43,6 +43,9 @@ public sealed class EngineCorrectnessTests
         if (mode != PagingMode.None) Assert.True(r.Stats.Faults >= (long)r.Pages, $"faults {r.Stats.Faults} < pages {r.Pages}");
         if (mode is PagingMode.Bitmap or PagingMode.MissingBitmap or PagingMode.MinorBitmap)
             Assert.True(r.Stats.UserfaultExits > 0, "no vCPU fault went through the userfault bitmap");
+        // one reader per userfaultfd is the only poller of its fd: it never wakes for a message another reader took
+        if (mode is PagingMode.Missing or PagingMode.Minor && vcpus == 1) Assert.Equal(0, r.Stats.ReaderEmptyWakeups);
+        Assert.True(r.Stats.ReaderEmptyWakeups <= r.Stats.ReaderFaults * vcpus, $"{r.Stats.ReaderEmptyWakeups} empty wake-ups for {r.Stats.ReaderFaults} faults");   // each fault wakes at most every other reader once
     }
 
     [KvmTheory]

@@ -32,6 +32,7 @@ public static class BenchReport
             w.WriteString("workload", r.Workload);
             w.WriteNumber("pages_touched", r.PagesTouched);
             w.WriteNumber("demand_faults", r.DemandFaults);
+            w.WriteNumber("reader_empty_wakeups_per_fault", Math.Round(r.EmptyWakeupsPerFault, 3));
             w.WriteNumber("seconds", Math.Round(r.Seconds, 6));
             w.WriteNumber("pages_per_sec", Math.Round(r.PagesPerSec));
             w.WriteNumber("alloc_bytes_per_fault", Math.Round(r.AllocBytesPerFault, 4));

@@ -16,6 +16,8 @@ public sealed record BenchRow(
     public ulong PagesTouched { get; init; }
     /// <summary>Demand faults of the median run: pages its engine installed on demand, each once (0 with memory populated up front).</summary>
     public long DemandFaults { get; init; }
+    /// <summary>Reader wake-ups that found no message (the median run's), per fault: the cost of several readers on one userfaultfd.</summary>
+    public double EmptyWakeupsPerFault { get; init; }
     /// <summary>Table row label, as seed 002 names them.</summary>
     public string Label => $"{Mode} ({Backing}{(Uffds == "per-vcpu" ? ", per-vCPU uffds" : "")})";
 }

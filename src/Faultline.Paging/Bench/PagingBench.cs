@@ -86,6 +86,7 @@ public static class PagingBench
             Workload = spec.Order.ToString().ToLowerInvariant(),
             PagesTouched = median.PagesTouched,
             DemandFaults = median.Stats.Installed,
+            EmptyWakeupsPerFault = median.Stats.ReaderFaults == 0 ? 0 : (double)median.Stats.ReaderEmptyWakeups / median.Stats.ReaderFaults,
         };
     }
 

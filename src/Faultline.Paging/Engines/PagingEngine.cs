@@ -105,6 +105,7 @@ public abstract class PagingEngine : IPagingEngine
         {
             Installed = _installer?.Installed ?? 0,
             ReaderFaults = Sum(c => c.ReaderFaults),
+            ReaderEmptyWakeups = Sum(c => c.ReaderEmptyWakeups),
             ExitFaults = Sum(c => c.ExitFaults),
             UserfaultExits = Sum(c => c.UserfaultExits),
             AlreadyPresent = Sum(c => c.AlreadyPresent),

@@ -7,6 +7,8 @@ public sealed record PagingStats
     public long Installed { get; init; }
     /// <summary>Faults seen by userfaultfd readers.</summary>
     public long ReaderFaults { get; init; }
+    /// <summary>Reader wake-ups that found no message: another reader of the same userfaultfd had taken it (poll wakes them all).</summary>
+    public long ReaderEmptyWakeups { get; init; }
     /// <summary>Faults that exited KVM_RUN and were resolved on the vCPU's own thread.</summary>
     public long ExitFaults { get; init; }
     /// <summary>Exits for pages marked in the userfault bitmap.</summary>

@@ -53,7 +53,8 @@ internal sealed class UffdReaderPool : IDisposable
                 var ready = uffd.WaitReadable(_stop, timeoutMs);
                 if (_stop.IsSet) break;
                 if (timeoutMs >= 0) handler.OnIdle(c);
-                if (!ready || !uffd.TryReadFault(out var f)) continue;
+                if (!ready) continue;
+                if (!uffd.TryReadFault(out var f)) { c.ReaderEmptyWakeups++; continue; }   // another reader of this userfaultfd took it
                 c.ReaderFaults++;
                 handler.OnFault(f, c);
             }
