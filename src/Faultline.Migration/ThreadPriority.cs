@@ -29,7 +29,6 @@ internal static class ThreadPriority
     public const int CarrierRtPriority = 2;
 
     [ThreadStatic] private static int t_base;
-    [ThreadStatic] private static bool t_raised;
     [ThreadStatic] private static bool t_fifo;
 
     private static readonly Lock s_gate = new();
@@ -97,9 +96,6 @@ internal static class ThreadPriority
         s_detail = $"nice {LatencyNice}: {why}";
     }
 
-    /// <summary>Whether the calling thread is on the demand path (since <see cref="JoinDemandPath"/>).</summary>
-    public static bool IsRaised => t_raised;
-
     /// <summary>Whether the calling thread runs under SCHED_FIFO now.</summary>
     public static bool IsRealTime => t_fifo;
 
@@ -117,7 +113,7 @@ internal static class ThreadPriority
         lock (s_gate)
         {
             s_carriers.Add(tid);
-            if (s_carriersHeld) return t_raised = HostThread.TrySetNice(tid, LatencyNice);
+            if (s_carriersHeld) return HostThread.TrySetNice(tid, LatencyNice);
         }
         return Raise(CarrierRtPriority);
     }
@@ -130,7 +126,7 @@ internal static class ThreadPriority
         // held or released by another thread meanwhile: this thread's flags may be stale, so both calls
         HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);
         HostThread.TrySetNice(tid, t_base);
-        t_fifo = t_raised = false;
+        t_fifo = false;
     }
 
     /// <summary>
@@ -168,18 +164,18 @@ internal static class ThreadPriority
     /// For the downtime's threads (the source's pause, the destination's state receiver and vCPU restores): nice
     /// <see cref="LatencyNice"/> under either policy, as before SCHED_FIFO was used for the demand path.
     /// </summary>
-    public static bool RaiseForDowntime() => t_raised = HostThread.TrySetNice(HostThread.CurrentId, LatencyNice);
+    public static bool RaiseForDowntime() => HostThread.TrySetNice(HostThread.CurrentId, LatencyNice);
 
     private static bool Raise(int rtPriority)
     {
         var tid = HostThread.CurrentId;
         if (Policy == DemandPathPolicy.RealTime)
         {
-            if (HostThread.TrySetPolicy(tid, SchedulingPolicy.Fifo, rtPriority, out var errno)) return t_fifo = t_raised = true;
+            if (HostThread.TrySetPolicy(tid, SchedulingPolicy.Fifo, rtPriority, out var errno)) return t_fifo = true;
             // refused although the probe was allowed (e.g. a thread of another cgroup): nice from now on, for every thread
             lock (s_gate) if (s_policy == DemandPathPolicy.RealTime) UseNice($"SCHED_FIFO refused at run time: {Errno.Name(errno)}");
         }
-        return t_raised = HostThread.TrySetNice(tid, LatencyNice);
+        return HostThread.TrySetNice(tid, LatencyNice);
     }
 
     /// <summary>Sets the calling thread's nice value as its base (a SCHED_FIFO thread goes back to SCHED_OTHER).</summary>
@@ -189,13 +185,11 @@ internal static class ThreadPriority
         if (s_slice > TimeSpan.Zero && !t_fifo)
         {
             t_base = nice;
-            t_raised = false;
             return HostThread.TrySetSlice(tid, nice, s_slice, out _);
         }
         var wasFifo = t_fifo;
         var old = t_base;
         t_base = nice;
-        t_raised = false;
         if (wasFifo)
         {
             t_fifo = !HostThread.TrySetPolicy(tid, SchedulingPolicy.Normal, 0, out _);

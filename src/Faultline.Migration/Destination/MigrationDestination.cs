@@ -24,11 +24,6 @@ public sealed class MigrationDestination(DestinationOptions o)
     {
         using var failure = new FirstFailure();
         PeerConnection? main = null, urgent = null;
-        GuestMachine? machine = null;
-        IPagingEngine? engine = null;
-        RemotePageSource? source = null;
-        DestinationGuest? guest = null;
-        StandbyThread? mainRx = null, urgentRx = null;
         NoGcWindow? noGc = null;
         long rxCpuNs = 0;
         var complete = 0;
@@ -38,12 +33,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         long prepareNs = 0;
         Exception? prepareError = null;
         DestinationSession? session = null;
-        void Build(int vcpus, ulong ramBytes)
-        {
-            session = DestinationSession.Prepare(o, vcpus, ramBytes, failure);
-            machine = session.Machine; source = session.Pages; engine = session.Engine; guest = session.Guest;
-            mainRx = session.MainReceiver; urgentRx = session.UrgentReceiver;
-        }
+        void Build(int vcpus, ulong ramBytes) => session = DestinationSession.Prepare(o, vcpus, ramBytes, failure);
         var baseNice = ThreadPriority.Base;
         if (o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
         if (o.Trace) DemandTrace.Enable();
@@ -89,13 +79,13 @@ public sealed class MigrationDestination(DestinationOptions o)
             {
                 if (prepareError is not null) throw prepareError;
                 CheckLayout(layout, hello.Nonce);
-                if (machine is null) Build((int)layout.Vcpus, layout.RamSize);
-                var crc = ImageHash.Crc32C(machine!.System);
+                if (session is null) Build((int)layout.Vcpus, layout.RamSize);
+                var crc = ImageHash.Crc32C(session!.Machine.System);
                 if (crc != layout.ImageCrc)
                     throw new MigrationException($"layout mismatch: the source's guest image (crc 0x{layout.ImageCrc:x8}) differs from this build's (0x{crc:x8})");
                 DemandTrace.Hop(1_000_000, "dst-crc");
-                source!.ExpectedLatency = TimeSpan.FromMicroseconds(rtt.P90);
-                session!.Enter(MigrationPhase.Connect);
+                session.Pages.ExpectedLatency = TimeSpan.FromMicroseconds(rtt.P90);
+                session.Enter(MigrationPhase.Connect);
                 session.Attach(layout.Nonce, urgent);
             }
             catch (Exception e) when (e is FaultlineException)
@@ -106,8 +96,8 @@ public sealed class MigrationDestination(DestinationOptions o)
 
             main.Channel.ReceiveTimeout = o.SetupTimeout;
             urgent.Channel.ReceiveTimeout = null;
-            var g = guest!; var s = source!; var m = main; var u = urgent; var en = engine!; var mc = machine!;
-            Receiver(mainRx!, failure, () =>
+            var g = session.Guest; var s = session.Pages; var m = main; var u = urgent; var en = session.Engine; var mc = session.Machine;
+            Receiver(session.MainReceiver, failure, () =>
             {
                 ThreadPriority.RaiseForDowntime(); // until the vCPU state is handed over, then a bulk receiver
                 while (true)
@@ -135,8 +125,8 @@ public sealed class MigrationDestination(DestinationOptions o)
                         default: throw new MigrationException($"protocol error: {f.Type} frame on the main channel");
                     }
                 }
-            }, main, urgent, source);
-            Receiver(urgentRx!, failure, () =>
+            }, main, urgent, s);
+            Receiver(session.UrgentReceiver, failure, () =>
             {
                 ThreadPriority.JoinDemandPath();
                 try
@@ -155,7 +145,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                     }
                 }
                 finally { ThreadPriority.LeaveDemandPath(); }
-            }, main, urgent, source);
+            }, main, urgent, s);
 
             DemandTrace.Hop(1_000_000, "dst-rx-started");
             // Ready only once the vCPU threads wait for their state: still starting (JIT, the engine's per-thread set-up,
@@ -169,7 +159,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             }
             DemandTrace.Hop(1_000_000, "dst-nogc");
             ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
-            session!.Enter(MigrationPhase.HandOver);
+            session.Enter(MigrationPhase.HandOver);
             main.Send(FrameType.Ready, 0, default);
 
             // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
@@ -217,7 +207,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             failure.ThrowIfSet();
             var stats = en.Snapshot();
             DemandTrace.Dump("dest");
-            var receivedSha = session!.Digest.Sha256Hex();
+            var receivedSha = session.Digest.Sha256Hex();
             var readers = en.Options.Mode.HasReaders();
             var blocked = new double[mc.Config.Vcpus];
             for (var i = 0; i < blocked.Length; i++) blocked[i] = (readers ? s.DemandNsByRange[i] : g.BlockedNs[i]) / 1e6;
@@ -259,7 +249,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         {
             ThreadPriority.SetBase(baseNice);
             ThreadPriority.ReleaseCarriers();
-            source?.Fail(new MigrationException("destination is shutting down"));
+            session?.Pages.Fail(new MigrationException("destination is shutting down"));
             main?.Shutdown();
             urgent?.Shutdown();
             session?.Dispose();

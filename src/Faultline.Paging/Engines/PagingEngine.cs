@@ -21,7 +21,6 @@ public abstract class PagingEngine : IPagingEngine
     private PageInstaller? _installer;
     private FaultPath? _path;
     private FaultCounters[] _vcpuCounters = [];
-    private readonly FaultCounters _hostCounters = new();
 
     protected PagingEngine(PagingOptions options) => Options = options;
 
@@ -33,7 +32,6 @@ public abstract class PagingEngine : IPagingEngine
     internal UffdSet OpenedUffds => _installer?.Uffds ?? UffdSet.None;
     internal FaultPath Path => _path ?? throw new InvalidOperationException("engine not started");
     protected GuestMachine Machine => _machine ?? throw new InvalidOperationException("engine not started");
-    internal FaultCounters HostCounters => _hostCounters;
     /// <summary>The mechanism as it runs on this host, for reports.</summary>
     protected string Mechanism { get; set; } = "";
 
@@ -100,7 +98,7 @@ public abstract class PagingEngine : IPagingEngine
     public PagingStats Snapshot()
     {
         var readers = ReaderCounters;
-        long Sum(Func<FaultCounters, long> f) => _vcpuCounters.Sum(f) + readers.Sum(f) + f(_hostCounters);
+        long Sum(Func<FaultCounters, long> f) => _vcpuCounters.Sum(f) + readers.Sum(f);
         return new PagingStats
         {
             Installed = _installer?.Installed ?? 0,
