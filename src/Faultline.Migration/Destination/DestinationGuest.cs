@@ -27,7 +27,6 @@ internal sealed class DestinationGuest : IDisposable
     private volatile bool _stop;
     private readonly int[] _tids;
     private int _nice;
-    private readonly TimeSpan _slice;
     private int _disposed;
 
     public long[] ResumedNs { get; }
@@ -43,10 +42,9 @@ internal sealed class DestinationGuest : IDisposable
     public WaitHandle AllFinished => _finished.WaitHandle;
 
     /// <param name="postcopyNice">The vCPU threads' nice value until <see cref="PostcopyDone"/> (then 0).</param>
-    /// <param name="slice">The vCPU threads' EEVDF slice request (zero: the kernel's default).</param>
-    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0, TimeSpan slice = default)
+    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0)
     {
-        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice; _slice = slice;
+        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice;
         var n = m.Vcpus.Count;
         _threads = new Thread[n];
         _tids = new int[n];
@@ -127,10 +125,8 @@ internal sealed class DestinationGuest : IDisposable
             Check = new GenerationCheck(s.Regs);
             g.ResumedNs[id] = Clock.NowNs();
             g._tids[id] = HostThread.CurrentId;
-            var nice = Volatile.Read(ref g._nice);
-            ThreadPriority.SetBase(nice);
-            // one slice for the whole post-copy: woken when its page lands, the vCPU preempts a bulk thread (EEVDF), no change per fault
-            if (g._slice > TimeSpan.Zero) HostThread.TrySetSlice(HostThread.CurrentId, nice, g._slice, out _);
+            // one nice value (and ThreadPriority.Slice, if set) for the whole post-copy: no change per fault
+            ThreadPriority.SetBase(Volatile.Read(ref g._nice));
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-resumed");
             g._resumed.Signal();
         }
@@ -171,9 +167,7 @@ internal sealed class DestinationGuest : IDisposable
     public void PostcopyDone()
     {
         Volatile.Write(ref _nice, 0);
-        foreach (var tid in _tids)
-            if (_slice > TimeSpan.Zero) HostThread.TrySetSlice(tid, 0, _slice, out _);
-            else HostThread.TrySetNice(tid, 0);
+        foreach (var tid in _tids) HostThread.TrySetNice(tid, 0);   // setpriority keeps a slice set with sched_setattr
     }
 
     /// <summary>Stops every vCPU thread (waiting, running or blocked on a page) and joins them.</summary>

@@ -29,11 +29,6 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     /// </summary>
     public int VcpuPostcopyNice { get; init; } = DefaultVcpuPostcopyNice;
     public const int DefaultVcpuPostcopyNice = 0;
-    /// <summary>
-    /// The vCPU threads' EEVDF slice (sched_setattr, Linux ≥ 6.12), set once: a vCPU woken by its page's install
-    /// preempts a thread running a longer slice instead of waiting for it. Zero: the kernel's default slice.
-    /// </summary>
-    public TimeSpan VcpuSlice { get; init; }
     /// <summary>Why this engine (the selector's reason for --engine auto), for the report.</summary>
     public string EngineReason { get; init; } = "";
     /// <summary>

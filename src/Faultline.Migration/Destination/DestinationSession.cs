@@ -76,7 +76,7 @@ internal sealed class DestinationSession : IDisposable
             Warmup.StatePath(vcpus);
             // the vCPUs keep one priority from their resume to the end (no switch per fault): o.VcpuPostcopyNice until every
             // page is present, then 0
-            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, o.VcpuSlice > TimeSpan.Zero ? o.VcpuSlice : o.ThreadSlice);
+            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice);
             guest.Start();
             var s = new DestinationSession(machine, digest, pages, engine, guest);
             s._phaseNs[(int)MigrationPhase.Prepare] = started;

@@ -4,7 +4,6 @@ using Faultline.Kvm.Memory;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
 using Faultline.Paging.Engines.Bitmap;
-using Faultline.Paging.Engines.Populated;
 
 namespace Faultline.Paging.Engines;
 
@@ -47,8 +46,8 @@ public abstract class PagingEngine : IPagingEngine
         for (var i = 0; i < _vcpuCounters.Length; i++) _vcpuCounters[i] = new FaultCounters();
         var uffds = OpenUffds(machine);
         _installer = new PageInstaller(machine.Ram, _tracker, uffds) { Wake = WakeOnInstall, Bitmap = Bitmap };
-        var inPlace = Options.Backing == Backing.Shmem && Options.PrefillPageCache && this is not PopulatedEngine;
-        if (Options.Backing == Backing.Shmem && this is not PopulatedEngine)
+        var inPlace = Options.Backing == Backing.Shmem && Options.PrefillPageCache && ServesFaults;
+        if (Options.Backing == Backing.Shmem && ServesFaults)
         {
             // shmem keeps the content in the page cache: filled from the source up front (seed 002 does the same), or
             // (post-copy) allocated now through a populated view, so that every later install is a copy into an existing
@@ -63,6 +62,8 @@ public abstract class PagingEngine : IPagingEngine
 
     /// <summary>Opens and registers the mechanism's userfaultfds (none by default).</summary>
     internal virtual UffdSet OpenUffds(GuestMachine machine) => UffdSet.None;
+    /// <summary>Whether faults reach the engine at all (false: memory is populated up front and the engine sets up shmem itself).</summary>
+    internal virtual bool ServesFaults => true;
     /// <summary>Whether installs wake threads asleep in the userfaultfd (false where faults exit instead of sleeping).</summary>
     internal virtual bool WakeOnInstall => true;
     /// <summary>The userfault bitmap, for engines that have one.</summary>

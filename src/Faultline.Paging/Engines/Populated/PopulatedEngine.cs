@@ -11,6 +11,8 @@ namespace Faultline.Paging.Engines.Populated;
 /// </summary>
 public sealed class PopulatedEngine(PagingOptions options) : PagingEngine(options)
 {
+    internal override bool ServesFaults => false;
+
     internal override void Prepare(GuestMachine machine, IPageSource source)
     {
         var s = Immediate(source, "populating memory up front");
