@@ -70,5 +70,5 @@ public sealed class MigrateBackingTests
     [InlineData(PagingMode.Exits, "anon", Backing.Anonymous)]
     [InlineData(PagingMode.Exits, " SHMEM ", Backing.Shmem)]
     public void Backing_follows_the_engine_unless_given(PagingMode engine, string word, Backing expected) =>
-        Assert.Equal(expected, Faultline.Cli.Commands.MigrateCommand.BackingFor(engine, word));
+        Assert.Equal(expected, Faultline.Cli.Commands.MigrateOptions.BackingFor(engine, word));
 }

@@ -1,15 +1,7 @@
-using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using Faultline.Kvm.Memory;
-using Faultline.Migration.Destination;
 using Faultline.Migration.Reporting;
-using Faultline.Migration.Source;
-using Faultline.Migration.Transport;
-using Faultline.Paging;
 using Spectre.Console;
-using Faultline.Paging.Selection;
-using Faultline.Guest;
 
 namespace Faultline.Cli.Commands;
 

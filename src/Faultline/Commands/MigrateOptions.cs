@@ -1,0 +1,130 @@
+using System.CommandLine;
+using System.Globalization;
+using Faultline.Kvm.Memory;
+using Faultline.Migration.Source;
+using Faultline.Paging;
+using Faultline.Paging.Selection;
+using Faultline.Guest;
+
+namespace Faultline.Cli.Commands;
+
+/// <summary>`migrate`'s options, their parsing (delays, engine, backing) and the environment knobs only the CLI reads.</summary>
+internal static class MigrateOptions
+{
+    internal static Option<int> Vcpus() => new("--vcpus") { Description = "vCPUs of the guest", DefaultValueFactory = _ => 2 };
+
+    internal static Option<ByteSize> Mem() => GuestSizes.Ram("--mem", "Guest RAM (e.g. 256M, 2G)", 256 * ValueParsers.MiB);
+
+    internal static Option<string> Engine() => new("--engine")
+    {
+        Description = "Paging engine on the destination: auto (the fastest this host supports, with why), missing, minor (shmem), exits, bitmap", DefaultValueFactory = _ => "auto",
+    };
+
+    internal static Option<string> Delay() => new("--link-delay")
+    {
+        Description = "One-way delay added to every frame in each direction, emulated in user space (this kernel has no netem), e.g. 30us",
+        DefaultValueFactory = _ => "0",
+    };
+
+    internal static Option<int> PushRun() => new("--push-run")
+    {
+        Description = "Most pages per push frame: consecutive pages travel as one run, installed with one ioctl (1: a frame and an ioctl per page)",
+        DefaultValueFactory = _ => Faultline.Migration.Protocol.Wire.MaxRunPages,
+    };
+
+    internal static Option<string> BackingOption() => new("--backing")
+    {
+        Description = "Destination guest RAM: anon (UFFDIO_COPY allocates each page as it lands) or shmem (memfd, page cache allocated before the migration, pages installed with UFFDIO_CONTINUE); auto: shmem for minor and exits, anon otherwise",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    internal static Option<string> SelfKick() => new("--self-kick")
+    {
+        Description = "Source: while a pause is imminent, each vCPU thread arms a timer on its own CPU that kicks it out of KVM_RUN this often "
+            + "(a cross-CPU kick can wait for a host tick); 0: only the cross-CPU kick",
+        DefaultValueFactory = _ => $"{SourceOptions.DefaultSelfKickPeriod.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
+    };
+
+    internal static Option<OutputTarget?> Json() => CliOptions.OutputFile("--json", "Also write the report as JSON to FILE; - (or --json alone): to stdout, the report table then to stderr");
+
+    internal static Option<bool> Netns() => new("--netns")
+    {
+        Description = "Run the two ends in two network namespaces joined by a veth pair (set up and torn down with ip); default: loopback",
+    };
+
+    /// <summary>FAULTLINE_SLICE_US: the EEVDF slice of the migration's normal threads and vCPUs (an experiment knob).</summary>
+    internal static TimeSpan SliceSetting() =>
+        double.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_SLICE_US"), CultureInfo.InvariantCulture, out var us) ? TimeSpan.FromMicroseconds(us) : TimeSpan.Zero;
+
+    /// <summary>FAULTLINE_MIGRATION_TRACE=1: both ends stamp the first demands hop by hop.</summary>
+    internal static bool TraceSetting() => Environment.GetEnvironmentVariable("FAULTLINE_MIGRATION_TRACE") == "1";
+
+    /// <summary>FAULTLINE_RT=0 turns SCHED_FIFO off for the demand path's carriers (the library never reads the environment).</summary>
+    internal static bool? RealTimeSetting() => Environment.GetEnvironmentVariable("FAULTLINE_RT")?.Trim() == "0" ? false : null;
+
+    /// <summary>--backing: auto is shmem for minor (it needs a page cache) and exits (faster post-copy), anon otherwise.</summary>
+    internal static Backing BackingFor(PagingMode engine, string? word) => (word ?? "auto").Trim().ToLowerInvariant() switch
+    {
+        // exits on shmem: the page cache is allocated while the destination is prepared, so a landing page costs a
+        // copy and a UFFDIO_CONTINUE, not a page allocation inside the post-copy (measured: docs/migration.md)
+        "auto" => engine is PagingMode.Minor or PagingMode.MinorBitmap or PagingMode.Exits ? Backing.Shmem : Backing.Anonymous,
+        "anon" => engine is PagingMode.Minor or PagingMode.MinorBitmap
+            ? throw new UsageException($"--backing anon: the {engine.Name()} engine needs shmem")
+            : Backing.Anonymous,
+        "shmem" => engine is PagingMode.Missing or PagingMode.MissingBitmap
+            ? throw new UsageException($"--backing shmem: the {engine.Name()} engine needs anon memory (use minor on shmem)")
+            : Backing.Shmem,
+        var w => throw new UsageException($"--backing {w}: use auto, anon or shmem"),
+    };
+
+    internal static TimeSpan ParseDelay(string s) => ParseDuration(s, "--link-delay", "a delay");
+
+    internal static TimeSpan ParseSelfKick(string s)
+    {
+        var period = ParseDuration(s, "--self-kick", "a period");
+        if (period != TimeSpan.Zero && period < MigrationSource.MinSelfKickPeriod)
+            throw new UsageException($"--self-kick {s}: use 0 (off) or at least {MigrationSource.MinSelfKickPeriod.TotalMicroseconds:0}us");
+        return period;
+    }
+
+    /// <summary>0, or a number with ns, us (µs) or ms, at most a second: 30us, 0.5ms.</summary>
+    internal static TimeSpan ParseDuration(string s, string option, string what)
+    {
+        var t = s.Trim();
+        var i = 0;
+        while (i < t.Length && (char.IsAsciiDigit(t[i]) || t[i] == '.')) i++;
+        if (i == 0 || !double.TryParse(t[..i], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var v) || v < 0)
+            throw new UsageException($"'{s}' is not {what} (e.g. 30us, 0.5ms, 0)");
+        var us = t[i..] switch
+        {
+            "" when v == 0 => 0, "ns" => v / 1000, "us" or "µs" => v, "ms" => v * 1000,
+            _ => throw new UsageException($"'{s}' is not {what} (e.g. 30us, 0.5ms, 0)"),
+        };
+        if (us > 1_000_000) throw new UsageException($"{option} {s} is more than a second");
+        return TimeSpan.FromMicroseconds(us);
+    }
+
+    internal static PagingMode ParseEngine(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "missing" => PagingMode.Missing, "minor" => PagingMode.Minor, "exits" => PagingMode.Exits, "bitmap" => PagingMode.Bitmap,
+        _ => throw new UsageException($"--engine {s}: use auto, missing, minor, exits or bitmap"),
+    };
+
+    /// <summary>--engine: a named engine (checked against this host), or auto: the selector's pick for the backing, with its reason.</summary>
+    internal static (PagingMode Engine, string Reason) ChooseEngine(string word, string? backingWord)
+    {
+        var caps = HostCapabilities.Detect();
+        if (word.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            var b = (backingWord ?? "auto").Trim().ToLowerInvariant() is "anon" or "anonymous" ? Backing.Anonymous : Backing.Shmem;
+            var c = EngineSelector.Evaluate(caps, b);
+            return (c.Chosen, $"auto: {c.Reason}");
+        }
+        var e = ParseEngine(word);
+        EngineSelector.Check(e, caps, BackingFor(e, backingWord));
+        return (e, "chosen with --engine");
+    }
+
+    internal static Option<Choice<AccessOrder>> WorkloadOption() =>
+        CliOptions.Workload("The guest's generation passes: sequential (the push runs ahead of it), random (uniform over its memory) or hotset (a drifting hot set)");
+}
