@@ -16,6 +16,7 @@ public sealed class GuestImage
     private readonly bool[] _userCallable;
     private readonly byte[] _userCode;
     private readonly Dictionary<(Workload, AccessOrder), ulong> _entries;
+    private readonly Dictionary<string, ulong> _routines;
 
     public int Vcpus { get; }
 
@@ -23,7 +24,7 @@ public sealed class GuestImage
     {
         if (vcpus < 1 || vcpus > GuestLayout.MaxVcpus) throw new UsageException($"vCPU count {vcpus} is outside 1..{GuestLayout.MaxVcpus}");
         Vcpus = vcpus;
-        (_kernelCode, _handlers, _userCallable) = (kernel ?? new GuestKernel()).Build(GuestLayout.KernelCode);
+        (_kernelCode, _handlers, _userCallable, _routines) = (kernel ?? new GuestKernel()).Build(GuestLayout.KernelCode);
         if ((ulong)_kernelCode.Length > GuestLayout.KernelCodeMax - GuestLayout.KernelCode) throw new InvalidOperationException("guest kernel code too large");
         (_userCode, _entries) = Workloads.Build(GuestLayout.UserCode);
         if ((ulong)_userCode.Length > GuestLayout.UserCodeMax - GuestLayout.UserCode) throw new InvalidOperationException("workload code too large");
@@ -31,6 +32,9 @@ public sealed class GuestImage
 
     public ulong EntryOf(Workload w, AccessOrder order = AccessOrder.Sequential) => _entries[(w, order)];
     public ulong HandlerOf(int vector) => _handlers[vector];
+    /// <summary>The address of a kernel routine added with <see cref="GuestKernel.AddRoutine"/>.</summary>
+    public ulong RoutineOf(string name) =>
+        _routines.TryGetValue(name, out var a) ? a : throw new ArgumentException($"the guest kernel has no routine '{name}'", nameof(name));
 
     /// <summary>Writes every system structure into the system region (which must start at GPA 0 and span <see cref="GuestLayout.SystemSize"/>).</summary>
     public void WriteTo(GuestRegion system)

@@ -13,11 +13,19 @@ public sealed class GuestKernel
 {
     private static readonly HashSet<int> VectorsWithErrorCode = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
     private readonly Dictionary<int, (Action<Assembler> Body, bool UserCallable)> _custom = [];
+    private readonly List<(string Name, Action<Assembler> Body)> _routines = [];
 
     /// <summary>Installs a custom handler for a vector. The body runs on the vector's entry stack frame (error code popped already if any).</summary>
     public void SetHandler(int vector, Action<Assembler> body, bool userCallable = false) => _custom[vector] = (body, userCallable);
 
-    internal (byte[] Code, ulong[] HandlerAddresses, bool[] UserCallable) Build(ulong rip)
+    /// <summary>
+    /// Adds code that is not a vector's handler (a boot stub, an idle loop, task code), emitted after the handlers in
+    /// the order added; <see cref="GuestImage.RoutineOf"/> gives its address. Every body of one kernel is emitted into the
+    /// same assembler, so bodies may share labels (created by the first body that runs).
+    /// </summary>
+    public void AddRoutine(string name, Action<Assembler> body) => _routines.Add((name, body));
+
+    internal (byte[] Code, ulong[] HandlerAddresses, bool[] UserCallable, Dictionary<string, ulong> Routines) Build(ulong rip)
     {
         var a = new Assembler(64);
         var labels = new Label[256];
@@ -47,6 +55,14 @@ public sealed class GuestKernel
         var hang = a.CreateLabel();
         a.Label(ref hang);
         a.jmp(hang);
+        var routines = new Label[_routines.Count];
+        for (var i = 0; i < routines.Length; i++)
+        {
+            routines[i] = a.CreateLabel(_routines[i].Name);
+            a.Label(ref routines[i]);
+            a.nop();   // the body may start with a label of its own (one label per instruction)
+            _routines[i].Body(a);
+        }
 
         var (bytes, result) = CodeBlob.Assemble(a, rip);
         var addrs = new ulong[256];
@@ -56,6 +72,8 @@ public sealed class GuestKernel
             addrs[v] = result.GetLabelRIP(labels[v]);
             user[v] = _custom.TryGetValue(v, out var c) && c.UserCallable;
         }
-        return (bytes, addrs, user);
+        var named = new Dictionary<string, ulong>();
+        for (var i = 0; i < routines.Length; i++) named[_routines[i].Name] = result.GetLabelRIP(routines[i]);
+        return (bytes, addrs, user, named);
     }
 }

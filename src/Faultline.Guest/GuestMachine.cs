@@ -78,8 +78,17 @@ public sealed class GuestMachine : IDisposable
     public RunOutcome Run(Workload workload, Func<int, WorkloadArgs> args, PrivilegeLevel level, IExitHandler? handler = null,
         TimeSpan? timeout = null, CancellationToken ct = default)
     {
+        for (var i = 0; i < Vcpus.Count; i++) Image.Boot(Vcpus[i], workload, args(i), level);
+        return RunBooted(handler, timeout, ct);
+    }
+
+    /// <summary>
+    /// <see cref="Run(Workload, Func{int, WorkloadArgs}, PrivilegeLevel, IExitHandler?, TimeSpan?, CancellationToken)"/>
+    /// for vCPUs the caller has booted itself (registers and special registers set): runs them to done().
+    /// </summary>
+    public RunOutcome RunBooted(IExitHandler? handler = null, TimeSpan? timeout = null, CancellationToken ct = default)
+    {
         var n = Vcpus.Count;
-        for (var i = 0; i < n; i++) Image.Boot(Vcpus[i], workload, args(i), level);
         var outcomes = new VcpuOutcome?[n];
         var start = new StartLine(n);
         var loops = new VcpuLoop[n];

@@ -38,6 +38,7 @@ internal static class KvmIoctls
     public static readonly uint KVM_GET_VCPU_EVENTS = Ioc.IOR<KvmVcpuEvents>(KVMIO, 0x9f);
     public static readonly uint KVM_SET_VCPU_EVENTS = Ioc.IOW<KvmVcpuEvents>(KVMIO, 0xa0);
     public static readonly uint KVM_ENABLE_CAP = Ioc.IOW<KvmEnableCap>(KVMIO, 0xa3);
+    public static readonly uint KVM_X86_SET_MSR_FILTER = Ioc.IOW<KvmMsrFilter>(KVMIO, 0xc6);
 }
 
 /// <summary>userfaultfd ioctl numbers (uapi/linux/userfaultfd.h).</summary>

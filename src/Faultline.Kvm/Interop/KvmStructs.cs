@@ -85,6 +85,23 @@ internal unsafe struct KvmEnableCap
     [FieldOffset(0)] public uint Cap; [FieldOffset(4)] public uint Flags; [FieldOffset(8)] public fixed ulong Args[4];
 }
 
+/// <summary>struct kvm_msr_filter_range (24 bytes): flags u32 @0, nmsrs u32 @4, base u32 @8, bitmap pointer @16 (a 1 bit allows, 0 exits).</summary>
+[StructLayout(LayoutKind.Explicit, Size = 24)]
+internal struct KvmMsrFilterRange
+{
+    [FieldOffset(0)] public uint Flags; [FieldOffset(4)] public uint Nmsrs; [FieldOffset(8)] public uint Base; [FieldOffset(16)] public ulong Bitmap;
+}
+
+/// <summary>struct kvm_msr_filter (392 bytes): flags u32 @0, ranges[16] @8.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 392)]
+internal unsafe struct KvmMsrFilter
+{
+    public const int MaxRanges = 16;
+    public const uint DefaultAllow = 0, RangeRead = 1, RangeWrite = 2;
+    [FieldOffset(0)] public uint Flags;
+    [FieldOffset(8)] public fixed byte Ranges[MaxRanges * 24];
+}
+
 /// <summary>struct kvm_interrupt (4 bytes).</summary>
 [StructLayout(LayoutKind.Explicit, Size = 4)]
 internal struct KvmInterrupt

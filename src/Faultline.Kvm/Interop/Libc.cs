@@ -78,6 +78,10 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "clock_gettime")]
     internal static partial int ClockGettime(int clock, long* ts);
 
+    /// <summary>clock_nanosleep(2); returns the error number (not -1/errno). <paramref name="ts"/>: struct timespec.</summary>
+    [LibraryImport(Lib, EntryPoint = "clock_nanosleep")]
+    internal static partial int ClockNanosleep(int clock, int flags, long* ts, long* rem);
+
     [LibraryImport(Lib, EntryPoint = "gettid")]
     internal static partial int Gettid();
 
@@ -110,6 +114,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "prctl", SetLastError = true)]
     private static partial int Prctl(int option, nuint arg2, void* arg3, nuint arg4, byte* arg5);
 
+    /// <summary>prctl(PR_SET_TIMERSLACK, ns) for the calling thread: how late the kernel may wake its timed sleeps.</summary>
+    internal static int SetTimerSlack(ulong ns) => Prctl(PR_SET_TIMERSLACK, (nuint)ns, null, 0, null);
+
     /// <summary>PR_SET_VMA_ANON_NAME (Linux 5.17+, best effort): names an anonymous mapping in /proc/self/maps.</summary>
     internal static void NameAnonymousMapping(void* addr, nuint length, string name)
     {
@@ -132,7 +139,8 @@ internal static unsafe partial class Libc
     internal const int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
     internal const long SYS_userfaultfd = 323, SYS_tgkill = 234, SYS_sched_setattr = 314, SYS_sched_getattr = 315;
     internal const int SC_PAGESIZE = 30;
-    internal const int CLOCK_MONOTONIC = 1, CLOCK_THREAD_CPUTIME_ID = 3;
+    internal const int CLOCK_MONOTONIC = 1, CLOCK_THREAD_CPUTIME_ID = 3, TIMER_ABSTIME = 1;
+    internal const int PR_SET_TIMERSLACK = 29;
     internal const int PRIO_PROCESS = 0;             // setpriority: with a thread id as who, that one thread
     internal const int SCHED_OTHER = 0, SCHED_FIFO = 1;
     internal const int SIGEV_THREAD_ID = 4;          // uapi/asm-generic/siginfo.h: deliver to the thread in sigev_notify_thread_id

@@ -53,6 +53,30 @@ public sealed unsafe class Vm : IDisposable
         _exceptionPayload = true;
     }
 
+    /// <summary>
+    /// Sends guest RDMSR/WRMSR of the MSRs [<paramref name="first"/>, first + <paramref name="count"/>) whose bit is set in
+    /// <paramref name="exitMask"/> (bit i = MSR first + i) to userspace: KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR,
+    /// FILTER) and KVM_X86_SET_MSR_FILTER with one range, every other MSR left to KVM (default allow). Such an access
+    /// exits <see cref="VcpuExitKind.MsrRead"/>/<see cref="VcpuExitKind.MsrWrite"/>; <see cref="Vcpu.CompleteMsr"/> finishes it.
+    /// </summary>
+    public void InterceptMsrs(uint first, int count, ulong exitMask)
+    {
+        if (count is < 1 or > 64) throw new ArgumentOutOfRangeException(nameof(count), count, "1..64 MSRs");
+        if (CheckExtension(KvmCap.X86UserSpaceMsr) <= 0 || CheckExtension(KvmCap.X86MsrFilter) <= 0)
+            throw new HostSupportException("this host's KVM cannot exit to userspace on MSR accesses (KVM_CAP_X86_USER_SPACE_MSR, KVM_CAP_X86_MSR_FILTER)");
+        const ulong ExitReasonFilter = 1 << 2;
+        EnableCap(KvmCap.X86UserSpaceMsr, ExitReasonFilter);
+        var allow = ~exitMask;   // the bitmap allows with 1 and exits with 0
+        var f = new KvmMsrFilter { Flags = KvmMsrFilter.DefaultAllow };
+        var range = (KvmMsrFilterRange*)f.Ranges;
+        range->Flags = KvmMsrFilter.RangeRead | KvmMsrFilter.RangeWrite;
+        range->Nmsrs = (uint)count;
+        range->Base = first;
+        range->Bitmap = (ulong)&allow;
+        if (Libc.Ioctl(_fd.Fd, KvmIoctls.KVM_X86_SET_MSR_FILTER, &f) != 0)
+            throw new KvmException("KVM_X86_SET_MSR_FILTER", Marshal.GetLastPInvokeError());
+    }
+
     /// <summary>Maps a region as a memslot (KVM_SET_USER_MEMORY_REGION). With <paramref name="owned"/> the VM unmaps it on Dispose.</summary>
     public MemorySlot AddMemory(GuestRegion region, uint flags = 0, bool owned = true)
     {

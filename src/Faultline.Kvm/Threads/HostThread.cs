@@ -75,4 +75,26 @@ public static unsafe class HostThread
             return ts[0] * 1_000_000_000 + ts[1];
         }
     }
+
+    /// <summary>
+    /// Sleeps until <paramref name="stopwatchTimestamp"/> (a <see cref="System.Diagnostics.Stopwatch.GetTimestamp"/> value)
+    /// with clock_nanosleep on CLOCK_MONOTONIC, absolute: a timed wait of tens of microseconds, which Thread.Sleep
+    /// (milliseconds) cannot do. The wake-up is as late as the thread's timer slack allows (<see cref="TrySetTimerSlack"/>).
+    /// Allocation-free; returns at once when the time has passed.
+    /// </summary>
+    public static void SleepUntil(long stopwatchTimestamp)
+    {
+        var left = stopwatchTimestamp - System.Diagnostics.Stopwatch.GetTimestamp();
+        if (left <= 0) return;
+        var ns = (long)(left * (1e9 / System.Diagnostics.Stopwatch.Frequency));
+        long* ts = stackalloc long[2];
+        Libc.ClockGettime(Libc.CLOCK_MONOTONIC, ts);
+        var target = ts[0] * 1_000_000_000 + ts[1] + ns;
+        ts[0] = target / 1_000_000_000;
+        ts[1] = target % 1_000_000_000;
+        while (Libc.ClockNanosleep(Libc.CLOCK_MONOTONIC, Libc.TIMER_ABSTIME, ts, null) == Errno.EINTR) { }
+    }
+
+    /// <summary>Sets the calling thread's timer slack (default 50 µs): how late a timed sleep may end.</summary>
+    public static bool TrySetTimerSlack(TimeSpan slack) => Libc.SetTimerSlack((ulong)Math.Max(1, slack.Ticks * 100)) == 0;
 }

@@ -1,0 +1,172 @@
+using System.Buffers.Binary;
+using Faultline.Kvm;
+using Faultline.Kvm.Interop;
+using Faultline.Kvm.Memory;
+using static Faultline.Guest.Tasks.TaskLayout;
+
+namespace Faultline.Guest.Tasks;
+
+/// <summary>What the task kernel runs on each vCPU.</summary>
+/// <param name="MemoryTasks">Memory tasks per vCPU (0..4): each reads and checks its share of the vCPU's pages.</param>
+/// <param name="CpuIterations">The CPU task's work: iterations of <c>dec rbx; jnz</c> (at least 1).</param>
+/// <param name="AsyncPf">Whether the guest enables async page faults (writes the MSRs at boot).</param>
+/// <param name="Seed">The page pattern's seed (qword at GPA a holds a + seed).</param>
+public sealed record TaskConfig(int MemoryTasks, ulong CpuIterations, bool AsyncPf, ulong Seed)
+{
+    public void Validate(int vcpus)
+    {
+        if (MemoryTasks is < 0 or > MaxMemoryTasks) throw new UsageException($"memory tasks must be within 0..{MaxMemoryTasks}, not {MemoryTasks}");
+        if (CpuIterations < 1) throw new UsageException("the CPU task needs at least one iteration");
+        if (vcpus > TaskLayout.MaxVcpus) throw new UsageException($"the task kernel runs at most {TaskLayout.MaxVcpus} vCPUs, not {vcpus}");
+    }
+}
+
+/// <summary>One task's outcome.</summary>
+public readonly record struct TaskResult(int Index, string Kind, ulong DoneTsc, long Mismatches);
+
+/// <summary>An entry of a vCPU's event log: an async-PF notification as the guest saw it, with its TSC.</summary>
+public readonly record struct TaskLogEntry(ulong Kind, uint Token, ulong Tsc);
+
+/// <summary>What the task kernel recorded on one vCPU.</summary>
+public sealed record TaskVcpuResult(int Vcpu, ulong StartTsc, IReadOnlyList<TaskResult> Tasks, long NotPresent, long Ready, long Spurious,
+    IReadOnlyList<TaskLogEntry> Log)
+{
+    public long Mismatches => Tasks.Sum(t => t.Mismatches);
+}
+
+/// <summary>
+/// The host side of the task kernel (<see cref="TaskKernel"/>): lays out each vCPU's tasks in the system region (TCBs,
+/// initial interrupt frames on their kernel stacks, the vCPU block) and boots the vCPU into the kernel's boot routine,
+/// which enables async PF if asked and enters the first task. After the run, <see cref="Read"/> collects what the
+/// guest recorded. The machine must have been created with <see cref="TaskKernel.Kernel"/>.
+/// </summary>
+public sealed class TaskProgram
+{
+    /// <summary>MSR_KVM_ASYNC_PF_EN flags the guest sets: ENABLED | DELIVERY_AS_INT (current KVM needs both).</summary>
+    public const ulong EnableFlags = 1 | 8;
+
+    private readonly GuestMachine _m;
+
+    public TaskProgram(GuestMachine machine, TaskKernel kernel, TaskConfig config)
+    {
+        config.Validate(machine.Config.Vcpus);
+        _m = machine; Kernel = kernel; Config = config;
+    }
+
+    public TaskKernel Kernel { get; }
+    public TaskConfig Config { get; }
+    public int TaskCount => FirstMemoryTask + Config.MemoryTasks;
+
+    /// <summary>The pages memory task <paramref name="task"/> of <paramref name="vcpu"/> reads: its share of the vCPU's range.</summary>
+    public (ulong Start, ulong End) RangeOf(int vcpu, int task)
+    {
+        var (s, e) = _m.RangeOf(vcpu);
+        var pages = (e.Value - s.Value) >> 12;
+        var n = (ulong)Config.MemoryTasks;
+        var from = s.Value + (pages * (ulong)task / n << 12);
+        var to = s.Value + (pages * (ulong)(task + 1) / n << 12);
+        return (from, to);
+    }
+
+    /// <summary>Writes every vCPU's tasks and boots it (on the calling thread; before the vCPU threads start).</summary>
+    public void Boot()
+    {
+        var sys = _m.System.Span(new GuestAddress(0), (int)GuestLayout.SystemSize);
+        Put(sys, SeedAddress, Config.Seed);
+        foreach (var vcpu in _m.Vcpus) Boot(vcpu, sys);
+    }
+
+    private void Boot(Vcpu vcpu, Span<byte> sys)
+    {
+        var v = vcpu.Id;
+        var vb = VcpuBlock(v);
+        sys.Slice((int)vb, (int)VcpuBlockSize).Clear();
+        sys.Slice((int)Log(v), (int)LogBytes).Clear();
+        var n = TaskCount;
+        for (var t = 0; t < n; t++)
+        {
+            var block = Block(v, t);
+            sys.Slice((int)block, (int)BlockSize).Clear();
+            var top = block + BlockSize;
+            // the initial interrupt frame (RIP, CS, RFLAGS, RSP, SS) and six zeroed saved registers below it
+            var frame = top - 40;
+            var user = t != IdleTask;
+            Put(sys, frame, EntryOf(t));
+            Put(sys, frame + 8, user ? GuestLayout.UserCs : GuestLayout.KernelCs);
+            Put(sys, frame + 16, user ? 0x202UL : 0x2UL);
+            Put(sys, frame + 24, user ? GuestLayout.UserStackTop(v) - (ulong)t * 0x100 : top - 0x100);
+            Put(sys, frame + 32, user ? GuestLayout.UserDs : GuestLayout.KernelDs);
+            Put(sys, block + TcbVcpu, vb);
+            Put(sys, block + TcbSaved, frame - 48);
+            Put(sys, block + TcbState, Runnable);
+            Put(sys, block + TcbIndex, (ulong)t);
+            Put(sys, vb + VbTasks + (ulong)t * 8, block);
+        }
+        var first = Block(v, n - 1);
+        Put(sys, vb + VbCurrent, first);
+        Put(sys, vb + VbTaskCount, (ulong)n);
+        Put(sys, vb + VbRemaining, (ulong)(n - 1));   // every task but idle
+        Put(sys, vb + VbTss, GuestLayout.Tss(v));
+        Put(sys, vb + VbLogNext, Log(v));
+        Put(sys, vb + VbLogEnd, Log(v) + (ulong)LogEntries * LogEntryBytes);
+        Put(sys, vb + VbEnable, Config.AsyncPf ? ApfArea(v) | EnableFlags : 0);
+        Put(sys, vb + VbVector, Kernel.ReadyVector);
+        Put(sys, GuestLayout.Tss(v) + 4, first + BlockSize);
+
+        vcpu.SetSregs(_m.Image.SpecialRegisters(vcpu.GetSregs(), v, PrivilegeLevel.Kernel));
+        var r = new KvmRegs { Rip = _m.Image.RoutineOf(TaskKernel.BootRoutine), Rflags = 2, Rsp = first + BlockSize, Rbp = vb, Rbx = Config.CpuIterations };
+        for (var i = 0; i < Config.MemoryTasks; i++)
+        {
+            var (s, e) = RangeOf(v, i);
+            SetMemoryRegisters(ref r, i, s, e);
+        }
+        vcpu.SetRegs(r);
+    }
+
+    private ulong EntryOf(int task) => task switch
+    {
+        IdleTask => _m.Image.RoutineOf(TaskKernel.IdleRoutine),
+        CpuTask => _m.Image.RoutineOf(TaskKernel.CpuRoutine),
+        _ => _m.Image.RoutineOf(TaskKernel.MemoryRoutine(task - FirstMemoryTask)),
+    };
+
+    private static void SetMemoryRegisters(ref KvmRegs r, int task, ulong start, ulong end)
+    {
+        switch (task)
+        {
+            case 0: r.R8 = start; r.R9 = end; break;
+            case 1: r.R10 = start; r.R11 = end; break;
+            case 2: r.R12 = start; r.R13 = end; break;
+            default: r.R14 = start; r.R15 = end; break;
+        }
+    }
+
+    /// <summary>What the guest recorded on every vCPU (after the run).</summary>
+    public IReadOnlyList<TaskVcpuResult> Read()
+    {
+        var sys = _m.System.Span(new GuestAddress(0), (int)GuestLayout.SystemSize);
+        var results = new TaskVcpuResult[_m.Vcpus.Count];
+        for (var v = 0; v < results.Length; v++)
+        {
+            var vb = VcpuBlock(v);
+            var tasks = new List<TaskResult>();
+            for (var t = 1; t < TaskCount; t++)
+            {
+                var block = Block(v, t);
+                tasks.Add(new TaskResult(t, t == CpuTask ? "cpu" : $"mem{t - FirstMemoryTask}", Get(sys, block + TcbDoneTsc), (long)Get(sys, block + TcbMismatches)));
+            }
+            var log = new List<TaskLogEntry>();
+            for (var at = Log(v); at < Get(sys, vb + VbLogNext); at += LogEntryBytes)
+            {
+                var head = Get(sys, at);
+                log.Add(new TaskLogEntry(head >> 32, (uint)head, Get(sys, at + 8)));
+            }
+            results[v] = new TaskVcpuResult(v, Get(sys, vb + VbStartTsc), tasks, (long)Get(sys, vb + VbNotPresent), (long)Get(sys, vb + VbReady),
+                (long)Get(sys, vb + VbSpurious), log);
+        }
+        return results;
+    }
+
+    private static void Put(Span<byte> mem, ulong at, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(mem[(int)at..], value);
+    private static ulong Get(Span<byte> mem, ulong at) => BinaryPrimitives.ReadUInt64LittleEndian(mem[(int)at..]);
+}
