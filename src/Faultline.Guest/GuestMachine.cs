@@ -128,7 +128,10 @@ public sealed class GuestMachine : IDisposable
         try
         {
             if (loop.Run() == VcpuLoopEnd.Stopped) throw new GuestException($"vCPU {id}: stopped");
-            return new VcpuOutcome(id, hooks.Result, hooks.Reports, loop.Exits, null);
+            return new VcpuOutcome(id, hooks.Result, hooks.Reports, loop.Exits, null)
+            {
+                ReportTimestamps = hooks.ReportTimestamps, DoneTimestamp = hooks.DoneTimestamp,
+            };
         }
         catch (Exception e)
         {

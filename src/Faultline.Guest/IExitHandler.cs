@@ -11,4 +11,7 @@ public interface IExitHandler
     /// <summary>Called on each vCPU thread before its first KVM_RUN, and after its last (both may be no-ops).</summary>
     void OnVcpuThreadStart(Vcpu vcpu) { }
     void OnVcpuThreadStop(Vcpu vcpu) { }
+
+    /// <summary>Right after <see cref="OnVcpuThreadStart"/>, with the loop that runs the vCPU (to post events into it).</summary>
+    void OnVcpuLoopStart(VcpuLoop loop) { }
 }

@@ -91,6 +91,7 @@ public sealed class VcpuLoop
         {
             Vcpu.BindToCurrentThread();
             Handler?.OnVcpuThreadStart(Vcpu);
+            Handler?.OnVcpuLoopStart(this);
             _hooks.OnThreadStart(this);
             _unsettled = true;   // restored or earlier state may hold an event in flight
             var end = Loop();

@@ -1,7 +1,13 @@
 namespace Faultline.Guest;
 
 /// <summary>What one vCPU's workload ended with.</summary>
-public sealed record VcpuOutcome(int Vcpu, ulong Result, IReadOnlyList<ulong> Reports, long Exits, Exception? Error);
+public sealed record VcpuOutcome(int Vcpu, ulong Result, IReadOnlyList<ulong> Reports, long Exits, Exception? Error)
+{
+    /// <summary><see cref="System.Diagnostics.Stopwatch"/> timestamps of the report() exits, one per <see cref="Reports"/> entry.</summary>
+    public IReadOnlyList<long> ReportTimestamps { get; init; } = [];
+    /// <summary>When the done() exit returned from KVM_RUN (0 if the workload did not finish).</summary>
+    public long DoneTimestamp { get; init; }
+}
 
 /// <summary>What a whole run ended with.</summary>
 public sealed record RunOutcome(IReadOnlyList<VcpuOutcome> Vcpus, TimeSpan Elapsed)

@@ -7,11 +7,14 @@ namespace Faultline.Guest;
 internal sealed class WorkloadRunHooks(StartLine start) : IVcpuHooks
 {
     private readonly List<ulong> _reports = [];
+    private readonly List<long> _reportTimes = [];
 
     /// <summary>Whether this vCPU's thread reached the start line (a thread that failed before must still count as ready).</summary>
     public bool AtStartLine { get; private set; }
     public ulong Result { get; private set; }
     public IReadOnlyList<ulong> Reports => _reports;
+    public IReadOnlyList<long> ReportTimestamps => _reportTimes;
+    public long DoneTimestamp { get; private set; }
 
     public void OnThreadStart(VcpuLoop loop)
     {
@@ -24,9 +27,11 @@ internal sealed class WorkloadRunHooks(StartLine start) : IVcpuHooks
         if (call.Op == GuestOp.Report)
         {
             _reports.Add(call.Value);
+            _reportTimes.Add(loop.LastExitTimestamp);
             return VcpuLoopAction.Continue;
         }
         Result = call.Value;
+        DoneTimestamp = loop.LastExitTimestamp;
         return VcpuLoopAction.Finish;
     }
 }

@@ -258,6 +258,8 @@ public sealed class TaskKernel
         a.shl(rdx, 32);
         a.or(rax, rdx);
         a.mov(__qword_ptr[rbp + VbStartTsc], rax);
+        a.mov(rdi, GuestLayout.Doorbell + 8 * (ulong)GuestOp.Report);
+        a.mov(__qword_ptr[rdi], rax);                     // report(TSC): the host pairs it with its clock
         a.mov(rdi, __qword_ptr[rbp + VbCurrent]);
         a.mov(rsp, __qword_ptr[rdi + TcbSaved]);
         RestoreAndReturn(a);

@@ -20,6 +20,9 @@ public sealed class PageTracker : IDisposable
     private readonly ManualResetEventSlim[] _wake;
     private int _waiters;
     private volatile Exception? _failure;
+    private int[]? _watch;                                    // per page: watchers that want to hear when it is present
+    private int _watched;                                     // pages with a watcher
+    private IPresentObserver? _observer;
 
     public GuestAddress Base { get; }
     public ulong Pages { get; }
@@ -70,6 +73,43 @@ public sealed class PageTracker : IDisposable
         Volatile.Write(ref _state[index], Present);
         Interlocked.Increment(ref _present);                 // a full fence: the waiter count below is read after the store
         if (Volatile.Read(ref _waiters) != 0) WakeRange(index, 1);
+        if (Volatile.Read(ref _watched) != 0) NotifyRange(index, 1);
+    }
+
+    /// <summary>
+    /// Sets who hears of watched pages becoming present (once, before faults): <see cref="Watch"/> marks a page, and
+    /// the thread that publishes it calls <see cref="IPresentObserver.OnPresent"/> right after the page is present.
+    /// This is how a fault that does not wait (an async page fault) learns that its page came.
+    /// </summary>
+    public void SetObserver(IPresentObserver observer)
+    {
+        if (Interlocked.CompareExchange(ref _observer, observer, null) is not null) throw new InvalidOperationException("the tracker has an observer already");
+        _watch = new int[Pages];
+    }
+
+    /// <summary>
+    /// Asks to hear when page <paramref name="index"/> is present. True when it is present already (then no call
+    /// comes for it; the caller acts now): either this returns true or the publisher calls the observer, or both.
+    /// </summary>
+    public bool Watch(ulong index)
+    {
+        var watch = _watch ?? throw new InvalidOperationException("the tracker has no observer");
+        if (Interlocked.Increment(ref watch[index]) == 1) Interlocked.Increment(ref _watched);   // full fences: the state is read after
+        return IsPresent(index);
+    }
+
+    /// <summary>Ends one <see cref="Watch"/> of page <paramref name="index"/>.</summary>
+    public void Unwatch(ulong index)
+    {
+        var watch = _watch ?? throw new InvalidOperationException("the tracker has no observer");
+        if (Interlocked.Decrement(ref watch[index]) == 0) Interlocked.Decrement(ref _watched);
+    }
+
+    private void NotifyRange(ulong first, int count)
+    {
+        var watch = _watch!;
+        for (var i = 0; i < count; i++)
+            if (Volatile.Read(ref watch[first + (ulong)i]) != 0) _observer!.OnPresent(first + (ulong)i);
     }
 
     /// <summary>Publishes <paramref name="count"/> claimed pages from <paramref name="first"/> (one wake-up scan).</summary>
@@ -78,6 +118,7 @@ public sealed class PageTracker : IDisposable
         for (var i = 0; i < count; i++) Volatile.Write(ref _state[first + (ulong)i], Present);
         Interlocked.Add(ref _present, count);
         if (Volatile.Read(ref _waiters) != 0) WakeRange(first, count);
+        if (Volatile.Read(ref _watched) != 0) NotifyRange(first, count);
     }
 
     private void WakeRange(ulong first, int count)
@@ -200,6 +241,12 @@ public sealed class PageTracker : IDisposable
     {
         foreach (var w in _wake) w.Dispose();
     }
+}
+
+/// <summary>Hears that a watched page is present (<see cref="PageTracker.Watch"/>), on the publishing thread: keep it short, never block.</summary>
+public interface IPresentObserver
+{
+    void OnPresent(ulong index);
 }
 
 /// <summary>Asks a page source again for a page whose request was lost or given back (see <see cref="PageTracker.WaitPresent"/>).</summary>

@@ -4,6 +4,7 @@ using Faultline.Kvm.Memory;
 using Faultline.Paging.Engines.Shared;
 using Faultline.Paging.Sources;
 using Faultline.Paging.Engines.Bitmap;
+using Faultline.Paging.AsyncPf;
 
 namespace Faultline.Paging.Engines;
 
@@ -20,6 +21,7 @@ public abstract class PagingEngine : IPagingEngine
     private PageInstaller? _installer;
     private FaultPath? _path;
     private FaultCounters[] _vcpuCounters = [];
+    private UserspaceAsyncPf? _async;
 
     protected PagingEngine(PagingOptions options) => Options = options;
 
@@ -56,6 +58,13 @@ public abstract class PagingEngine : IPagingEngine
             else machine.Ram.MapBackingView();
         }
         _path = new FaultPath(_tracker, source, _installer, inPlace, Options.PageTimeout);
+        if (Options.AsyncPf.Mode != AsyncPfMode.Never)
+        {
+            if (!SupportsAsyncPf)
+                throw new UsageException($"--async-pf {Options.AsyncPf.Mode.ToString().ToLowerInvariant()} needs an engine whose faults exit (exits, bitmap), not {Options.Mode.Name()}: there the vCPU sleeps inside KVM");
+            _async = new UserspaceAsyncPf(machine, _tracker, _path, Options.AsyncPf);
+            _async.Prepare();
+        }
         source.Start(_installer);
         Prepare(machine, source);
     }
@@ -66,6 +75,10 @@ public abstract class PagingEngine : IPagingEngine
     internal virtual bool ServesFaults => true;
     /// <summary>Whether installs wake threads asleep in the userfaultfd (false where faults exit instead of sleeping).</summary>
     internal virtual bool WakeOnInstall => true;
+    /// <summary>Whether faults reach the vCPU's own thread, so that one can be made an async page fault.</summary>
+    internal virtual bool SupportsAsyncPf => false;
+    /// <summary>The async page fault host, when <see cref="PagingOptions.AsyncPf"/> asks for one.</summary>
+    public UserspaceAsyncPf? AsyncPf => _async;
     /// <summary>The userfault bitmap, for engines that have one.</summary>
     internal virtual UserfaultBitmap? Bitmap => null;
     /// <summary>Sets up guest RAM for the mechanism and starts its threads.</summary>
@@ -82,7 +95,10 @@ public abstract class PagingEngine : IPagingEngine
     internal static IImmediatePageSource Immediate(IPageSource source, string what) =>
         source as IImmediatePageSource ?? throw new UsageException($"{what} needs a source with its bytes at hand, not {source.Describe()}");
 
-    public bool TryHandleExit(Vcpu vcpu, in VcpuExit exit) => _tracker is not null && HandleExit(vcpu, exit, _vcpuCounters[vcpu.Id]);
+    public bool TryHandleExit(Vcpu vcpu, in VcpuExit exit) =>
+        _tracker is not null && ((_async is not null && _async.TryHandleExit(vcpu, exit)) || HandleExit(vcpu, exit, _vcpuCounters[vcpu.Id]));
+
+    public void OnVcpuLoopStart(VcpuLoop loop) => _async?.OnLoopStart(loop);
 
     public void OnVcpuThreadStart(Vcpu vcpu)
     {
@@ -107,6 +123,7 @@ public abstract class PagingEngine : IPagingEngine
             ReaderEmptyWakeups = Sum(c => c.ReaderEmptyWakeups),
             ExitFaults = Sum(c => c.ExitFaults),
             UserfaultExits = Sum(c => c.UserfaultExits),
+            AsyncFaults = Sum(c => c.AsyncFaults),
             AlreadyPresent = Sum(c => c.AlreadyPresent),
             FaultPathAllocatedBytes = _vcpuCounters.Sum(c => c.Alloc) + readers.Sum(c => c.Alloc),
             EngineMemoryBytes = (_tracker?.MemoryBytes ?? 0) + (Bitmap?.MemoryBytes ?? 0) + ExtraMemoryBytes,

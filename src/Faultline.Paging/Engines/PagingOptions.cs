@@ -23,6 +23,8 @@ public sealed record PagingOptions(PagingMode Mode, Backing Backing, UffdLayout 
     /// its first fault or an install through <see cref="IPagingEngine.Sink"/>.
     /// </summary>
     public bool PrefillPageCache { get; init; } = true;
+    /// <summary>Async page faults (exit-based engines only): off by default.</summary>
+    public AsyncPf.AsyncPfOptions AsyncPf { get; init; } = new();
     /// <summary>How long a fault path waits for a page before it gives up (a remote source that went silent).</summary>
     public TimeSpan PageTimeout { get; init; } = TimeSpan.FromSeconds(30);
 

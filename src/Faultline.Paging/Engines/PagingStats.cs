@@ -13,6 +13,8 @@ public sealed record PagingStats
     public long ExitFaults { get; init; }
     /// <summary>Exits for pages marked in the userfault bitmap.</summary>
     public long UserfaultExits { get; init; }
+    /// <summary>Fault exits turned into async page faults (the vCPU ran on; the page came later).</summary>
+    public long AsyncFaults { get; init; }
     /// <summary>Faults found already resolved by another path (EEXIST, lost claims).</summary>
     public long AlreadyPresent { get; init; }
     /// <summary>Bytes allocated on fault-path threads while faults were handled.</summary>

@@ -34,11 +34,13 @@ public sealed class BitmapEngine(PagingOptions options) : PagingEngine(options),
 
     internal override bool WakeOnInstall => false;   // faults exit: nobody sleeps in the userfaultfd
 
+    internal override bool SupportsAsyncPf => true;   // faults exit: the vCPU thread decides
+
     internal override void Prepare(GuestMachine machine, IPageSource source)
     {
         _marks = new UserfaultMarks(machine, _bitmap!, Tracker, Installer.Uffds, _native);
         Installer.Evicted = _marks;
-        _resolver = new ExitResolver(machine, Tracker, Path, _bitmap);
+        _resolver = new ExitResolver(machine, Tracker, Path, _bitmap) { Async = AsyncPf };
         _marks.MarkAll();
         Mechanism = _native ? "native KVM_MEM_USERFAULT bitmap" : "emulated KVM Userfault: bitmap + SIGBUS userfaultfd exits";
     }

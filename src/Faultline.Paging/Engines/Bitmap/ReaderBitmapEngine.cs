@@ -33,12 +33,14 @@ public sealed class ReaderBitmapEngine(PagingOptions options) : PagingEngine(opt
         return UffdSet.Open(machine.Ram, _native ? UffdFeatures.None : UffdFeatures.ThreadId, Options.Uffds, machine.Config.Vcpus);
     }
 
+    internal override bool SupportsAsyncPf => true;   // faults exit: the vCPU thread decides
+
     internal override void Prepare(GuestMachine machine, IPageSource source)
     {
         _marks = new UserfaultMarks(machine, _bitmap!, Tracker, Installer.Uffds, _native);
         Installer.Evicted = _marks;
         if (!_native) _mailbox = new ForwardMailbox(machine);
-        _resolver = new ExitResolver(machine, Tracker, Path, _bitmap) { Mailbox = _mailbox };
+        _resolver = new ExitResolver(machine, Tracker, Path, _bitmap) { Mailbox = _mailbox, Async = AsyncPf };
         _marks.MarkAll();
         _readers.Start(Installer.Uffds, Options.Readers, this, pollIdle: !_native);
         Mechanism = _native

@@ -26,10 +26,12 @@ public sealed class FaultExitEngine(PagingOptions options) : PagingEngine(option
 
     internal override bool WakeOnInstall => Forwarding;   // SIGBUS: nobody sleeps in the userfaultfd
 
+    internal override bool SupportsAsyncPf => true;   // faults exit: the vCPU thread decides
+
     internal override void Prepare(GuestMachine machine, IPageSource source)
     {
         if (Forwarding) _mailbox = new ForwardMailbox(machine);
-        _resolver = new ExitResolver(machine, Tracker, Path, null) { Mailbox = _mailbox };
+        _resolver = new ExitResolver(machine, Tracker, Path, null) { Mailbox = _mailbox, Async = AsyncPf };
         if (Forwarding)
         {
             _readers.Start(Installer.Uffds, Options.Readers, this, pollIdle: true);

@@ -27,6 +27,8 @@ internal sealed unsafe class ExitResolver
     private readonly bool[] _sregsValid;
 
     public ForwardMailbox? Mailbox { get; init; }
+    /// <summary>When set, a fault on one missing page may be made async (the vCPU runs on; the page comes later).</summary>
+    public AsyncPf.IAsyncPageFaults? Async { get; init; }
 
     public ExitResolver(GuestMachine m, PageTracker tracker, FaultPath path, UserfaultBitmap? bitmap)
     {
@@ -63,6 +65,8 @@ internal sealed unsafe class ExitResolver
                 var last = (exit.Address.Value + Math.Max(exit.Size, 1) - 1) & ~(Page - 1);
                 if (!_tracker.Contains(new GuestAddress(first)) || !_tracker.Contains(new GuestAddress(last))) return false;
                 c.ExitFaults++;
+                // an access that is retried (not an emulated one, which must be completed now) on one page may go async
+                if (exit.Form == MemoryFaultForm.MemoryFaultExit && first == last && TryAsync(vcpu, first, c)) return true;
                 for (var p = first; p <= last; p += Page) Resolve(p, c);
                 if (exit.Form == MemoryFaultForm.EmulatedMmio) CompleteEmulatedAccess(vcpu, exit);
                 return true;
@@ -87,7 +91,8 @@ internal sealed unsafe class ExitResolver
         Span<ulong> gpas = stackalloc ulong[3];
         var n = _decoders[vcpu.Id]!.Candidates(in vcpu.SyncedRegs, in sregs, gpas);
         handled = false;
-        var found = false;
+        var missing = 0;
+        Span<ulong> pages = stackalloc ulong[3];
         for (var i = 0; i < n; i++)
         {
             var p = gpas[i] & ~(Page - 1);
@@ -95,11 +100,24 @@ internal sealed unsafe class ExitResolver
             handled = true; // an access to guest RAM: if every candidate is present, another path installed it meanwhile; re-run
             var idx = _tracker.IndexOf(new GuestAddress(p));
             if (_tracker.IsPresent(idx) && (_bitmap is null || !_bitmap.IsMarked(idx))) continue;
-            found = true;
-            c.ExitFaults++;
-            Resolve(p, c);
+            pages[missing++] = p;
         }
-        return found;
+        if (missing == 0) return false;
+        c.ExitFaults += missing;
+        // one missing page: the guest may take it as an async page fault and run another task meanwhile
+        if (missing == 1 && TryAsync(vcpu, pages[0], c)) return true;
+        for (var i = 0; i < missing; i++) Resolve(pages[i], c);
+        return true;
+    }
+
+    private bool TryAsync(Vcpu vcpu, ulong gpa, FaultCounters c)
+    {
+        if (Async is null) return false;
+        var idx = _tracker.IndexOf(new GuestAddress(gpa));
+        if (_tracker.IsPresent(idx)) return false;   // present but marked (native userfault): cleared on this thread at once
+        if (!Async.TryAccept(vcpu, idx, out _)) return false;
+        c.AsyncFaults++;
+        return true;
     }
 
     private void Resolve(ulong gpa, FaultCounters c)

@@ -45,19 +45,33 @@ internal sealed class FaultPath : IRerequest
     /// </summary>
     public bool Resolve(ulong index)
     {
+        if (_tracker.IsPresent(index)) return false;
+        if (!RequestOnly(index)) WaitFor(index);
+        return true;
+    }
+
+    /// <summary>
+    /// Asks for page <paramref name="index"/> without waiting for it (an async page fault): the first to mark it
+    /// requested asks the source. True when it is present on return (already, or installed in place or by an
+    /// immediate source).
+    /// </summary>
+    public bool RequestOnly(ulong index)
+    {
         var t = _tracker;
-        if (t.IsPresent(index)) return false;
-        if (_inPlace)
-        {
-            if (_installer.InstallInPlace(index)) return true;
-        }
-        else if (t.TryRequest(index)) _source.Request(t.AddressOf(index));
         if (t.IsPresent(index)) return true;
+        if (_inPlace) _installer.InstallInPlace(index);
+        else if (t.TryRequest(index)) _source.Request(t.AddressOf(index));
+        return t.IsPresent(index);
+    }
+
+    /// <summary>Waits until page <paramref name="index"/> is present (asking again if its request was lost). Throws as <see cref="Resolve"/>.</summary>
+    public void WaitFor(ulong index)
+    {
+        var t = _tracker;
         if (!t.WaitPresent(index, SpinTicks, _timeout, this))
             throw t.Failure is { } f
                 ? f as PageUnavailableException ?? new PageUnavailableException(f.Message, f)
                 : new PageUnavailableException($"page {index} did not arrive within {_timeout.TotalSeconds:0.#} s");
-        return true;
     }
 
     void IRerequest.Request(ulong index)

@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using Faultline.Guest;
+using Faultline.Guest.Tasks;
+using Faultline.Kvm.Memory;
+using Faultline.Paging.Engines;
+using Faultline.Paging.Sources;
+
+namespace Faultline.Paging.AsyncPf;
+
+/// <summary>How a guest learns of a page still on its way: not at all (the vCPU waits), or the x86 async-PF protocol.</summary>
+public enum NotifyProtocol { Sync, X86 }
+
+/// <summary>One run of the mixed workload (<see cref="TaskKernel"/>): per vCPU one CPU task and N memory tasks over pages that arrive after a fixed latency.</summary>
+public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, NotifyProtocol Protocol, AsyncPfMode Policy, int PagesPerVcpu, ulong CpuIterations)
+{
+    public PagingMode Engine { get; init; } = PagingMode.Exits;
+    public ulong Seed { get; init; } = 0x5eed;
+    /// <summary>Whether the guest enables async PF under the x86 protocol (false: the host offers it, the guest never asks).</summary>
+    public bool GuestEnables { get; init; } = true;
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(2);
+}
+
+/// <summary>What one mixed run measured. Times are host times; guest TSCs are mapped onto the host clock (see <see cref="ApfRun"/>).</summary>
+public sealed record ApfRunResult(ApfRunSpec Spec, TimeSpan Elapsed, IReadOnlyList<TimeSpan> CpuTaskDone, IReadOnlyList<TimeSpan> MemoryTasksDone, long Mismatches,
+    AsyncPfStats? Async, PagingStats Paging, IReadOnlyList<double> NotPresentUs, IReadOnlyList<double> ReadyUs, long GuestNotPresent, long GuestReady, long GuestSpurious,
+    IReadOnlyList<AsyncPfRecord> History, IReadOnlyList<TaskVcpuResult> Guest);
+
+/// <summary>
+/// Runs the mixed workload once on a real VM: the task kernel on every vCPU, guest RAM behind an exit-based engine,
+/// every page from a <see cref="DelayedPageSource"/>. The guest checks every page it reads (mismatches must stay 0).
+/// Notification costs join the host's record of each async fault (exit, page present) with the guest's log (handler
+/// entry, woken task running) by token; guest TSCs are mapped to host time by two pairs (the boot report, the last
+/// done()), each taken at an exit a few µs after its rdtsc, so the costs read that much high at most.
+/// </summary>
+public static class ApfRun
+{
+    public static ApfRunResult Execute(ApfRunSpec spec)
+    {
+        var kernel = new TaskKernel();
+        var ram = (ulong)spec.Vcpus * (ulong)spec.PagesPerVcpu * GuestAddress.PageSize;
+        using var machine = GuestMachine.Create(new MachineConfig(spec.Vcpus, ram) { Kernel = kernel.Kernel });
+        var mode = spec.Protocol == NotifyProtocol.Sync ? AsyncPfMode.Never : spec.Policy;
+        using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = new AsyncPfOptions(mode) });
+        using var source = new DelayedPageSource(new PatternPageSource(spec.Seed), spec.Latency);
+        engine.Start(machine, source);
+        var program = new TaskProgram(machine, kernel, new TaskConfig(spec.MemoryTasks, spec.CpuIterations, AsyncPf: spec.Protocol == NotifyProtocol.X86 && spec.GuestEnables, spec.Seed));
+        program.Boot();
+        var outcome = machine.RunBooted(engine, spec.Timeout).ThrowIfFailed();
+        var guest = program.Read();
+
+        var cpuDone = new List<TimeSpan>();
+        var memDone = new List<TimeSpan>();
+        var clocks = new TscClock[spec.Vcpus];
+        for (var v = 0; v < spec.Vcpus; v++)
+        {
+            var o = outcome.Vcpus[v];
+            var g = guest[v];
+            var lastDone = g.Tasks.Max(t => t.DoneTsc);
+            clocks[v] = new TscClock(g.StartTsc, o.ReportTimestamps[0], lastDone, o.DoneTimestamp);
+            foreach (var t in g.Tasks)
+            {
+                var at = clocks[v].Since(t.DoneTsc, g.StartTsc);
+                if (t.Kind == "cpu") cpuDone.Add(at); else memDone.Add(at);
+            }
+        }
+
+        var history = engine.AsyncPf?.History() ?? [];
+        var notPresent = new List<double>();
+        var ready = new List<double>();
+        var logs = guest.Select(g => g.Log.GroupBy(e => (e.Token, e.Kind)).ToDictionary(x => x.Key, x => x.First().Tsc)).ToArray();
+        foreach (var r in history)
+        {
+            var clock = clocks[r.Vcpu];
+            if (r.Accepted != 0 && logs[r.Vcpu].TryGetValue((r.Token, TaskLayout.LogNotPresent), out var np)) notPresent.Add(clock.Micros(np, r.Accepted));
+            if (r.Present != 0 && logs[r.Vcpu].TryGetValue((r.Token, TaskLayout.LogTaskRunning), out var run)) ready.Add(clock.Micros(run, r.Present));
+        }
+        return new ApfRunResult(spec, outcome.Elapsed, cpuDone, memDone, guest.Sum(g => g.Mismatches), engine.AsyncPf?.Snapshot(), engine.Snapshot(),
+            notPresent, ready, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest);
+    }
+
+    /// <summary>Guest TSC → host Stopwatch time, from two (TSC, host timestamp) pairs on one vCPU.</summary>
+    private readonly record struct TscClock(ulong Tsc0, long Host0, ulong Tsc1, long Host1)
+    {
+        private double TicksPerTsc => Tsc1 > Tsc0 ? (double)(Host1 - Host0) / (Tsc1 - Tsc0) : 0;
+        public long HostOf(ulong tsc) => Host0 + (long)(((double)tsc - Tsc0) * TicksPerTsc);
+        public TimeSpan Since(ulong tsc, ulong from) => TimeSpan.FromSeconds(((double)tsc - from) * TicksPerTsc / Stopwatch.Frequency);
+        public double Micros(ulong tsc, long hostFrom) => (HostOf(tsc) - hostFrom) * 1e6 / Stopwatch.Frequency;
+    }
+}

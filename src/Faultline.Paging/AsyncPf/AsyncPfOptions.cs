@@ -1,0 +1,33 @@
+namespace Faultline.Paging.AsyncPf;
+
+/// <summary>When a fault exit is turned into an async page fault (<c>--async-pf</c>).</summary>
+public enum AsyncPfMode
+{
+    /// <summary>Never: every fault is resolved synchronously (the vCPU waits for its page).</summary>
+    Never,
+    /// <summary>Whenever the guest can take one (enabled, interrupts on, user mode, under the outstanding limit).</summary>
+    Always,
+    /// <summary>Where it pays: only when the page is expected to take longer than the notifications cost (<see cref="AsyncPfPolicy"/>).</summary>
+    Auto,
+}
+
+/// <summary>Async page fault settings of an engine.</summary>
+public sealed record AsyncPfOptions(AsyncPfMode Mode = AsyncPfMode.Never)
+{
+    /// <summary>Outstanding async faults per vCPU (KVM's ASYNC_PF_PER_VCPU).</summary>
+    public int Limit { get; init; } = 64;
+    /// <summary>
+    /// What one async fault costs the vCPU before anything is measured: "not present" (~30 µs exit → handler) plus
+    /// "page ready" (~115 µs install → task running), HOST.md's "Async PF flow at CPL3". The policy replaces it with
+    /// what it measures.
+    /// </summary>
+    public TimeSpan PriorNotifyCost { get; init; } = TimeSpan.FromMicroseconds(150);
+
+    public static AsyncPfMode Parse(string s) => s.ToLowerInvariant() switch
+    {
+        "never" or "off" or "sync" => AsyncPfMode.Never,
+        "always" or "on" => AsyncPfMode.Always,
+        "auto" => AsyncPfMode.Auto,
+        _ => throw new UsageException($"--async-pf takes auto, always or never, not '{s}'"),
+    };
+}
