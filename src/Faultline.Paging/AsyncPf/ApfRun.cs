@@ -22,7 +22,7 @@ public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, No
 
 /// <summary>What one mixed run measured. Times are host times; guest TSCs are mapped onto the host clock (see <see cref="ApfRun"/>).</summary>
 public sealed record ApfRunResult(ApfRunSpec Spec, TimeSpan Elapsed, IReadOnlyList<TimeSpan> CpuTaskDone, IReadOnlyList<TimeSpan> MemoryTasksDone, long Mismatches,
-    AsyncPfStats? Async, PagingStats Paging, IReadOnlyList<double> NotPresentUs, IReadOnlyList<double> ReadyUs, long GuestNotPresent, long GuestReady, long GuestSpurious,
+    AsyncPfStats? Async, PagingStats Paging, IReadOnlyList<double> NotPresentUs, IReadOnlyList<double> ReadyUs, IReadOnlyList<double> NotifyUs, long GuestNotPresent, long GuestReady, long GuestSpurious,
     IReadOnlyList<AsyncPfRecord> History, IReadOnlyList<TaskVcpuResult> Guest);
 
 /// <summary>
@@ -67,15 +67,19 @@ public static class ApfRun
         var history = engine.AsyncPf?.History() ?? [];
         var notPresent = new List<double>();
         var ready = new List<double>();
+        var both = new List<double>();
         var logs = guest.Select(g => g.Log.GroupBy(e => (e.Token, e.Kind)).ToDictionary(x => x.Key, x => x.First().Tsc)).ToArray();
         foreach (var r in history)
         {
             var clock = clocks[r.Vcpu];
-            if (r.Accepted != 0 && logs[r.Vcpu].TryGetValue((r.Token, TaskLayout.LogNotPresent), out var np)) notPresent.Add(clock.Micros(np, r.Accepted));
-            if (r.Present != 0 && logs[r.Vcpu].TryGetValue((r.Token, TaskLayout.LogTaskRunning), out var run)) ready.Add(clock.Micros(run, r.Present));
+            var a = r.Accepted != 0 && logs[r.Vcpu].TryGetValue((r.Token, TaskLayout.LogNotPresent), out var np) ? clock.Micros(np, r.Accepted) : double.NaN;
+            var b = r.Present != 0 && logs[r.Vcpu].TryGetValue((r.Token, TaskLayout.LogTaskRunning), out var run) ? clock.Micros(run, r.Present) : double.NaN;
+            if (!double.IsNaN(a)) notPresent.Add(a);
+            if (!double.IsNaN(b)) ready.Add(b);
+            if (!double.IsNaN(a) && !double.IsNaN(b)) both.Add(a + b);   // one fault's two notifications
         }
         return new ApfRunResult(spec, outcome.Elapsed, cpuDone, memDone, guest.Sum(g => g.Mismatches), engine.AsyncPf?.Snapshot(), engine.Snapshot(),
-            notPresent, ready, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest);
+            notPresent, ready, both, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest);
     }
 
     /// <summary>Guest TSC → host Stopwatch time, from two (TSC, host timestamp) pairs on one vCPU.</summary>

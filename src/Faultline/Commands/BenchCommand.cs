@@ -20,6 +20,7 @@ internal static class BenchCommand
     {
         var bench = new Command("bench", "Measure Faultline's mechanisms");
         bench.Subcommands.Add(CreatePaging());
+        bench.Subcommands.Add(ApfBenchCommand.Create());
         return bench;
     }
 
@@ -127,7 +128,7 @@ internal static class BenchCommand
         return child.ExitCode;
     }
 
-    private static Dictionary<string, string> HostFacts() => new()
+    internal static Dictionary<string, string> HostFacts() => new()
     {
         ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
         ["kernel"] = File.Exists("/proc/sys/kernel/osrelease") ? File.ReadAllText("/proc/sys/kernel/osrelease").Trim() : "?",
