@@ -68,4 +68,47 @@ public sealed class AsyncPfTests
         Assert.Equal(0, r.Async!.NotPresent);
         Assert.Equal(32, r.Async.SyncNotEnabled);
     }
+
+    [KvmFact]
+    public void Tasks_with_interrupts_off_get_synchronous_faults()
+    {
+        var r = ApfRun.Execute(Spec(NotifyProtocol.X86) with { MemoryTasksInterruptsOff = true });
+        Assert.Equal(0, r.Mismatches);
+        Assert.Equal(0, r.Async!.NotPresent);
+        Assert.Equal(32, r.Async.SyncInterruptsOff);
+    }
+
+    [KvmFact]
+    public void At_the_outstanding_limit_faults_are_synchronous()
+    {
+        var r = ApfRun.Execute(Spec(NotifyProtocol.X86, memTasks: 4, pages: 64) with { Limit = 1 });
+        Assert.Equal(0, r.Mismatches);
+        Assert.True(r.Async!.SyncLimit > 0, "no fault met the limit of 1");
+        Assert.Equal(64, r.Async.NotPresent + r.Async.SyncLimit);
+        Assert.Equal(r.Async.NotPresent, r.GuestReady);
+    }
+
+    [KvmTheory]
+    [InlineData(30, false)]
+    [InlineData(10_000, true)]
+    public void Auto_is_async_only_where_the_wait_exceeds_the_notification_cost(double latencyUs, bool async)
+    {
+        var r = ApfRun.Execute(Spec(NotifyProtocol.X86, AsyncPfMode.Auto, pages: 24, latencyUs: latencyUs));
+        Assert.Equal(0, r.Mismatches);
+        Assert.Equal(async ? 24 : 0, r.Async!.NotPresent);
+        Assert.Equal(async ? 0 : 24, r.Async.SyncPolicy);
+    }
+
+    [KvmFact]
+    public void A_page_installed_by_the_push_still_gets_its_ready_once()
+    {
+        // pages take 50 ms on demand; 30 ms in, a second path installs every page: outstanding faults hear of it from the push
+        var r = ApfRun.Execute(Spec(NotifyProtocol.X86, pages: 32, latencyUs: 50_000) with { PushAfter = TimeSpan.FromMilliseconds(30) });
+        Assert.Equal(0, r.Mismatches);
+        Assert.True(r.Async!.NotPresent >= 1, $"{r.Async} {r.Paging}");
+        Assert.Equal(r.Async.NotPresent, r.GuestReady);
+        Assert.Equal(r.Async.NotPresent, r.Async.ReadyDelivered);
+        Assert.Equal(0, r.GuestSpurious);
+        Assert.True(r.Elapsed < TimeSpan.FromMilliseconds(32 * 50), $"the push did not shorten the run: {r.Elapsed}");
+    }
 }

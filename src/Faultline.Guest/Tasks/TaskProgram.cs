@@ -13,6 +13,9 @@ namespace Faultline.Guest.Tasks;
 /// <param name="Seed">The page pattern's seed (qword at GPA a holds a + seed).</param>
 public sealed record TaskConfig(int MemoryTasks, ulong CpuIterations, bool AsyncPf, ulong Seed)
 {
+    /// <summary>Run the memory tasks with interrupts off (RFLAGS.IF clear): no async page fault may be delivered to them.</summary>
+    public bool MemoryTasksInterruptsOff { get; init; }
+
     public void Validate(int vcpus)
     {
         if (MemoryTasks is < 0 or > MaxMemoryTasks) throw new UsageException($"memory tasks must be within 0..{MaxMemoryTasks}, not {MemoryTasks}");
@@ -93,7 +96,8 @@ public sealed class TaskProgram
             var user = t != IdleTask;
             Put(sys, frame, EntryOf(t));
             Put(sys, frame + 8, user ? GuestLayout.UserCs : GuestLayout.KernelCs);
-            Put(sys, frame + 16, user ? 0x202UL : 0x2UL);
+            var interrupts = user && !(t >= FirstMemoryTask && Config.MemoryTasksInterruptsOff);
+            Put(sys, frame + 16, interrupts ? 0x202UL : 0x2UL);
             Put(sys, frame + 24, user ? GuestLayout.UserStackTop(v) - (ulong)t * 0x100 : top - 0x100);
             Put(sys, frame + 32, user ? GuestLayout.UserDs : GuestLayout.KernelDs);
             Put(sys, block + TcbVcpu, vb);

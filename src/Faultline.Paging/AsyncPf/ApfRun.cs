@@ -15,6 +15,12 @@ public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, No
 {
     public PagingMode Engine { get; init; } = PagingMode.Exits;
     public ulong Seed { get; init; } = 0x5eed;
+    /// <summary>Memory tasks run with interrupts off (the host must then resolve their faults synchronously).</summary>
+    public bool MemoryTasksInterruptsOff { get; init; }
+    /// <summary>Outstanding async faults per vCPU.</summary>
+    public int Limit { get; init; } = 64;
+    /// <summary>If set: this long after the first page is asked for, a second path (as a migration's push) installs every page, in order.</summary>
+    public TimeSpan? PushAfter { get; init; }
     /// <summary>Whether the guest enables async PF under the x86 protocol (false: the host offers it, the guest never asks).</summary>
     public bool GuestEnables { get; init; } = true;
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(2);
@@ -40,12 +46,19 @@ public static class ApfRun
         var ram = (ulong)spec.Vcpus * (ulong)spec.PagesPerVcpu * GuestAddress.PageSize;
         using var machine = GuestMachine.Create(new MachineConfig(spec.Vcpus, ram) { Kernel = kernel.Kernel });
         var mode = spec.Protocol == NotifyProtocol.Sync ? AsyncPfMode.Never : spec.Policy;
-        using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = new AsyncPfOptions(mode) });
+        using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = new AsyncPfOptions(mode) { Limit = spec.Limit } });
         using var source = new DelayedPageSource(new PatternPageSource(spec.Seed), spec.Latency);
         engine.Start(machine, source);
-        var program = new TaskProgram(machine, kernel, new TaskConfig(spec.MemoryTasks, spec.CpuIterations, AsyncPf: spec.Protocol == NotifyProtocol.X86 && spec.GuestEnables, spec.Seed));
+        var program = new TaskProgram(machine, kernel, new TaskConfig(spec.MemoryTasks, spec.CpuIterations, AsyncPf: spec.Protocol == NotifyProtocol.X86 && spec.GuestEnables, spec.Seed)
+        {
+            MemoryTasksInterruptsOff = spec.MemoryTasksInterruptsOff,
+        });
         program.Boot();
-        var outcome = machine.RunBooted(engine, spec.Timeout).ThrowIfFailed();
+        using var pushStop = new CancellationTokenSource();
+        var pusher = spec.PushAfter is { } after ? StartPush(machine, engine, spec.Seed, after, pushStop.Token) : null;
+        RunOutcome outcome;
+        try { outcome = machine.RunBooted(engine, spec.Timeout).ThrowIfFailed(); }
+        finally { pushStop.Cancel(); pusher?.Join(); }
         var guest = program.Read();
 
         var cpuDone = new List<TimeSpan>();
@@ -80,6 +93,25 @@ public static class ApfRun
         }
         return new ApfRunResult(spec, outcome.Elapsed, cpuDone, memDone, guest.Sum(g => g.Mismatches), engine.AsyncPf?.Snapshot(), engine.Snapshot(),
             notPresent, ready, both, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest);
+    }
+
+    /// <summary>A second installer, as a migration's background push: every page in address order, through the engine's sink.</summary>
+    private static Thread StartPush(GuestMachine m, PagingEngine engine, ulong seed, TimeSpan after, CancellationToken stop)
+    {
+        var t = new Thread(() =>
+        {
+            while (engine.Tracker.StateOf(0) == PageTracker.Missing) if (stop.WaitHandle.WaitOne(1)) return;
+            if (stop.WaitHandle.WaitOne(after)) return;
+            var buf = new byte[GuestAddress.PageSize];
+            for (ulong off = 0; off < m.Ram.Size && !stop.IsCancellationRequested; off += GuestAddress.PageSize)
+            {
+                var page = m.Ram.Base + off;
+                PatternPageSource.Fill(page, seed, buf);
+                engine.Sink.Install(page, buf);
+            }
+        }) { Name = "fl-push", IsBackground = true };
+        t.Start();
+        return t;
     }
 
     /// <summary>Guest TSC → host Stopwatch time, from two (TSC, host timestamp) pairs on one vCPU.</summary>
