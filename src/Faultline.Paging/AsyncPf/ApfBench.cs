@@ -23,7 +23,7 @@ public sealed record ApfBenchPlan(IReadOnlyList<TimeSpan> Latencies, IReadOnlyLi
 /// <summary>One row: a (latency, vCPUs, memory tasks, protocol, policy) cell's median over the repeats.</summary>
 public sealed record ApfBenchRow(string Protocol, string Policy, int Vcpus, int MemTasks, double LatencyUs, int Pages, double Seconds, double Speedup, double IdealSpeedup,
     long NotPresent, long Ready, double NotifyUsP50, double NotifyUsP99, double NotifyUsMax, double NotPresentUsP50, double NotPresentUsP99, double ReadyUsP50,
-    double ReadyUsP99, double ReadyUsMax, long Mismatches, double PolicyNotifyCostUs, IReadOnlyList<double> PairRatios);
+    double ReadyUsP99, double ReadyUsMax, double KickUsP50, double KickUsP99, double KickUsMax, long Mismatches, double PolicyNotifyCostUs, IReadOnlyList<double> PairRatios);
 
 /// <summary>
 /// The async-PF bench: the mixed workload of <see cref="ApfRun"/> under sync faults and the x86 protocol (always, and
@@ -72,12 +72,15 @@ public static class ApfBench
                 var notify = runs.SelectMany(r => r.NotifyUs).ToList();
                 var np = runs.SelectMany(r => r.NotPresentUs).ToList();
                 var ready = runs.SelectMany(r => r.ReadyUs).ToList();
+                // the host's share of "page ready": posted (and the vCPU kicked) → the guest's ACK exit
+                var kick = runs.SelectMany(r => r.History).Where(h => h.Acked != 0).Select(h => (h.Acked - h.ReadyPosted) * 1e6 / System.Diagnostics.Stopwatch.Frequency).ToList();
                 var (protocol, policy) = variants[k];
                 rows.Add(new ApfBenchRow(protocol == NotifyProtocol.Sync ? "sync" : "x86", protocol == NotifyProtocol.Sync ? "never" : policy.ToString().ToLowerInvariant(),
                     v, m, l.TotalMicroseconds, pages, secs, Median(sync.Select(r => r.Elapsed.TotalSeconds)) / secs, ideal,
                     runs.Sum(r => r.Async?.NotPresent ?? 0) / runs.Count, runs.Sum(r => r.GuestReady) / runs.Count,
                     Percentile(notify, 0.5), Percentile(notify, 0.99), notify.Count == 0 ? 0 : notify.Max(), Percentile(np, 0.5), Percentile(np, 0.99),
-                    Percentile(ready, 0.5), Percentile(ready, 0.99), ready.Count == 0 ? 0 : ready.Max(), runs.Sum(r => r.Mismatches),
+                    Percentile(ready, 0.5), Percentile(ready, 0.99), ready.Count == 0 ? 0 : ready.Max(),
+                    Percentile(kick, 0.5), Percentile(kick, 0.99), kick.Count == 0 ? 0 : kick.Max(), runs.Sum(r => r.Mismatches),
                     runs.Average(r => r.Async?.PolicyNotifyCostUs ?? 0),
                     sync.Zip(runs).Select(p => p.First.Elapsed.TotalSeconds / p.Second.Elapsed.TotalSeconds).ToList()));
             }
@@ -128,6 +131,7 @@ public static class ApfBench
             w.WriteNumber("notify_us_p50", Math.Round(r.NotifyUsP50, 1)); w.WriteNumber("notify_us_p99", Math.Round(r.NotifyUsP99, 1)); w.WriteNumber("notify_us_max", Math.Round(r.NotifyUsMax, 1));
             w.WriteNumber("not_present_us_p50", Math.Round(r.NotPresentUsP50, 1)); w.WriteNumber("not_present_us_p99", Math.Round(r.NotPresentUsP99, 1));
             w.WriteNumber("ready_us_p50", Math.Round(r.ReadyUsP50, 1)); w.WriteNumber("ready_us_p99", Math.Round(r.ReadyUsP99, 1)); w.WriteNumber("ready_us_max", Math.Round(r.ReadyUsMax, 1));
+            w.WriteNumber("ready_post_to_ack_us_p50", Math.Round(r.KickUsP50, 1)); w.WriteNumber("ready_post_to_ack_us_p99", Math.Round(r.KickUsP99, 1)); w.WriteNumber("ready_post_to_ack_us_max", Math.Round(r.KickUsMax, 1));
             w.WriteNumber("guest_mismatches", r.Mismatches); w.WriteNumber("policy_notify_cost_us", Math.Round(r.PolicyNotifyCostUs, 1));
             w.WriteStartArray("pair_speedups");
             foreach (var p in r.PairRatios) w.WriteNumberValue(Math.Round(p, 3));
