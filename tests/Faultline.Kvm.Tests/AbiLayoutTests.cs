@@ -47,6 +47,8 @@ public sealed unsafe class AbiLayoutTests
         Size<KvmDtable>(16);
         Size<KvmSregs>(312);
         Size<KvmVcpuEvents>(64);
+        Size<KvmMsrFilterRange>(24);
+        Size<KvmMsrFilter>(392);
         Size<KvmUserspaceMemoryRegion>(32);
         Size<KvmUserspaceMemoryRegion2>(160);
         Size<KvmEnableCap>(104);
@@ -350,6 +352,7 @@ public sealed unsafe class AbiLayoutTests
         ["KVM_GET_VCPU_EVENTS"] = 0x8040AE9F,
         ["KVM_SET_VCPU_EVENTS"] = 0x4040AEA0,
         ["KVM_ENABLE_CAP"] = 0x4068AEA3,
+        ["KVM_X86_SET_MSR_FILTER"] = 0x4188AEC6,   // _IOW(KVMIO, 0xc6, struct kvm_msr_filter) (392)
         ["USERFAULTFD_IOC_NEW"] = 0x0000AA00,
         ["UFFDIO_REGISTER"] = 0xC020AA00,
         ["UFFDIO_UNREGISTER"] = 0x8010AA01,
