@@ -111,4 +111,31 @@ public sealed class AsyncPfTests
         Assert.Equal(0, r.GuestSpurious);
         Assert.True(r.Elapsed < TimeSpan.FromMilliseconds(32 * 50), $"the push did not shorten the run: {r.Elapsed}");
     }
+
+    [KvmFact]
+    public void Sixty_four_faults_outstanding_on_one_vcpu_then_the_limit()
+    {
+        // a guest that does not wait: 70 pages touched in a row, each 100 ms away; 64 become async, the rest meet the
+        // limit and are resolved synchronously; the check pass then faults again on pages still in flight (no second fetch)
+        var r = ApfRun.Execute(Spec(NotifyProtocol.X86, pages: 70, latencyUs: 100_000) with { Burst = true });
+        Assert.Equal(0, r.Mismatches);
+        Assert.True(r.Async!.SyncLimit >= 1, $"{r.Async}");
+        Assert.True(r.Async.NotPresent >= 64, $"{r.Async}");
+        var ordered = r.History.OrderBy(h => h.Accepted).ToList();
+        var maxOutstanding = ordered.Select(h => ordered.Count(o => o.Accepted <= h.Accepted && o.Acked > h.Accepted)).Max();
+        Assert.Equal(64, maxOutstanding);
+        Assert.Equal(70, r.Paging.Installed);                          // every page fetched and installed once
+        Assert.Equal(r.Async.NotPresent, r.GuestReady);
+        Assert.Equal(r.History.Select(h => h.Token).Distinct().Count(), r.History.Count);
+    }
+
+    [KvmFact]
+    public void With_the_ready_poll_every_ready_still_arrives_once()
+    {
+        var r = ApfRun.Execute(Spec(NotifyProtocol.X86, memTasks: 4, pages: 48) with { ReadyPoll = TimeSpan.FromMicroseconds(300) });
+        Assert.Equal(0, r.Mismatches);
+        Assert.Equal(48, r.Async!.NotPresent);
+        Assert.Equal(48, r.GuestReady);
+        Assert.Equal(0, r.GuestSpurious);
+    }
 }

@@ -36,7 +36,9 @@ public sealed class TaskKernel
     public const int CallVector = 6;
     public const int CallDone = 0, CallMismatch = 1;
     public const uint MsrAsyncPfEn = 0x4b564d02, MsrAsyncPfInt = 0x4b564d06, MsrAsyncPfAck = 0x4b564d07;
-    public const string BootRoutine = "tasks_boot", IdleRoutine = "tasks_idle", CpuRoutine = "tasks_cpu";
+    public const string BootRoutine = "tasks_boot", IdleRoutine = "tasks_idle", CpuRoutine = "tasks_cpu", BurstRoutine = "tasks_burst";
+    /// <summary>The length of the burst task's first-pass access (<c>mov rax,[r8]</c>), which the #PF handler skips in burst mode.</summary>
+    public const int BurstAccessLength = 3;
     public static string MemoryRoutine(int i) => $"tasks_mem{i}";
 
     /// <summary>The register pair (address, end) of memory task <paramref name="i"/>.</summary>
@@ -60,6 +62,7 @@ public sealed class TaskKernel
         Kernel.AddRoutine(BootRoutine, a => { Labels(a); Boot(a); });
         Kernel.AddRoutine(IdleRoutine, Idle);
         Kernel.AddRoutine(CpuRoutine, CpuTaskCode);
+        Kernel.AddRoutine(BurstRoutine, BurstTaskCode);
         for (var i = 0; i < MaxMemoryTasks; i++)
         {
             var task = i;
@@ -123,6 +126,17 @@ public sealed class TaskKernel
         a.cmp(__dword_ptr[rbp + VbApf], 1);               // flags: KVM_PV_REASON_PAGE_NOT_PRESENT
         a.jne(real);
         a.mov(__dword_ptr[rbp + VbApf], 0);               // cleared before anything could take a real #PF
+        var park = a.CreateLabel();
+        a.cmp(__qword_ptr[rbp + VbBurst], 0);
+        a.je(park);
+        // burst mode (a test's guest that does not wait): count and log the token, skip the access, run on
+        a.inc(__qword_ptr[rbp + VbNotPresent]);
+        a.mov(rcx, cr2);
+        a.bts(rcx, 32);
+        Log(a);
+        a.add(__qword_ptr[rsp + 48], BurstAccessLength);
+        RestoreAndReturn(a);
+        a.Label(ref park);
         a.mov(rcx, cr2);                                  // the token
         a.mov(__qword_ptr[rsi + TcbToken], rcx);
         a.mov(__qword_ptr[rsi + TcbState], (int)Parked);
@@ -280,6 +294,36 @@ public sealed class TaskKernel
         a.Label(ref l);
         a.dec(rbx);
         a.jnz(l);
+        Call(a, CallDone);
+    }
+
+    /// <summary>
+    /// Burst mode's one memory task: a first pass touches every page of [R8, R9) without waiting (the #PF handler skips
+    /// each not-present access), so that many async faults are outstanding at once; then it turns burst mode off (RBP =
+    /// vCPU block, set by the host in the task's saved registers) and checks every page from R10 as a memory task does.
+    /// </summary>
+    private static void BurstTaskCode(Assembler a)
+    {
+        var first = a.CreateLabel(); var check = a.CreateLabel(); var ok = a.CreateLabel(); var done = a.CreateLabel();
+        a.Label(ref first);
+        a.mov(rax, __qword_ptr[r8]);                      // BurstAccessLength bytes
+        a.add(r8, 4096);
+        a.cmp(r8, r9);
+        a.jb(first);
+        a.mov(__qword_ptr[rbp + VbBurst], 0);
+        a.mov(r8, r10);
+        a.Label(ref check);
+        a.mov(rax, __qword_ptr[r8]);
+        a.sub(rax, r8);
+        a.mov(rdx, SeedAddress);
+        a.cmp(rax, __qword_ptr[rdx]);
+        a.je(ok);
+        Call(a, CallMismatch);
+        a.Label(ref ok);
+        a.add(r8, 4096);
+        a.cmp(r8, r9);
+        a.jb(check);
+        a.Label(ref done);
         Call(a, CallDone);
     }
 

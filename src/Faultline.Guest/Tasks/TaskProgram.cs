@@ -15,11 +15,17 @@ public sealed record TaskConfig(int MemoryTasks, ulong CpuIterations, bool Async
 {
     /// <summary>Run the memory tasks with interrupts off (RFLAGS.IF clear): no async page fault may be delivered to them.</summary>
     public bool MemoryTasksInterruptsOff { get; init; }
+    /// <summary>
+    /// Burst mode (tests): one memory task touches all its pages first without waiting for any (the guest's #PF handler
+    /// skips a not-present access instead of parking), then checks them all. Needs exactly one memory task.
+    /// </summary>
+    public bool Burst { get; init; }
 
     public void Validate(int vcpus)
     {
         if (MemoryTasks is < 0 or > MaxMemoryTasks) throw new UsageException($"memory tasks must be within 0..{MaxMemoryTasks}, not {MemoryTasks}");
         if (CpuIterations < 1) throw new UsageException("the CPU task needs at least one iteration");
+        if (Burst && MemoryTasks != 1) throw new UsageException("burst mode runs exactly one memory task");
         if (vcpus > TaskLayout.MaxVcpus) throw new UsageException($"the task kernel runs at most {TaskLayout.MaxVcpus} vCPUs, not {vcpus}");
     }
 }
@@ -100,6 +106,7 @@ public sealed class TaskProgram
             Put(sys, frame + 16, interrupts ? 0x202UL : 0x2UL);
             Put(sys, frame + 24, user ? GuestLayout.UserStackTop(v) - (ulong)t * 0x100 : top - 0x100);
             Put(sys, frame + 32, user ? GuestLayout.UserDs : GuestLayout.KernelDs);
+            if (Config.Burst && t == FirstMemoryTask) Put(sys, frame - 48, vb);   // its saved RBP: the vCPU block
             Put(sys, block + TcbVcpu, vb);
             Put(sys, block + TcbSaved, frame - 48);
             Put(sys, block + TcbState, Runnable);
@@ -115,6 +122,7 @@ public sealed class TaskProgram
         Put(sys, vb + VbLogEnd, Log(v) + (ulong)LogEntries * LogEntryBytes);
         Put(sys, vb + VbEnable, Config.AsyncPf ? ApfArea(v) | EnableFlags : 0);
         Put(sys, vb + VbVector, Kernel.ReadyVector);
+        Put(sys, vb + VbBurst, Config.Burst ? 1UL : 0);
         Put(sys, GuestLayout.Tss(v) + 4, first + BlockSize);
 
         vcpu.SetSregs(_m.Image.SpecialRegisters(vcpu.GetSregs(), v, PrivilegeLevel.Kernel));
@@ -123,6 +131,7 @@ public sealed class TaskProgram
         {
             var (s, e) = RangeOf(v, i);
             SetMemoryRegisters(ref r, i, s, e);
+            if (Config.Burst) r.R10 = s;   // the check pass starts over from here
         }
         vcpu.SetRegs(r);
     }
@@ -131,6 +140,7 @@ public sealed class TaskProgram
     {
         IdleTask => _m.Image.RoutineOf(TaskKernel.IdleRoutine),
         CpuTask => _m.Image.RoutineOf(TaskKernel.CpuRoutine),
+        _ when Config.Burst => _m.Image.RoutineOf(TaskKernel.BurstRoutine),
         _ => _m.Image.RoutineOf(TaskKernel.MemoryRoutine(task - FirstMemoryTask)),
     };
 

@@ -11,6 +11,7 @@ public sealed record ApfBenchPlan(IReadOnlyList<TimeSpan> Latencies, IReadOnlyLi
     public TimeSpan MemoryWait { get; init; } = TimeSpan.FromMilliseconds(200);
     public int MinPages { get; init; } = 16;
     public int MaxPages { get; init; } = 16384;
+    public TimeSpan ReadyPoll { get; init; } = new AsyncPfOptions().ReadyPoll;
 
     /// <summary>Pages per vCPU at a latency: the memory wait over the latency, bounded, a multiple of every task count.</summary>
     public int PagesPerVcpu(TimeSpan latency)
@@ -50,7 +51,7 @@ public static class ApfBench
                     var pages = plan.PagesPerVcpu(l);
                     var work = (ulong)Math.Max(1, rate * (pages * l.TotalSeconds / m));
                     progress?.Invoke($"{l.TotalMicroseconds:0} µs, {v} vCPU, {m} mem, {Name(protocol, policy)}", done, total);
-                    var r = ApfRun.Execute(new ApfRunSpec(v, m, l, protocol, policy, pages, work));
+                    var r = ApfRun.Execute(new ApfRunSpec(v, m, l, protocol, policy, pages, work) { ReadyPoll = plan.ReadyPoll });
                     if (!results.TryGetValue((l, v, m, which), out var list)) results[(l, v, m, which)] = list = [];
                     list.Add(r);
                     done++;

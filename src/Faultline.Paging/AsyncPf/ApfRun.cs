@@ -19,6 +19,10 @@ public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, No
     public bool MemoryTasksInterruptsOff { get; init; }
     /// <summary>Outstanding async faults per vCPU.</summary>
     public int Limit { get; init; } = 64;
+    /// <summary>Burst mode: one memory task that touches all its pages before waiting for any (<see cref="TaskConfig.Burst"/>).</summary>
+    public bool Burst { get; init; }
+    /// <summary>The ready poll (<see cref="AsyncPfOptions.ReadyPoll"/>).</summary>
+    public TimeSpan ReadyPoll { get; init; } = new AsyncPfOptions().ReadyPoll;
     /// <summary>If set: this long after the first page is asked for, a second path (as a migration's push) installs every page, in order.</summary>
     public TimeSpan? PushAfter { get; init; }
     /// <summary>Whether the guest enables async PF under the x86 protocol (false: the host offers it, the guest never asks).</summary>
@@ -46,12 +50,12 @@ public static class ApfRun
         var ram = (ulong)spec.Vcpus * (ulong)spec.PagesPerVcpu * GuestAddress.PageSize;
         using var machine = GuestMachine.Create(new MachineConfig(spec.Vcpus, ram) { Kernel = kernel.Kernel });
         var mode = spec.Protocol == NotifyProtocol.Sync ? AsyncPfMode.Never : spec.Policy;
-        using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = new AsyncPfOptions(mode) { Limit = spec.Limit } });
+        using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = new AsyncPfOptions(mode) { Limit = spec.Limit, ReadyPoll = spec.ReadyPoll } });
         using var source = new DelayedPageSource(new PatternPageSource(spec.Seed), spec.Latency);
         engine.Start(machine, source);
         var program = new TaskProgram(machine, kernel, new TaskConfig(spec.MemoryTasks, spec.CpuIterations, AsyncPf: spec.Protocol == NotifyProtocol.X86 && spec.GuestEnables, spec.Seed)
         {
-            MemoryTasksInterruptsOff = spec.MemoryTasksInterruptsOff,
+            MemoryTasksInterruptsOff = spec.MemoryTasksInterruptsOff, Burst = spec.Burst,
         });
         program.Boot();
         using var pushStop = new CancellationTokenSource();

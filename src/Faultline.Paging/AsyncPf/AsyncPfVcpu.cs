@@ -18,6 +18,8 @@ internal sealed class AsyncPfVcpu
     public readonly object Lock = new();
     public readonly int Id;
     public VcpuLoop? Loop;
+    /// <summary>Armed while faults are outstanding (<see cref="AsyncPfOptions.ReadyPoll"/>); vCPU thread only.</summary>
+    public Faultline.Kvm.SelfKickTimer? Timer;
     public ulong EnableMsr, IntMsr;
     public uint Counter;
 

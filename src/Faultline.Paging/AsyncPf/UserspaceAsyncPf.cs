@@ -54,7 +54,19 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
         _tracker.SetObserver(this);
     }
 
-    internal void OnLoopStart(VcpuLoop loop) => _vcpus[loop.Vcpu.Id].Loop = loop;
+    internal void OnLoopStart(VcpuLoop loop)
+    {
+        var s = _vcpus[loop.Vcpu.Id];
+        s.Loop = loop;
+        if (_options.ReadyPoll > TimeSpan.Zero) s.Timer = SelfKickTimer.CreateForCurrentThread(loop.Vcpu);
+    }
+
+    internal void OnThreadStop(Vcpu vcpu)
+    {
+        var s = _vcpus[vcpu.Id];
+        s.Timer?.Dispose();
+        s.Timer = null;
+    }
 
     /// <summary>The guest's MSR accesses and halts; false for any other exit.</summary>
     internal bool TryHandleExit(Vcpu vcpu, in VcpuExit exit)
@@ -108,6 +120,7 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
         for (var i = 0; i < s.States.Length; i++)
             if (s.States[i] == AsyncPfVcpu.Waiting) _tracker.Unwatch(s.Pages[i]);
         s.DropAll();
+        s.Timer?.Disarm();
     }
 
     private void OnAck(AsyncPfVcpu s)
@@ -123,6 +136,7 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
             s.States[slot] = AsyncPfVcpu.Free;
             s.Outstanding--;
             s.InFlight = -1;
+            if (s.Outstanding == 0) s.Timer?.Disarm();   // ACK is a vCPU-thread exit: the timer's own thread
             DeliverNext(s);
         }
     }
@@ -152,6 +166,7 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
             s.Outstanding++;
             s.Accepts++;
         }
+        if (s.Timer is { IsArmed: false } timer) timer.Arm(_options.ReadyPoll);
         WriteArea(s, 0, NotPresent);
         s.Loop.TryPost(VcpuEvent.PageFault(0, token));   // on its own thread: injected before the re-entry, no kick
         lock (s.Lock) s.Pages[slot] = index;

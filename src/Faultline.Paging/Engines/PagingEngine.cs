@@ -108,6 +108,7 @@ public abstract class PagingEngine : IPagingEngine
 
     public void OnVcpuThreadStop(Vcpu vcpu)
     {
+        _async?.OnThreadStop(vcpu);
         _vcpuCounters[vcpu.Id].EndThread();
         PageBuffer.Release();
     }

@@ -25,12 +25,17 @@ internal static class ApfBenchCommand
         {
             Description = "Notification protocols to compare with sync (sync always runs: it is the baseline): x86", HelpName = "P,P,...", DefaultValueFactory = _ => "sync,x86",
         };
+        var poll = new Option<string>("--ready-poll")
+        {
+            Description = "While async faults are outstanding, a self-kick on the vCPU's own CPU this often (0: only the cross-CPU kick)", HelpName = "T",
+            DefaultValueFactory = _ => "0",
+        };
         var repeat = CliOptions.Int("--repeat", "Runs per row, interleaved; the median is reported", 3, min: 1, max: 50);
         var json = CliOptions.OutputFile("--json", "Write the rows as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var svg = CliOptions.OutputFile("--svg", "Write an SVG of speedup against latency, with the ideal, to FILE", stdoutAllowed: false);
         var command = new Command("apf", "Async page faults: the mixed workload under sync and x86 async PF (always, auto) at each latency")
         {
-            latency, vcpus, memTasks, protocol, repeat, json, svg,
+            latency, vcpus, memTasks, protocol, poll, repeat, json, svg,
         };
         command.SetAction(pr =>
         {
@@ -39,7 +44,10 @@ internal static class ApfBenchCommand
             if (lats.Count == 0 || lats.Any(l => l <= TimeSpan.Zero)) throw new UsageException("--latency needs latencies above zero, e.g. 30us,10ms");
             foreach (var p in pr.GetValue(protocol)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 if (p is not ("sync" or "x86")) throw new UsageException($"--protocol: '{p}' is not one of sync, x86");
-            var plan = new ApfBenchPlan(lats, pr.GetValue(vcpus)!.Values, pr.GetValue(memTasks)!.Values, pr.GetValue(repeat));
+            var plan = new ApfBenchPlan(lats, pr.GetValue(vcpus)!.Values, pr.GetValue(memTasks)!.Values, pr.GetValue(repeat))
+            {
+                ReadyPoll = MigrateOptions.ParseDuration(pr.GetValue(poll)!, "--ready-poll", "a period"),
+            };
             return Execute(plan, pr.GetValue(json), pr.GetValue(svg), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error);
         });
         return command;

@@ -1,0 +1,55 @@
+using System.Text.Json;
+using Faultline.TestKit;
+
+namespace Faultline.Cli.Tests;
+
+public sealed class ApfBenchCommandTests
+{
+    private static readonly string[] RowKeys =
+        ["protocol", "policy", "vcpus", "mem_tasks", "latency_us", "seconds", "speedup", "ideal_speedup", "not_present", "ready", "notify_us_p50", "notify_us_p99"];
+
+    [KvmFact]
+    public void Bench_apf_writes_sync_always_and_auto_rows_with_the_documented_keys()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"fl-apf-{Environment.ProcessId}.json");
+        var svg = Path.ChangeExtension(json, ".svg");
+        try
+        {
+            var r = CliRunner.Run("bench", "apf", "--latency", "5ms", "--vcpus", "1", "--mem-tasks", "1", "--repeat", "1", "--json", json, "--svg", svg);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToList();
+            Assert.Equal(["sync/never", "x86/always", "x86/auto"], rows.Select(x => $"{x.GetProperty("protocol").GetString()}/{x.GetProperty("policy").GetString()}"));
+            foreach (var row in rows)
+            {
+                foreach (var k in RowKeys) Assert.True(row.TryGetProperty(k, out _), $"row lacks {k}: {row}");
+                Assert.Equal(0, row.GetProperty("guest_mismatches").GetInt64());
+                Assert.Equal(2.0, row.GetProperty("ideal_speedup").GetDouble());
+            }
+            var always = rows[1];
+            Assert.Equal(always.GetProperty("not_present").GetInt64(), always.GetProperty("ready").GetInt64());
+            Assert.True(always.GetProperty("not_present").GetInt64() > 0);
+            Assert.True(always.GetProperty("notify_us_p50").GetDouble() > 0);
+            Assert.Equal(0, rows[0].GetProperty("not_present").GetInt64());
+            Assert.StartsWith("<svg", File.ReadAllText(svg));
+        }
+        finally
+        {
+            File.Delete(json);
+            File.Delete(svg);
+        }
+    }
+
+    [Theory]
+    [InlineData("--latency", "0", "above zero")]
+    [InlineData("--latency", "fast", "is not a latency")]
+    [InlineData("--protocol", "sync,arm", "'arm' is not one of")]
+    [InlineData("--mem-tasks", "5", "--mem-tasks")]
+    public void Bad_input_is_one_line_and_exit_2(string option, string value, string message)
+    {
+        var r = CliRunner.Run("bench", "apf", option, value);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(message, r.Stderr);
+        Assert.Single(r.Stderr.Trim().Split('\n'));
+    }
+}
