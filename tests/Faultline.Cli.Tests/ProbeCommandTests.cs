@@ -117,7 +117,11 @@ public sealed class ProbeCommandTests
 
         // the human report (on stderr with --json -) ends with the engines and the pick
         var lines = r.StderrLines.Select(l => l.TrimEnd()).Where(l => l.Length > 0).ToArray();
-        Assert.StartsWith("--engine auto on anon memory: " + engines.GetProperty("anon").GetProperty("auto").GetString(), lines[^2]);
-        Assert.StartsWith("--engine auto on shmem memory: ", lines[^1]);
+        Assert.StartsWith("--engine auto on anon memory: " + engines.GetProperty("anon").GetProperty("auto").GetString(), lines[^3]);
+        Assert.StartsWith("--engine auto on shmem memory: ", lines[^2]);
+        // then how async page faults are done here: never native without KVM Userfault
+        var apf = root.GetProperty("async_pf");
+        if (!root.GetProperty("native_userfault").GetBoolean()) Assert.False(apf.GetProperty("native").GetBoolean());
+        Assert.StartsWith("async page faults: " + (apf.GetProperty("userspace").GetBoolean() ? "from userspace" : "unavailable"), lines[^1]);
     }
 }

@@ -6,6 +6,8 @@ using Faultline.Guest.Probe;
 using Faultline.Kvm.Memory;
 using Faultline.Paging;
 using Faultline.Paging.Selection;
+using Faultline.Kvm;
+using Faultline.Paging.AsyncPf;
 using Spectre.Console;
 
 namespace Faultline.Cli.Commands;
@@ -29,12 +31,16 @@ internal static class ProbeCommand
         var report = HostProbe.Run();
         var caps = HostCapabilities.FromProbe(report);
         BackingEngines[] engines = [BackingEngines.Evaluate(caps, Backing.Anonymous), BackingEngines.Evaluate(caps, Backing.Shmem)];
-        json?.Write(stdout, Json(report, engines));
-        Render(report, engines, Output.Console(Output.Human(json, stdout, stderr)));
+        AsyncPfSupport apf;
+        using (var kvm = KvmSystem.Open()) apf = AsyncPfSupport.Detect(kvm);
+        json?.Write(stdout, Json(report, engines, apf));
+        var console = Output.Console(Output.Human(json, stdout, stderr));
+        Render(report, engines, console);
+        console.MarkupLine($"[bold]async page faults[/]: {(apf.Native ? "native" : apf.Userspace ? "from userspace" : "[red]unavailable[/]")}: {Markup.Escape(apf.Why)}");
         return 0;
     }
 
-    internal static string Json(ProbeReport r, IReadOnlyList<BackingEngines> engines) => JsonOutput.Text(w =>
+    internal static string Json(ProbeReport r, IReadOnlyList<BackingEngines> engines, AsyncPfSupport? apf = null) => JsonOutput.Text(w =>
     {
         w.WriteStartObject();
         w.WriteNumber("kvm_api_version", r.KvmApiVersion);
@@ -94,6 +100,14 @@ internal static class ProbeCommand
         w.WriteStartObject("engines");
         foreach (var b in engines) WriteEngines(w, b);
         w.WriteEndObject();
+        if (apf is not null)
+        {
+            w.WriteStartObject("async_pf");
+            w.WriteBoolean("native", apf.Native);
+            w.WriteBoolean("userspace", apf.Userspace);
+            w.WriteString("why", apf.Why);
+            w.WriteEndObject();
+        }
         w.WriteEndObject();
     });
 
