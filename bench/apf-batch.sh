@@ -16,3 +16,4 @@ for i in 1 2 3; do
     done
 done
 python3 "$root/bench/apf-table.py" "$out/apf.json"
+cp "$out/apf.svg" "$root/docs/async-pf-speedup.svg"

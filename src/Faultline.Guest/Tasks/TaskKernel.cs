@@ -304,7 +304,7 @@ public sealed class TaskKernel
     /// </summary>
     private static void BurstTaskCode(Assembler a)
     {
-        var first = a.CreateLabel(); var check = a.CreateLabel(); var ok = a.CreateLabel(); var done = a.CreateLabel();
+        var first = a.CreateLabel();
         a.Label(ref first);
         a.mov(rax, __qword_ptr[r8]);                      // BurstAccessLength bytes
         a.add(r8, 4096);
@@ -312,24 +312,12 @@ public sealed class TaskKernel
         a.jb(first);
         a.mov(__qword_ptr[rbp + VbBurst], 0);
         a.mov(r8, r10);
-        a.Label(ref check);
-        a.mov(rax, __qword_ptr[r8]);
-        a.sub(rax, r8);
-        a.mov(rdx, SeedAddress);
-        a.cmp(rax, __qword_ptr[rdx]);
-        a.je(ok);
-        Call(a, CallMismatch);
-        a.Label(ref ok);
-        a.add(r8, 4096);
-        a.cmp(r8, r9);
-        a.jb(check);
-        a.Label(ref done);
-        Call(a, CallDone);
+        CheckPages(a, r8, r9);
     }
 
-    private static void MemoryTaskCode(Assembler a, int task)
+    /// <summary>Reads and checks every page of [at, end), one qword each (a wrong one is counted), then ends the task.</summary>
+    private static void CheckPages(Assembler a, AssemblerRegister64 at, AssemblerRegister64 end)
     {
-        var (at, end) = MemoryRegisters(task);
         var loop = a.CreateLabel(); var ok = a.CreateLabel(); var done = a.CreateLabel();
         a.cmp(at, end);
         a.jae(done);
@@ -346,6 +334,12 @@ public sealed class TaskKernel
         a.jb(loop);
         a.Label(ref done);
         Call(a, CallDone);
+    }
+
+    private static void MemoryTaskCode(Assembler a, int task)
+    {
+        var (at, end) = MemoryRegisters(task);
+        CheckPages(a, at, end);
     }
 
     private static void Call(Assembler a, int call)

@@ -113,17 +113,9 @@ public static class ApfBench
         return s[Math.Clamp((int)Math.Ceiling(q * s.Count) - 1, 0, s.Count - 1)];
     }
 
-    public static void WriteJson(Stream s, IReadOnlyList<ApfBenchRow> rows, IReadOnlyDictionary<string, string> host)
-    {
-        using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        w.WriteStartObject("host");
-        foreach (var (k, v) in host) w.WriteString(k, v);
-        w.WriteEndObject();
-        w.WriteStartArray("rows");
-        foreach (var r in rows)
+    public static void WriteJson(Stream s, IReadOnlyList<ApfBenchRow> rows, IReadOnlyDictionary<string, string> host) =>
+        Bench.BenchReport.WriteRows(s, rows, host, static (w, r) =>
         {
-            w.WriteStartObject();
             w.WriteString("protocol", r.Protocol); w.WriteString("policy", r.Policy);
             w.WriteNumber("vcpus", r.Vcpus); w.WriteNumber("mem_tasks", r.MemTasks); w.WriteNumber("latency_us", r.LatencyUs);
             w.WriteNumber("pages_per_vcpu", r.Pages);
@@ -137,11 +129,7 @@ public static class ApfBench
             w.WriteStartArray("pair_speedups");
             foreach (var p in r.PairRatios) w.WriteNumberValue(Math.Round(p, 3));
             w.WriteEndArray();
-            w.WriteEndObject();
-        }
-        w.WriteEndArray();
-        w.WriteEndObject();
-    }
+        });
 
     /// <summary>Speedup over sync against latency (log scale), one line per policy and memory-task count (1 vCPU; 2 dashed), the ideal in grey.</summary>
     public static string Svg(IReadOnlyList<ApfBenchRow> rows)

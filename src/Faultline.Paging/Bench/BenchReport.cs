@@ -7,20 +7,9 @@ namespace Faultline.Paging.Bench;
 /// <summary>Writes bench rows as JSON (`--json`) and as an SVG chart of pages/s against vCPUs (`--svg`).</summary>
 public static class BenchReport
 {
-    public static void WriteJson(Stream stream, IReadOnlyList<BenchRow> rows, IReadOnlyDictionary<string, string>? host = null)
-    {
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        if (host is not null)
+    public static void WriteJson(Stream stream, IReadOnlyList<BenchRow> rows, IReadOnlyDictionary<string, string>? host = null) =>
+        WriteRows(stream, rows, host, static (w, r) =>
         {
-            w.WriteStartObject("host");
-            foreach (var (k, v) in host) w.WriteString(k, v);
-            w.WriteEndObject();
-        }
-        w.WriteStartArray("rows");
-        foreach (var r in rows)
-        {
-            w.WriteStartObject();
             w.WriteString("mode", r.Mode);
             w.WriteString("backing", r.Backing);
             w.WriteString("guest_mode", r.GuestMode);
@@ -49,6 +38,24 @@ public static class BenchReport
                 foreach (var s in r.ReferenceSamples) w.WriteNumberValue(Math.Round(s));
                 w.WriteEndArray();
             }
+        });
+
+    /// <summary>A bench's JSON: {"host": {...}, "rows": [ one object per row, its fields written by <paramref name="row"/> ]}.</summary>
+    internal static void WriteRows<T>(Stream stream, IReadOnlyList<T> rows, IReadOnlyDictionary<string, string>? host, Action<Utf8JsonWriter, T> row)
+    {
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        if (host is not null)
+        {
+            w.WriteStartObject("host");
+            foreach (var (k, v) in host) w.WriteString(k, v);
+            w.WriteEndObject();
+        }
+        w.WriteStartArray("rows");
+        foreach (var r in rows)
+        {
+            w.WriteStartObject();
+            row(w, r);
             w.WriteEndObject();
         }
         w.WriteEndArray();
