@@ -23,7 +23,7 @@ public static class TaskLayout
     public const int LogEntryBytes = 16;
     public const int LogEntries = (int)(LogBytes / LogEntryBytes);
 
-    /// <summary>Task indices: the scheduler runs the highest-numbered runnable task, so memory tasks come first.</summary>
+    /// <summary>Task indices: the scheduler runs memory tasks first (round robin), then the CPU task, then idle.</summary>
     public const int IdleTask = 0, CpuTask = 1, FirstMemoryTask = 2;
 
     // task control block
@@ -33,7 +33,7 @@ public static class TaskLayout
 
     // vCPU block
     public const int VbCurrent = 0x00, VbTaskCount = 0x08, VbRemaining = 0x10, VbTss = 0x18, VbLogNext = 0x28, VbLogEnd = 0x30,
-        VbEnable = 0x40, VbVector = 0x48, VbStartTsc = 0x50, VbNotPresent = 0x58, VbReady = 0x60, VbSpurious = 0x68, VbBurst = 0x70,
+        VbEnable = 0x40, VbVector = 0x48, VbStartTsc = 0x50, VbNotPresent = 0x58, VbReady = 0x60, VbSpurious = 0x68, VbBurst = 0x70, VbLastMemory = 0x78,
         VbTasks = 0x80, VbApf = 0x200;
 
     /// <summary>Global: the pattern seed the memory tasks check against (qword at GPA a holds a + seed).</summary>

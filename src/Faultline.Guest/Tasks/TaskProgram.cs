@@ -123,6 +123,7 @@ public sealed class TaskProgram
         Put(sys, vb + VbEnable, Config.AsyncPf ? ApfArea(v) | EnableFlags : 0);
         Put(sys, vb + VbVector, Kernel.ReadyVector);
         Put(sys, vb + VbBurst, Config.Burst ? 1UL : 0);
+        Put(sys, vb + VbLastMemory, (ulong)(n - 1));
         Put(sys, GuestLayout.Tss(v) + 4, first + BlockSize);
 
         vcpu.SetSregs(_m.Image.SpecialRegisters(vcpu.GetSregs(), v, PrivilegeLevel.Kernel));
