@@ -58,6 +58,48 @@ public sealed class TaskKernelTests
         Assert.Equal([0L, 0L, 0L, 1L, 0L], r.Tasks.Select(t => t.Mismatches));
     }
 
+    [KvmFact]
+    public void A_guest_paused_mid_run_finishes_on_a_second_vm_from_its_captured_state()
+    {
+        const int vcpus = 2;
+        var kernel = new TaskKernel();
+        var config = new MachineConfig(vcpus, vcpus * 512 * 4096UL) { Kernel = kernel.Kernel };
+        var tasks = new TaskConfig(3, 3_000_000_000, AsyncPf: false, Seed);
+        using var first = GuestMachine.Create(config);
+        FillPattern(first.Ram, Seed);
+        var program = new TaskProgram(first, kernel, tasks);
+        program.Boot();
+        using (var stop = new CancellationTokenSource(TimeSpan.FromMilliseconds(150)))
+        {
+            var paused = first.RunBooted(timeout: TimeSpan.FromSeconds(30), ct: stop.Token);
+            Assert.All(paused.Vcpus, v => Assert.Contains("stopped", v.Error?.Message));   // paused, not finished
+        }
+        var state = program.Capture();
+        var regs = first.Vcpus.Select(v => (v.GetRegs(), v.GetSregs(), v.GetEvents())).ToList();
+        Assert.All(regs, r => Assert.True(r.Item1.Rbx > 0, "the CPU task finished before the pause: make it longer"));
+
+        using var second = GuestMachine.Create(config);
+        first.Ram.Span(first.Ram.Base, (int)first.Ram.Size).CopyTo(second.Ram.Span(second.Ram.Base, (int)second.Ram.Size));
+        var resumed = new TaskProgram(second, kernel, tasks);
+        resumed.Restore(state);
+        for (var i = 0; i < vcpus; i++)
+        {
+            second.Vcpus[i].SetSregs(regs[i].Item2);
+            second.Vcpus[i].SetRegs(regs[i].Item1);
+            second.Vcpus[i].SetEvents(regs[i].Item3);
+        }
+        var outcome = second.RunBooted(timeout: TimeSpan.FromSeconds(60));
+        Assert.All(outcome.Vcpus, v => Assert.Null(v.Error));
+        var results = resumed.Read();
+        Assert.All(results, r => Assert.Equal(0, r.Mismatches));
+        Assert.All(results, r => Assert.All(r.Tasks, t => Assert.True(t.DoneTsc > r.StartTsc, $"{t.Kind} did not finish")));
+
+        // a state from another guest shape is refused in words
+        using var other = GuestMachine.Create(new MachineConfig(1, 512 * 4096UL) { Kernel = kernel.Kernel });
+        var e = Assert.Throws<UsageException>(() => new TaskProgram(other, kernel, tasks).Restore(state));
+        Assert.Contains("does not match", e.Message);
+    }
+
     internal static void FillPattern(GuestRegion ram, ulong seed)
     {
         for (ulong off = 0; off < ram.Size; off += 4096)

@@ -44,6 +44,17 @@ public sealed record TaskVcpuResult(int Vcpu, ulong StartTsc, IReadOnlyList<Task
 }
 
 /// <summary>
+/// The task kernel's part of the system region, as bytes at guest addresses: every vCPU's task blocks (control blocks
+/// and kernel stacks), vCPU block (scheduler state, async-PF area), event log and TSS, and the globals. With the vCPUs'
+/// registers and guest RAM it is everything a paused task-kernel guest is (the kernel's code is generated the same on
+/// both sides): what a migration or a snapshot carries.
+/// </summary>
+public sealed record TaskSystemState(IReadOnlyList<(ulong Gpa, byte[] Bytes)> Ranges)
+{
+    public long Bytes => Ranges.Sum(r => (long)r.Bytes.Length);
+}
+
+/// <summary>
 /// The host side of the task kernel (<see cref="TaskKernel"/>): lays out each vCPU's tasks in the system region (TCBs,
 /// initial interrupt frames on their kernel stacks, the vCPU block) and boots the vCPU into the kernel's boot routine,
 /// which enables async PF if asked and enters the first task. After the run, <see cref="Read"/> collects what the
@@ -154,6 +165,39 @@ public sealed class TaskProgram
             case 2: r.R12 = start; r.R13 = end; break;
             default: r.R14 = start; r.R15 = end; break;
         }
+    }
+
+    private IEnumerable<(ulong Gpa, int Length)> StateRanges()
+    {
+        yield return (Globals, 8);
+        foreach (var vcpu in _m.Vcpus)
+        {
+            var v = vcpu.Id;
+            yield return (Block(v, 0), (int)(BlockSize * (ulong)TaskCount));
+            yield return (VcpuBlock(v), (int)VcpuBlockSize);
+            yield return (Log(v), (int)LogBytes);
+            yield return (GuestLayout.Tss(v), GuestLayout.TssStride);
+        }
+    }
+
+    /// <summary>Copies the task kernel's state out of the system region (the vCPUs stopped).</summary>
+    public TaskSystemState Capture()
+    {
+        var sys = _m.System;
+        return new TaskSystemState(StateRanges().Select(r => (r.Gpa, sys.Span(new GuestAddress(r.Gpa), r.Length).ToArray())).ToList());
+    }
+
+    /// <summary>
+    /// Writes a captured state into this machine's system region instead of <see cref="Boot"/> (the machine built with
+    /// the same kernel, vCPU count and memory); the caller then restores each vCPU's registers. Checks that the ranges
+    /// are the ones this program would capture.
+    /// </summary>
+    public void Restore(TaskSystemState state)
+    {
+        var expected = StateRanges().ToList();
+        if (state.Ranges.Count != expected.Count || state.Ranges.Zip(expected).Any(p => p.First.Gpa != p.Second.Gpa || p.First.Bytes.Length != p.Second.Length))
+            throw new UsageException("the task kernel's state does not match this guest (other vCPU count or task count)");
+        foreach (var (gpa, bytes) in state.Ranges) bytes.CopyTo(_m.System.Span(new GuestAddress(gpa), bytes.Length));
     }
 
     /// <summary>What the guest recorded on every vCPU (after the run).</summary>
