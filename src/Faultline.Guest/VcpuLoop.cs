@@ -33,6 +33,7 @@ public sealed class VcpuLoop
     // exception goes in read-modify-write, so that it cannot overwrite one still in flight
     private bool _unsettled;
     private volatile bool _windowRequested;
+    private int _inRun;                    // 1 from just before the last look at posted events until KVM_RUN returned
 
     public VcpuLoop(Vcpu vcpu, IVcpuHooks hooks, IExitHandler? handler = null, int eventCapacity = 64)
     {
@@ -64,15 +65,22 @@ public sealed class VcpuLoop
     public int PendingEvents => _events.Count;
 
     /// <summary>
-    /// Queues an event for injection before the next KVM_RUN. Any thread; a poster other than the vCPU thread kicks the
-    /// vCPU so that the loop picks it up promptly. False when the queue is full. Allocation-free.
+    /// Queues an event for injection before the next KVM_RUN. Any thread. A poster other than the vCPU thread kicks the
+    /// vCPU only when it may be inside KVM_RUN: while the vCPU thread is handling an exit the loop picks the event up
+    /// before it re-enters, and a kick would only cost one more exit. (The loop marks itself in-run before its last look
+    /// at the queue, the poster enqueues before it reads the mark, both with full fences: one of them sees the other.)
+    /// False when the queue is full. Allocation-free.
     /// </summary>
     public bool TryPost(in VcpuEvent e)
     {
-        if (!_events.TryEnqueue(e)) return false;
-        if (Environment.CurrentManagedThreadId != _thread) Vcpu.Kick();
+        if (!_events.TryEnqueue(e)) return false;   // a CAS: a full fence before the read below
+        if (Environment.CurrentManagedThreadId != _thread && Volatile.Read(ref _inRun) != 0) { Vcpu.Kick(); Interlocked.Increment(ref _kicksSent); }
         return true;
     }
+
+    /// <summary>Kicks posters sent because the vCPU was (or was about to be) in KVM_RUN.</summary>
+    public long KicksSent => Interlocked.Read(ref _kicksSent);
+    private long _kicksSent;
 
     /// <summary>Ends <see cref="Run"/> at the next exit (<see cref="VcpuLoopEnd.Stopped"/>). Any thread; kicks the vCPU from other threads.</summary>
     public void RequestStop()
@@ -100,6 +108,7 @@ public sealed class VcpuLoop
         }
         finally
         {
+            Volatile.Write(ref _inRun, 0);
             try
             {
                 try { _hooks.OnThreadStop(this); }
@@ -123,8 +132,10 @@ public sealed class VcpuLoop
         {
             if (_stop) return VcpuLoopEnd.Stopped;
             if (_hooks.BeforeRun(this) == VcpuLoopAction.Finish) return VcpuLoopEnd.Finished;
+            Interlocked.Exchange(ref _inRun, 1);    // before the last look at the queue (a full fence)
             InjectPending(vcpu);
             var exit = vcpu.Run();
+            Volatile.Write(ref _inRun, 0);
             LastExitTimestamp = Stopwatch.GetTimestamp();
             LastExit = exit;
             Exits++;

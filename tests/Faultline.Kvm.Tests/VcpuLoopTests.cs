@@ -225,6 +225,48 @@ public sealed class VcpuLoopTests
         Assert.Equal((long)rounds, t.Loop.InterruptsInjected);
     }
 
+    /// <summary>Before each of the first <c>rounds</c> entries, has another thread post an interrupt and waits until it did.</summary>
+    private sealed class PostDuringExitHooks(int rounds) : IVcpuHooks
+    {
+        public RecordingHooks Inner { get; } = new();
+        private int _posted;
+        public void OnThreadStart(VcpuLoop loop) => Inner.OnThreadStart(loop);
+        public VcpuLoopAction OnGuestCall(VcpuLoop loop, GuestCall call) => Inner.OnGuestCall(loop, call);
+        public void OnInjected(VcpuLoop loop, in VcpuEvent e) => Inner.OnInjected(loop, e);
+        public VcpuLoopAction BeforeRun(VcpuLoop loop)
+        {
+            if (_posted < rounds && loop.PendingEvents == 0 && Inner.Injections.Count == _posted)
+            {
+                var t = new Thread(() => loop.TryPost(VcpuEvent.Interrupt(IrqVector)));
+                t.Start();
+                t.Join();
+                _posted++;
+            }
+            return VcpuLoopAction.Continue;
+        }
+    }
+
+    [KvmFact]
+    public void An_event_posted_while_the_vcpu_thread_handles_an_exit_is_injected_without_a_kick()
+    {
+        const int rounds = 5;
+        var m = CreateMachine();
+        BootSpin(m, interruptsOn: true);
+        var hooks = new PostDuringExitHooks(rounds);
+        var t = new LoopThread(new VcpuLoop(m.Vcpus[0], hooks));
+        try
+        {
+            for (var i = 0; i < rounds; i++) Assert.Equal(IrqVector, Take(hooks.Inner, $"interrupt {i}"));
+        }
+        finally
+        {
+            if (t.StopAndJoin()) m.Dispose();
+        }
+        Assert.Null(t.Error);
+        Assert.Equal((long)rounds, t.Loop.InterruptsInjected);
+        Assert.Equal(0, t.Loop.KicksSent);   // each post came while the vCPU thread was outside KVM_RUN
+    }
+
     [KvmFact]
     public void A_burst_of_page_faults_posted_when_interruptible_is_delivered_one_handler_at_a_time_in_order()
     {
