@@ -31,6 +31,13 @@ public sealed class FrameReader
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public Frame Read()
     {
+        // a peer's first two bytes tell whether it speaks this protocol at all (`echo hello | nc` sends six and closes)
+        if (_first)
+        {
+            Fill(2, 0);
+            var first = BinaryPrimitives.ReadUInt16LittleEndian(_buf.AsSpan(_pos));
+            if (first != Wire.Sync) throw Bad($"bad frame sync 0x{first:x4}");
+        }
         Fill(Wire.HeaderSize, 0);
         var h = new ReadOnlySpan<byte>(_buf, _pos, Wire.HeaderSize);
         var sync = BinaryPrimitives.ReadUInt16LittleEndian(h);
