@@ -27,6 +27,7 @@ internal sealed class PeerGate(MigrationListener listener, SourceOptions o)
                     ? $"no destination connected to {listener.Address} within {within?.TotalSeconds:0.#} s"
                     : $"the destination did not open its urgent channel to {listener.Address} within {within?.TotalSeconds:0.#} s");
             var peer = new PeerConnection(o.Wrap(listener.Accept(left, ct), role), role, o.LinkDelay);
+            peer.Reader.StallTimeout = o.StallTimeout;
             try
             {
                 using var reg = ct.Register(peer.Shutdown);
