@@ -1,5 +1,7 @@
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Transport;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Faultline.Migration;
 
@@ -20,6 +22,10 @@ public abstract record MigrationOptions
     public TimeSpan SetupTimeout { get; init; } = TimeSpan.FromSeconds(120);
     /// <summary>During post-copy, silence from the peer longer than this is a failure.</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Once a frame has begun, the rest of it must arrive within this (see FrameReader.StallTimeout).</summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Where this end logs what is not a failure of its migration (a refused stray peer); the CLI writes it to stderr.</summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
     /// <summary>Test seam: wraps each connection's channel (FaultPlan-style injection: disconnect, stall, corrupt).</summary>
     public Func<IByteChannel, ChannelRole, IByteChannel>? WrapChannel { get; init; }
 

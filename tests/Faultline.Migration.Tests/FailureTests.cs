@@ -3,6 +3,7 @@ using Faultline.Migration.Destination;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Source;
 using Faultline.Paging;
+using Faultline.Migration.Transport;
 using Faultline.TestKit;
 using Xunit.Abstractions;
 using static Faultline.TestKit.Units;
@@ -15,10 +16,10 @@ public sealed class FailureTests(ITestOutputHelper output)
     [KvmTheory]
     [InlineData(FaultKind.Disconnect, 40, false, "closed the connection")]
     [InlineData(FaultKind.PageIndexOutOfRange, 25, false, "out of range")]
-    [InlineData(FaultKind.CorruptPageByte, 60, false, "checksum mismatch on")]   // the 60th page frame may be a zero-page marker
     [InlineData(FaultKind.TruncateMidFrame, 10, false, "mid-frame")]
     [InlineData(FaultKind.PageIndexOutOfRange, 3, true, "out of range")]
-    [InlineData(FaultKind.CorruptPageByte, 2, true, "checksum mismatch on")]
+    [InlineData(FaultKind.CorruptEveryPage, 2, false, "damaged page frames already: giving up")]   // a link unfit to carry a guest
+    [InlineData(FaultKind.StallMidFrame, 30, false, "no data from")]   // the main channel's idle timeout bounds a stall there
     [InlineData(FaultKind.TruncateMidFrame, 4, true, "mid-frame")]
     public void A_broken_stream_fails_both_ends_with_one_line_leaves_nothing_and_the_source_retries_to_a_match(FaultKind kind, int atPage, bool inRun, string expected)
     {
@@ -33,7 +34,7 @@ public sealed class FailureTests(ITestOutputHelper output)
             a => new DestinationOptions(a, PagingMode.Exits)
             {
                 WrapChannel = (c, role) => role == ChannelRole.Main ? faulty = new FaultyChannel(c, plan) : c,
-                IdleTimeout = TimeSpan.FromSeconds(5),
+                IdleTimeout = TimeSpan.FromSeconds(5), StallTimeout = TimeSpan.FromSeconds(1),
             });
         using var source = o.SourceEnd;
         Assert.True(faulty!.Fired, $"{plan} never fired");
@@ -72,6 +73,63 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads: {before.FaultlineThreads} → {after.FaultlineThreads}");
         var leaked = FdTargets().Except(fdsBefore).Where(t => !t.EndsWith(".dll", StringComparison.Ordinal)).ToList(); // assemblies loaded on first use are not leaks
         Assert.True(leaked.Count == 0, $"fds: {before.Fds} → {after.Fds}: new {string.Join(", ", leaked)}");
+    }
+
+    [KvmTheory]
+    [InlineData(ChannelRole.Main, 60, false)]     // a pushed page frame (the 60th may be a zero-page marker: the next one is taken)
+    [InlineData(ChannelRole.Main, 2, true)]       // a pushed page run
+    [InlineData(ChannelRole.Urgent, 3, false)]    // a demand reply: its fault path waits for it
+    public void A_damaged_page_frame_is_dropped_asked_for_again_and_the_migration_completes_exactly(ChannelRole role, int atPage, bool inRun)
+    {
+        var plan = new FaultPlan(FaultKind.CorruptPageByte, atPage, inRun);
+        output.WriteLine($"plan: {plan} on the {role} channel");
+        var before = ProcessResources.Now();
+        FaultyChannel? faulty = null;
+        var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, PushRunPages = inRun ? Wire.MaxRunPages : 1, Order = Guest.AccessOrder.Random },
+            a => new DestinationOptions(a, PagingMode.Exits)
+            {
+                WrapChannel = (c, r) => r == role ? faulty = new FaultyChannel(c, plan) : c,
+                IdleTimeout = TimeSpan.FromSeconds(10),
+            });
+        using var source = o.SourceEnd;
+        Assert.True(faulty!.Fired, $"{plan} never fired");
+        Assert.Null(o.DestinationError);
+        Assert.Null(o.SourceError);
+        var r = o.Report!;
+        output.WriteLine(r.ToJson());
+        Assert.Equal(1, r.FramesDamaged);
+        // a damaged demand reply leaves its fault path waiting: that page must have been asked for again (a damaged
+        // pushed page is asked for at the push's end, unless the guest faulted on it first)
+        if (role == ChannelRole.Urgent) Assert.True(r.PagesRerequested > 0, "the damaged demand reply was not asked for again");
+        Assert.Equal(0UL, r.GuestMismatches);
+        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+        Assert.Equal(source.RamSha256(), r.ReceivedSha256);
+        Assert.Equal((long)r.PagesTotal, r.EngineInstalled);   // every page installed once, the damaged one from its second copy
+        source.Dispose();
+        var after = ProcessResources.Settled(before);
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads: {before.FaultlineThreads} → {after.FaultlineThreads}");
+    }
+
+    [KvmFact]
+    public void A_source_that_stalls_inside_a_demand_reply_fails_the_destination_within_the_stall_timeout()
+    {
+        // the urgent channel has no receive timeout (a guest may need nothing for long), so only the stall bound ends this
+        var plan = new FaultPlan(FaultKind.StallMidFrame, 2);
+        FaultyChannel? faulty = null;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, Order = Guest.AccessOrder.Random },
+            a => new DestinationOptions(a, PagingMode.Exits)
+            {
+                WrapChannel = (c, r) => r == ChannelRole.Urgent ? faulty = new FaultyChannel(c, plan) : c,
+                StallTimeout = TimeSpan.FromSeconds(1), IdleTimeout = TimeSpan.FromSeconds(60),
+            });
+        using var source = o.SourceEnd;
+        Assert.True(faulty!.Fired, $"{plan} never fired");
+        var de = Assert.IsType<MigrationException>(o.DestinationError);
+        output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: {de.Message}");
+        Assert.Matches(@"^127\.0\.0\.1:\d+ stalled mid-frame: \d+ of 4120 bytes, nothing more for 1 s$", de.Message);
+        Assert.IsType<MigrationException>(o.SourceError);
+        Assert.True(source.Paused);
     }
 
     private static List<string> FdTargets() => Directory.GetFiles("/proc/self/fd").Select(f =>

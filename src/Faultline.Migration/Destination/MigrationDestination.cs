@@ -96,6 +96,8 @@ public sealed class MigrationDestination(DestinationOptions o)
 
             main.Channel.ReceiveTimeout = o.SetupTimeout;
             urgent.Channel.ReceiveTimeout = null;
+            main.Reader.KeepDamagedPages = urgent.Reader.KeepDamagedPages = true;   // a damaged page is asked for again
+            main.Reader.StallTimeout = urgent.Reader.StallTimeout = o.StallTimeout;
             var g = session.Guest; var s = session.Pages; var m = main; var u = urgent; var en = session.Engine; var mc = session.Machine;
             Receiver(session.MainReceiver, failure, () =>
             {
@@ -103,6 +105,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 while (true)
                 {
                     var f = m.Read();
+                    if (f.Damaged) { s.OnDamaged($"checksum mismatch on a {f.Type} frame from {m.Peer}"); continue; }
                     switch (f.Type)
                     {
                         case FrameType.VcpuState:
@@ -116,7 +119,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                         case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
                         case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
                         case FrameType.PageRun: s.OnPageRun(f.Index, f.RunCount, f.RunPages, (PageFlags)f.Flags, f.RunCrcs); break;
-                        case FrameType.PushDone: break;
+                        case FrameType.PushDone: s.OnPushDone(); break;
                         case FrameType.Summary:
                             Volatile.Write(ref rxCpuNs, HostThread.CpuTimeNs);
                             summary = SummaryMessage.Decode(f.Payload);
@@ -136,6 +139,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                         Frame f;
                         try { f = u.Read(); }
                         catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
+                        if (f.Damaged) { s.OnDamaged($"checksum mismatch on a {f.Type} frame from {u.Peer}"); continue; }
                         switch (f.Type)
                         {
                             case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
@@ -217,7 +221,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
                 SetupMs = Clock.Ms(pauseNs - startNs), PrepareMs = o.Prepared ? Clock.Ms(prepareNs) : null, GuestFinishedMs = Clock.Ms(g.FinishedNs.Max() - pauseNs),
                 PagesTotal = s.Pages, PagesDemand = s.DemandPages, PagesPushed = s.PushedPages, PagesZero = s.ZeroPages,
-                PagesDuplicate = s.Duplicates, DemandRequests = s.DemandedPages, DemandFrames = s.DemandFrames,
+                PagesDuplicate = s.Duplicates, FramesDamaged = s.DamagedFrames, PagesRerequested = s.PagesRerequested, DemandRequests = s.DemandedPages, DemandFrames = s.DemandFrames,
                 PagesToWaiters = s.AnsweredRequests, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
                 PushRuns = s.RunFrames, RunPagesToFaultPath = s.RunAnsweredRequests,
                 BulkReceiverCpuMs = Clock.Ms(Volatile.Read(ref rxCpuNs)),

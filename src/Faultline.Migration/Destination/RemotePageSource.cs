@@ -109,6 +109,51 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         SendQueued();
     }
 
+    // ---- damaged pages ----------------------------------------------------------------------------------------
+
+    /// <summary>The most damaged page frames one migration survives; past it the link is not fit to carry a guest.</summary>
+    public const int MaxDamagedFrames = 64;
+    private long _damagedFrames, _rerequested;
+    private volatile bool _pushDone;
+
+    /// <summary>Page frames that failed their checksum and were dropped (each answered by asking again).</summary>
+    public long DamagedFrames => Interlocked.Read(ref _damagedFrames);
+    /// <summary>Pages demanded again because a frame carrying them (or perhaps them) was damaged.</summary>
+    public long PagesRerequested => Interlocked.Read(ref _rerequested);
+
+    /// <summary>
+    /// A page frame failed its checksum (<paramref name="what"/> says which): it is dropped, its index unknown (the
+    /// checksum covered it too). Every request still in flight is sent again (the lost frame may have answered one);
+    /// once the push is done, every page still missing is demanded as well (it may have been a pushed page nobody
+    /// asked for). Receiver threads only. Past <see cref="MaxDamagedFrames"/> the migration fails with <paramref name="what"/>.
+    /// </summary>
+    public void OnDamaged(string what)
+    {
+        if (Interlocked.Increment(ref _damagedFrames) > MaxDamagedFrames)
+            throw new MigrationException($"{what} ({MaxDamagedFrames} damaged page frames already: giving up)");
+        AskAgain(everyMissing: _pushDone);
+    }
+
+    /// <summary>The push has sent every page: if a frame was damaged on the way, the pages it may have carried are missing still: ask for each.</summary>
+    public void OnPushDone()
+    {
+        _pushDone = true;
+        if (DamagedFrames > 0) AskAgain(everyMissing: true);
+    }
+
+    private void AskAgain(bool everyMissing)
+    {
+        var tracker = _sink!.Tracker;
+        long n = 0;
+        for (ulong i = 0; i < Pages; i++)
+        {
+            if (Volatile.Read(ref _arrivedOnce[i]) != 0) continue;
+            if (everyMissing || tracker.StateOf(i) == PageTracker.Requested) { Enqueue(i); n++; }
+        }
+        Interlocked.Add(ref _rerequested, n);
+        SendQueued();
+    }
+
     /// <summary>The connection is gone: requests queue (and wait) until <see cref="Attach"/>.</summary>
     public void Detach() => _urgent = null;
 

@@ -8,8 +8,13 @@ public readonly ref struct Frame
     public FrameType Type { get; }
     public byte Flags { get; }
     public ReadOnlySpan<byte> Payload { get; }
+    /// <summary>
+    /// A page frame whose payload failed its checksum (only with <see cref="FrameReader.KeepDamagedPages"/>): nothing
+    /// in its payload may be used, not even its page index.
+    /// </summary>
+    public bool Damaged { get; }
 
-    public Frame(FrameType type, byte flags, ReadOnlySpan<byte> payload) { Type = type; Flags = flags; Payload = payload; }
+    public Frame(FrameType type, byte flags, ReadOnlySpan<byte> payload, bool damaged = false) { Type = type; Flags = flags; Payload = payload; Damaged = damaged; }
 
     /// <summary>The u64 at the start of the payload (page index, zero-page index, push-done count).</summary>
     public ulong Index => BinaryPrimitives.ReadUInt64LittleEndian(Payload);

@@ -19,6 +19,17 @@ public sealed class FrameReader
     private bool _first = true;
 
     public long FramesRead { get; private set; }
+    /// <summary>
+    /// Once a frame has begun on a channel without a receive timeout of its own (the urgent channel waits for demands
+    /// without limit), the rest of it must come within this: a peer stalling mid-frame is a failure, not a hang.
+    /// </summary>
+    public TimeSpan StallTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// Page frames (Page, PageRun) whose header is sound but whose payload fails its checksum are returned marked
+    /// <see cref="Frame.Damaged"/> instead of failing the stream: the frame's length was trusted (header checksum), so
+    /// the stream is still in step, and the destination can ask for the pages again. Off: a checksum mismatch throws.
+    /// </summary>
+    public bool KeepDamagedPages { get; set; }
     public string Peer => _ch.Peer;
 
     public FrameReader(IByteChannel channel, int bufferSize = 2 << 20)
@@ -27,10 +38,24 @@ public sealed class FrameReader
         _buf = GC.AllocateUninitializedArray<byte>(Math.Max(bufferSize, Wire.HeaderSize + Wire.MaxPayload), pinned: true);
     }
 
+    /// <summary>Test seam (fuzzing): forgets every buffered byte and starts over as at a connection's first frame.</summary>
+    internal void Reset()
+    {
+        _pos = _end = 0;
+        _first = true;
+    }
+
     /// <summary>Reads the next frame (blocking). Its payload is valid until the next call.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
     public Frame Read()
     {
+        // a peer's first two bytes tell whether it speaks this protocol at all (`echo hello | nc` sends six and closes)
+        if (_first)
+        {
+            Fill(2, 0);
+            var first = BinaryPrimitives.ReadUInt16LittleEndian(_buf.AsSpan(_pos));
+            if (first != Wire.Sync) throw Bad($"bad frame sync 0x{first:x4}");
+        }
         Fill(Wire.HeaderSize, 0);
         var h = new ReadOnlySpan<byte>(_buf, _pos, Wire.HeaderSize);
         var sync = BinaryPrimitives.ReadUInt16LittleEndian(h);
@@ -49,27 +74,29 @@ public sealed class FrameReader
         if (_first && type != FrameType.Hello && type != FrameType.Abort) throw Bad($"first frame is {type}, not Hello");
         Fill(Wire.HeaderSize + (int)length, Wire.HeaderSize);
         var payload = new ReadOnlySpan<byte>(_buf, _pos + Wire.HeaderSize, (int)length);
-        if (type == FrameType.PageRun) CheckRun(payload, crc);
-        else if (Crc32C.Compute(payload) != crc)
-            throw new MigrationException(type is FrameType.Page
-                ? $"checksum mismatch on page {BinaryPrimitives.ReadUInt64LittleEndian(payload)} from {Peer}"
-                : $"checksum mismatch on a {type} frame from {Peer}");
+        // a checksum that fails: the payload was damaged on its way (the header, and so the length, are sound)
+        var damage = type == FrameType.PageRun ? CheckRun(payload, crc)
+            : Crc32C.Compute(payload) == crc ? null
+            : type is FrameType.Page ? $"checksum mismatch on page {BinaryPrimitives.ReadUInt64LittleEndian(payload)} from {Peer}"
+            : $"checksum mismatch on a {type} frame from {Peer}";
+        if (damage is not null && !(KeepDamagedPages && type is FrameType.Page or FrameType.PageRun && !_first)) throw new MigrationException(damage);
         _pos += Wire.HeaderSize + (int)length;
         _first = false;
         FramesRead++;
-        return new Frame(type, flags, payload);
+        return new Frame(type, flags, payload, damage is not null);
     }
 
     /// <summary>
     /// A page run: the preamble (index, count, reserved, per-page checksums) against the header's checksum, the count
-    /// against the length, the reserved bytes zero, then every page against its own checksum.
+    /// against the length, the reserved bytes zero, then every page against its own checksum. Returns what failed its
+    /// checksum (null: nothing); a run that is inconsistent under sound checksums throws.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
-    private void CheckRun(ReadOnlySpan<byte> payload, uint crc)
+    private string? CheckRun(ReadOnlySpan<byte> payload, uint crc)
     {
         var n = Wire.RunPagesOf((uint)payload.Length);
         var pre = Wire.RunPreambleSize(n);
-        if (Crc32C.Compute(payload[..pre]) != crc) throw new MigrationException($"checksum mismatch on a PageRun frame from {Peer}");
+        if (Crc32C.Compute(payload[..pre]) != crc) return $"checksum mismatch on a PageRun frame from {Peer}";
         var count = BinaryPrimitives.ReadUInt16LittleEndian(payload[8..]);
         if (count != n) throw Bad($"PageRun frame says {count} pages but carries {n}");
         if (BinaryPrimitives.ReadUInt16LittleEndian(payload[10..]) != 0 || BinaryPrimitives.ReadUInt32LittleEndian(payload[12..]) != 0)
@@ -77,7 +104,8 @@ public sealed class FrameReader
         var first = BinaryPrimitives.ReadUInt64LittleEndian(payload);
         for (var i = 0; i < n; i++)
             if (Crc32C.Compute(payload.Slice(pre + i * Wire.PageSize, Wire.PageSize)) != BinaryPrimitives.ReadUInt32LittleEndian(payload[(Wire.RunHeaderSize + 4 * i)..]))
-                throw new MigrationException($"checksum mismatch on page {unchecked(first + (ulong)i)} from {Peer}");
+                return $"checksum mismatch on page {unchecked(first + (ulong)i)} from {Peer}";
+        return null;
     }
 
     private MigrationException Bad(string what) => _first
@@ -94,6 +122,29 @@ public sealed class FrameReader
             Buffer.BlockCopy(_buf, _pos, _buf, 0, n);
             _pos = 0; _end = n;
         }
+        // inside a frame (part of it is here) on a channel that waits without limit (the urgent one waits for demands):
+        // the rest must come within the stall timeout. A channel with a timeout of its own is bounded by that.
+        TimeSpan? old = null;
+        long since = 0;
+        if (_end - _pos > 0 && _ch.ReceiveTimeout is null)
+        {
+            old = TimeSpan.Zero;
+            _ch.ReceiveTimeout = StallTimeout;
+            since = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
+        try { Receive(need, headerBytesDone); }
+        catch (MigrationException) when (old is not null && System.Diagnostics.Stopwatch.GetElapsedTime(since) >= StallTimeout * 0.9)
+        {
+            throw new MigrationException($"{Peer} stalled mid-frame: {_end - _pos} of {need} bytes, nothing more for {StallTimeout.TotalSeconds:0.#} s");
+        }
+        finally
+        {
+            if (old is { } o) _ch.ReceiveTimeout = o == TimeSpan.Zero ? null : o;
+        }
+    }
+
+    private void Receive(int need, int headerBytesDone)
+    {
         while (_end - _pos < need)
         {
             var got = _ch.Receive(_buf.AsSpan(_end));

@@ -107,7 +107,7 @@ public static class VcpuStateMessage
 
     private static void Need(ReadOnlySpan<byte> d, int o, int n)
     {
-        if (o + n > d.Length) throw new MigrationException("vCPU state frame is truncated inside a section");
+        if ((long)o + n > d.Length) throw new MigrationException("vCPU state frame is truncated inside a section");
     }
 
     private static T Read<T>(ReadOnlySpan<byte> data, int id, string what) where T : unmanaged

@@ -30,6 +30,9 @@ public sealed record MigrationReport
     public required long PagesPushed { get; init; }
     public required long PagesZero { get; init; }
     public required long PagesDuplicate { get; init; }
+    /// <summary>Page frames that failed their checksum and were dropped, and the pages demanded again because of them.</summary>
+    public long FramesDamaged { get; init; }
+    public long PagesRerequested { get; init; }
     /// <summary>Pages the destination's fault paths asked for (each page at most once per connection).</summary>
     public required long DemandRequests { get; init; }
     /// <summary>Demand frames those requests went out in (one frame carries every page queued when it leaves).</summary>
@@ -111,6 +114,8 @@ public sealed record MigrationReport
             w.WriteNumber("pages_pushed", PagesPushed);
             w.WriteNumber("pages_zero", PagesZero);
             w.WriteNumber("pages_duplicate", PagesDuplicate);
+            w.WriteNumber("frames_damaged", FramesDamaged);
+            w.WriteNumber("pages_rerequested", PagesRerequested);
             w.WriteNumber("demand_requests", DemandRequests);
             w.WriteNumber("demand_frames", DemandFrames);
             w.WriteNumber("pages_to_waiters", PagesToWaiters);

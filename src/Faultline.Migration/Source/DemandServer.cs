@@ -39,8 +39,9 @@ internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnecti
                 var first = sent.TryClaim(idx, SentPages.Demanded);
                 if (!first)
                 {
+                    // in flight behind the push, or lost on the way (a damaged frame the destination dropped): sent again
                     AlreadySent++;
-                    if (!sent.TryClaimResend(idx)) continue;
+                    sent.TryClaimResend(idx);
                     Resent++;
                 }
                 var page = ram.Span(ram.Base + (idx << GuestAddress.PageShift), Wire.PageSize);

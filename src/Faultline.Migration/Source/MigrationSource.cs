@@ -85,17 +85,11 @@ public sealed class MigrationSource : IDisposable
             // from the destination's connection until the state is sent this thread is on the critical path (setup,
             // then downtime): ahead of this guest's vCPUs, which keep running meanwhile
             ThreadPriority.SetBase(ThreadPriority.LatencyNice);
-            main = new PeerConnection(_o.Wrap(listener.Accept(_o.AcceptTimeout, ct), ChannelRole.Main), ChannelRole.Main, _o.LinkDelay);
-            using var reg = ct.Register(() => { main?.Shutdown(); urgent?.Shutdown(); });
+            var gate = new PeerGate(listener, _o);
             var nonce = (ulong)Random.Shared.NextInt64() | 1;
-            main.ExchangeHello(ChannelRole.Source, ChannelRole.Main, nonce, _o.HandshakeTimeout);
-            urgent = new PeerConnection(_o.Wrap(listener.Accept(_o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, _o.LinkDelay);
-            var uh = urgent.ExchangeHello(ChannelRole.Source, ChannelRole.Urgent, nonce, _o.HandshakeTimeout);
-            if (uh.Nonce != nonce)
-            {
-                urgent.TryAbort("urgent channel belongs to another migration session");
-                throw new MigrationException($"{urgent.Peer} opened an urgent channel for another migration session");
-            }
+            main = gate.Accept(ChannelRole.Main, nonce, _o.AcceptTimeout, ct);
+            using var reg = ct.Register(() => { main?.Shutdown(); urgent?.Shutdown(); });
+            urgent = gate.Accept(ChannelRole.Urgent, nonce, _o.HandshakeTimeout, ct);
             DemandTrace.Hop(1_000_000, "src-urgent");
             LinkRttProbe.Answer(urgent, _o.HandshakeTimeout);   // the destination measures the link's round trip
             DemandTrace.Hop(1_000_000, "src-rtt");

@@ -30,6 +30,11 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     /// costs a spinning guest ~40 µs (250 µs: −17% guest throughput while armed, 500 µs: −8%, 1000 µs: −3%).
     /// </summary>
     public static readonly TimeSpan DefaultSelfKickPeriod = TimeSpan.FromMicroseconds(500);
+    /// <summary>
+    /// How long an accepted connection may take to send its Hello before it is refused as a stray peer (a destination
+    /// sends it at once), so that a silent one holds the door only this long.
+    /// </summary>
+    public TimeSpan PeerHelloTimeout { get; init; } = TimeSpan.FromSeconds(2);
     /// <summary>How long to wait for a destination to connect (null: forever).</summary>
     public TimeSpan? AcceptTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }

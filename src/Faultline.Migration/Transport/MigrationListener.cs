@@ -6,6 +6,7 @@ namespace Faultline.Migration.Transport;
 /// <summary>A listening socket for the source; <see cref="Address"/> is the bound address (port 0 resolved).</summary>
 public sealed class MigrationListener : IDisposable
 {
+    private const int SolSocket = 1, SoReuseAddr = 2;   // <asm-generic/socket.h>
     private readonly Socket _socket;
     private readonly string? _unixPath;
 
@@ -21,14 +22,19 @@ public sealed class MigrationListener : IDisposable
                 _unixPath = address.Text[5..];
                 if (File.Exists(_unixPath)) File.Delete(_unixPath);
             }
-            else _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            // SO_REUSEADDR only (a port in TIME_WAIT can be taken again), never SO_REUSEPORT: .NET's ReuseAddress sets
+            // both on Linux, and with SO_REUSEPORT a second listener shares the port and takes an arbitrary half of
+            // the connections. Exclusive: a second source on this port fails with EADDRINUSE.
+            else _socket.SetRawSocketOption(SolSocket, SoReuseAddr, BitConverter.GetBytes(1));
             _socket.Bind(address.EndPoint);
             _socket.Listen(4);
         }
         catch (SocketException e)
         {
             _socket.Dispose();
-            throw new MigrationException($"cannot listen on {address}: {e.SocketErrorCode}", e);
+            throw new MigrationException(e.SocketErrorCode == SocketError.AddressAlreadyInUse
+                ? $"cannot listen on {address}: another process listens there (address in use)"
+                : $"cannot listen on {address}: {e.SocketErrorCode}", e);
         }
         Address = _socket.LocalEndPoint is IPEndPoint ip
             ? new MigrationAddress(ip, $"{ip.Address}:{ip.Port}")

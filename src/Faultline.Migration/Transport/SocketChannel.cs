@@ -35,11 +35,17 @@ public sealed class SocketChannel : IByteChannel
         }
     }
 
+    /// <summary>SO_RCVTIMEO; the value is kept here too, so reading it costs no getsockopt (the frame reader asks per partial frame).</summary>
     public TimeSpan? ReceiveTimeout
     {
-        get => _socket.ReceiveTimeout <= 0 ? null : TimeSpan.FromMilliseconds(_socket.ReceiveTimeout);
-        set => _socket.ReceiveTimeout = value is null ? 0 : (int)Math.Max(1, value.Value.TotalMilliseconds);
+        get => _receiveTimeout;
+        set
+        {
+            _socket.ReceiveTimeout = value is null ? 0 : (int)Math.Max(1, value.Value.TotalMilliseconds);
+            _receiveTimeout = value is null ? null : TimeSpan.FromMilliseconds(Math.Max(1, value.Value.TotalMilliseconds));
+        }
     }
+    private TimeSpan? _receiveTimeout;
 
     public void Send(ReadOnlySpan<byte> data)
     {

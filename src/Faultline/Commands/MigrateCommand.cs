@@ -121,6 +121,7 @@ public static class MigrateCommand
         using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
         {
             LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order, Trace = TraceSetting(), ThreadSlice = SliceSetting(),
+            Logger = new MigrateLog(io.Stderr),
         });
         source.WaitUntilWarm(ct);
         human.WriteLine($"{ListeningPrefix}{listener.Address}");

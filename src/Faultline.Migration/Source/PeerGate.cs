@@ -1,0 +1,56 @@
+using System.Diagnostics;
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Transport;
+
+namespace Faultline.Migration.Source;
+
+/// <summary>
+/// The source's door: accepts connections until one opens the expected channel of this session with a good Hello.
+/// Anything else that connects (a port scanner, <c>echo hello | nc</c>, another protocol, another version, a channel
+/// of another session, a peer that says nothing within <see cref="SourceOptions.PeerHelloTimeout"/>) is refused with
+/// one log line and closed, and the source goes on listening: a stray peer never ends a migration.
+/// </summary>
+internal sealed class PeerGate(MigrationListener listener, SourceOptions o)
+{
+    /// <summary>
+    /// The next connection that opens a <paramref name="role"/> channel (for the urgent channel: repeating
+    /// <paramref name="nonce"/>) within <paramref name="within"/> (null: until cancelled); refused ones don't count.
+    /// </summary>
+    public PeerConnection Accept(ChannelRole role, ulong nonce, TimeSpan? within, CancellationToken ct)
+    {
+        var deadline = within is { } w ? Stopwatch.GetTimestamp() + (long)(w.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
+        while (true)
+        {
+            TimeSpan? left = deadline == long.MaxValue ? null : Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+            if (left is { } l && l <= TimeSpan.Zero)
+                throw new MigrationException(role == ChannelRole.Main
+                    ? $"no destination connected to {listener.Address} within {within?.TotalSeconds:0.#} s"
+                    : $"the destination did not open its urgent channel to {listener.Address} within {within?.TotalSeconds:0.#} s");
+            var peer = new PeerConnection(o.Wrap(listener.Accept(left, ct), role), role, o.LinkDelay);
+            peer.Reader.StallTimeout = o.StallTimeout;
+            try
+            {
+                using var reg = ct.Register(peer.Shutdown);
+                var hello = peer.ExchangeHello(ChannelRole.Source, role, nonce, o.PeerHelloTimeout);
+                if (role == ChannelRole.Urgent && hello.Nonce != nonce)
+                {
+                    const string m = "urgent channel belongs to another migration session";
+                    peer.TryAbort(m);
+                    throw new MigrationException($"{peer.Peer} opened an urgent channel for another migration session");
+                }
+                return peer;
+            }
+            catch (MigrationException e)
+            {
+                peer.Dispose();
+                ct.ThrowIfCancellationRequested();
+                MigrationLog.PeerRefused(o.Logger, e.Message, listener.Address.Text);
+            }
+            catch
+            {
+                peer.Dispose();
+                throw;
+            }
+        }
+    }
+}
