@@ -1,3 +1,4 @@
+using Faultline.Kvm;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
 using static Faultline.Guest.Tasks.TaskLayout;
@@ -37,7 +38,6 @@ public sealed class TaskKernel
     /// </summary>
     public const int CallVector = 6;
     public const int CallDone = 0, CallMismatch = 1;
-    public const uint MsrAsyncPfEn = 0x4b564d02, MsrAsyncPfInt = 0x4b564d06, MsrAsyncPfAck = 0x4b564d07;
     public const string BootRoutine = "tasks_boot", IdleRoutine = "tasks_idle", CpuRoutine = "tasks_cpu", BurstRoutine = "tasks_burst";
     /// <summary>The length of the burst task's first-pass access (<c>mov rax,[r8]</c>), which the #PF handler skips in burst mode.</summary>
     public const int BurstAccessLength = 3;
@@ -125,9 +125,9 @@ public sealed class TaskKernel
         var real = a.CreateLabel();
         Save(a);
         Current(a);
-        a.cmp(__dword_ptr[rbp + VbApf], 1);               // flags: KVM_PV_REASON_PAGE_NOT_PRESENT
+        a.cmp(__dword_ptr[rbp + VbApf + KvmPvAsyncPf.FlagsOffset], (int)KvmPvAsyncPf.ReasonPageNotPresent);
         a.jne(real);
-        a.mov(__dword_ptr[rbp + VbApf], 0);               // cleared before anything could take a real #PF
+        a.mov(__dword_ptr[rbp + VbApf + KvmPvAsyncPf.FlagsOffset], 0);   // cleared before anything could take a real #PF
         var park = a.CreateLabel();
         a.cmp(__qword_ptr[rbp + VbBurst], 0);
         a.je(park);
@@ -218,9 +218,9 @@ public sealed class TaskKernel
         var find = a.CreateLabel(); var spurious = a.CreateLabel(); var back = a.CreateLabel();
         Save(a);
         Current(a);
-        a.mov(edi, __dword_ptr[rbp + VbApf + 4]);         // token
-        a.mov(__dword_ptr[rbp + VbApf + 4], 0);           // the slot is free for the next "page ready"
-        a.mov(ecx, MsrAsyncPfAck);
+        a.mov(edi, __dword_ptr[rbp + VbApf + KvmPvAsyncPf.TokenOffset]);   // token
+        a.mov(__dword_ptr[rbp + VbApf + KvmPvAsyncPf.TokenOffset], 0);   // the slot is free for the next "page ready"
+        a.mov(ecx, KvmPvAsyncPf.MsrAck);
         a.mov(eax, 1);
         a.xor(edx, edx);
         a.wrmsr();
@@ -278,11 +278,11 @@ public sealed class TaskKernel
         a.mov(rax, __qword_ptr[rbp + VbEnable]);
         a.test(rax, rax);
         a.jz(start);
-        a.mov(ecx, MsrAsyncPfInt);
+        a.mov(ecx, KvmPvAsyncPf.MsrInterrupt);
         a.mov(eax, __dword_ptr[rbp + VbVector]);
         a.xor(edx, edx);
         a.wrmsr();
-        a.mov(ecx, MsrAsyncPfEn);
+        a.mov(ecx, KvmPvAsyncPf.MsrEnable);
         a.mov(rax, __qword_ptr[rbp + VbEnable]);
         a.mov(rdx, rax);
         a.shr(rdx, 32);

@@ -62,9 +62,6 @@ public sealed record TaskSystemState(IReadOnlyList<(ulong Gpa, byte[] Bytes)> Ra
 /// </summary>
 public sealed class TaskProgram
 {
-    /// <summary>MSR_KVM_ASYNC_PF_EN flags the guest sets: ENABLED | DELIVERY_AS_INT (current KVM needs both).</summary>
-    public const ulong EnableFlags = 1 | 8;
-
     private readonly GuestMachine _m;
 
     public TaskProgram(GuestMachine machine, TaskKernel kernel, TaskConfig config)
@@ -131,7 +128,7 @@ public sealed class TaskProgram
         Put(sys, vb + VbTss, GuestLayout.Tss(v));
         Put(sys, vb + VbLogNext, Log(v));
         Put(sys, vb + VbLogEnd, Log(v) + (ulong)LogEntries * LogEntryBytes);
-        Put(sys, vb + VbEnable, Config.AsyncPf ? ApfArea(v) | EnableFlags : 0);
+        Put(sys, vb + VbEnable, Config.AsyncPf ? ApfArea(v) | KvmPvAsyncPf.EnabledWithInterrupt : 0);
         Put(sys, vb + VbVector, Kernel.ReadyVector);
         Put(sys, vb + VbBurst, Config.Burst ? 1UL : 0);
         Put(sys, vb + VbLastMemory, (ulong)(n - 1));

@@ -1,4 +1,5 @@
 using Faultline.Guest;
+using Faultline.Kvm;
 
 namespace Faultline.Paging.AsyncPf;
 
@@ -50,10 +51,10 @@ internal sealed class AsyncPfVcpu
     }
 
     /// <summary>ENABLED and DELIVERY_AS_INT: current KVM delivers nothing without both.</summary>
-    public bool Enabled => (EnableMsr & 9) == 9;
+    public bool Enabled => (EnableMsr & KvmPvAsyncPf.EnabledWithInterrupt) == KvmPvAsyncPf.EnabledWithInterrupt;
     public ulong AreaGpa => EnableMsr & ~63UL;
     public byte Vector => (byte)IntMsr;
-    public bool SendAlways => (EnableMsr & 2) != 0;
+    public bool SendAlways => (EnableMsr & KvmPvAsyncPf.SendAlways) != 0;
     public int QueuedReady => _count;
 
     public int FreeSlot()

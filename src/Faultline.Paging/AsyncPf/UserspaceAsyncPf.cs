@@ -26,9 +26,7 @@ namespace Faultline.Paging.AsyncPf;
 /// </summary>
 public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
 {
-    public const uint MsrEn = 0x4b564d02, MsrInt = 0x4b564d06, MsrAck = 0x4b564d07;
-    private const ulong ReservedEnBits = 0x30;
-    private const uint NotPresent = 1;
+    private const uint MsrEn = KvmPvAsyncPf.MsrEnable, MsrInt = KvmPvAsyncPf.MsrInterrupt, MsrAck = KvmPvAsyncPf.MsrAck;
     private readonly GuestMachine _m;
     private readonly PageTracker _tracker;
     private readonly FaultPath _path;
@@ -100,7 +98,7 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
                 lock (s.Lock) s.IntMsr = value;
                 break;
             case MsrEn:
-                if ((value & ReservedEnBits) != 0) { vcpu.CompleteMsr(0, error: true); return; }
+                if ((value & KvmPvAsyncPf.ReservedBits) != 0) { vcpu.CompleteMsr(0, error: true); return; }
                 lock (s.Lock)
                 {
                     var was = s.Enabled;
@@ -167,7 +165,7 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
             s.Accepts++;
         }
         if (s.Timer is { IsArmed: false } timer) timer.Arm(_options.ReadyPoll);
-        WriteArea(s, 0, NotPresent);
+        WriteArea(s, KvmPvAsyncPf.FlagsOffset, KvmPvAsyncPf.ReasonPageNotPresent);
         s.Loop.TryPost(VcpuEvent.PageFault(0, token));   // on its own thread: injected before the re-entry, no kick
         lock (s.Lock) s.Pages[slot] = index;
         var present = _tracker.Watch(index);
@@ -223,7 +221,7 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
         var slot = s.Dequeue();
         s.States[slot] = AsyncPfVcpu.Delivered;
         s.InFlight = slot;
-        WriteArea(s, 4, s.Tokens[slot]);
+        WriteArea(s, KvmPvAsyncPf.TokenOffset, s.Tokens[slot]);
         s.ReadyPosted = Stopwatch.GetTimestamp();
         s.ReadyDelivered++;
         s.Loop.TryPost(VcpuEvent.Interrupt(s.Vector));   // kicks the vCPU when posted from another thread
