@@ -69,9 +69,14 @@ public sealed class TaskKernelTests
         FillPattern(first.Ram, Seed);
         var program = new TaskProgram(first, kernel, tasks);
         program.Boot();
-        using (var stop = new CancellationTokenSource(TimeSpan.FromMilliseconds(150)))
+        using (var stop = new CancellationTokenSource())
         {
+            // cancelled from a thread of its own: a timer's callback runs on the thread pool, which the parallel test
+            // classes can starve for longer than the whole run (seen in CI: the guest finished before the "pause")
+            var pauser = new Thread(() => { Thread.Sleep(150); stop.Cancel(); }) { IsBackground = true };
+            pauser.Start();
             var paused = first.RunBooted(timeout: TimeSpan.FromSeconds(30), ct: stop.Token);
+            pauser.Join();
             Assert.All(paused.Vcpus, v => Assert.Contains("stopped", v.Error?.Message));   // paused, not finished
         }
         var state = program.Capture();
