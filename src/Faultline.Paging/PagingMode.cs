@@ -39,6 +39,9 @@ public static class PagingModes
     public static string AllNames => string.Join(", ", Enum.GetValues<PagingMode>().Select(Name));
 
     /// <summary>Whether the mode has userfaultfd reader threads.</summary>
+    /// <summary>Whether faults exit to the vCPU thread, so that it can answer one with an async "not present" (the exit-based engines).</summary>
+    public static bool SupportsAsyncPf(this PagingMode m) => m is PagingMode.Exits or PagingMode.Bitmap or PagingMode.MissingBitmap or PagingMode.MinorBitmap;
+
     public static bool HasReaders(this PagingMode m) => m is PagingMode.Missing or PagingMode.Minor or PagingMode.MissingBitmap or PagingMode.MinorBitmap;
 }
 

@@ -79,14 +79,14 @@ public sealed class TaskKernelTests
             pauser.Join();
             Assert.All(paused.Vcpus, v => Assert.Contains("stopped", v.Error?.Message));   // paused, not finished
         }
-        var state = program.Capture();
+        var state = Enumerable.Range(0, vcpus).Select(program.Capture).ToList();
         var regs = first.Vcpus.Select(v => (v.GetRegs(), v.GetSregs(), v.GetEvents())).ToList();
         Assert.All(regs, r => Assert.True(r.Item1.Rbx > 0, "the CPU task finished before the pause: make it longer"));
 
         using var second = GuestMachine.Create(config);
         first.Ram.Span(first.Ram.Base, (int)first.Ram.Size).CopyTo(second.Ram.Span(second.Ram.Base, (int)second.Ram.Size));
         var resumed = new TaskProgram(second, kernel, tasks);
-        resumed.Restore(state);
+        for (var i = 0; i < vcpus; i++) resumed.Restore(i, state[i]);
         for (var i = 0; i < vcpus; i++)
         {
             second.Vcpus[i].SetSregs(regs[i].Item2);
@@ -99,10 +99,45 @@ public sealed class TaskKernelTests
         Assert.All(results, r => Assert.Equal(0, r.Mismatches));
         Assert.All(results, r => Assert.All(r.Tasks, t => Assert.True(t.DoneTsc > r.StartTsc, $"{t.Kind} did not finish")));
 
-        // a state from another guest shape is refused in words
+        // a state from another guest shape is refused in words: other task count, a vCPU the guest does not have
         using var other = GuestMachine.Create(new MachineConfig(1, 512 * 4096UL) { Kernel = kernel.Kernel });
-        var e = Assert.Throws<UsageException>(() => new TaskProgram(other, kernel, tasks).Restore(state));
+        var e = Assert.Throws<UsageException>(() => new TaskProgram(other, kernel, tasks with { MemoryTasks = 2 }).Restore(0, state[0]));
         Assert.Contains("does not match", e.Message);
+        e = Assert.Throws<UsageException>(() => new TaskProgram(other, kernel, tasks).Restore(1, state[1]));
+        Assert.Contains("vCPU 1", e.Message);
+    }
+
+    [KvmTheory]
+    [InlineData(1, 1)]
+    [InlineData(2, 3)]
+    public void Continuous_memory_tasks_pass_until_the_pass_the_host_set_and_the_cpu_task_runs_between_their_slices(int vcpus, int memTasks)
+    {
+        const ulong chunk = 100_000;
+        var kernel = new TaskKernel();
+        // 3 MiB per memory task: three slices a pass, so the CPU task gets a chunk at every slice boundary
+        using var m = GuestMachine.Create(new MachineConfig(vcpus, (ulong)vcpus * (ulong)memTasks * 768 * 4096) { Kernel = kernel.Kernel });
+        FillPattern(m.Ram, Seed);
+        var program = new TaskProgram(m, kernel, new TaskConfig(memTasks, chunk, AsyncPf: false, Seed) { Continuous = true });
+        var (start, _) = program.RangeOf(vcpus - 1, memTasks - 1);
+        MemoryMarshal.Cast<byte, ulong>(m.Ram.Span(new GuestAddress(start + 8192), 4096))[0] ^= 1;   // read by the last task once a pass
+        program.Boot();
+        for (var v = 0; v < vcpus; v++) program.StopAfterMorePasses(v, 3);
+        var outcome = m.RunBooted(timeout: TimeSpan.FromSeconds(60));
+        Assert.All(outcome.Vcpus, v => Assert.Null(v.Error));
+        var results = program.Read();
+        foreach (var r in results)
+        {
+            var memory = r.Tasks.Where(t => t.Kind != "cpu").ToList();
+            Assert.All(memory, t => Assert.Equal(3UL, t.Passes));
+            Assert.All(memory, t => Assert.Equal(3UL * 3, t.Progress));   // three slices in each of three passes
+            var cpu = r.Tasks.Single(t => t.Kind == "cpu");
+            // one chunk after each memory slice, and the chunk in which it found itself the last task
+            Assert.Equal((ulong)memTasks * 9 + 1, cpu.Progress);
+            Assert.Equal(cpu.Progress * chunk, program.CpuIterationsDone(r.Vcpu));
+            Assert.All(r.Tasks, t => Assert.True(t.DoneTsc > r.StartTsc, $"task {t.Kind} has no completion time"));
+        }
+        Assert.Equal(3, results[vcpus - 1].Tasks[^1].Mismatches);
+        Assert.Equal(3, results.Sum(r => r.Mismatches));
     }
 
     internal static void FillPattern(GuestRegion ram, ulong seed)

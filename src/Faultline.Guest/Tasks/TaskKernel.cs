@@ -16,7 +16,11 @@ namespace Faultline.Guest.Tasks;
 /// <c>wrmsr MSR_KVM_ASYNC_PF_ACK</c>, make the task parked on that token runnable, and switch to it when the interrupted
 /// task is not a memory task (the CPU task or idle).</item>
 /// <item><c>ud2</c> with RAX = 0: the current task is done (its TSC is kept); when every task is, done() to the host.
-/// RAX = 1: the current task found a page with the wrong contents (counted; the task goes on after the <c>ud2</c>).</item>
+/// RAX = 1: the current task found a page with the wrong contents (counted; the task goes on after the <c>ud2</c>).
+/// Continuous mode (a migrated guest that runs until told to stop): RAX = 2, yield (counted as the task's progress; a
+/// memory task lets the CPU task run, the CPU task lets the memory tasks run, and ends when it is the last task left);
+/// RAX = 3, a memory task's pass is done (counted; the task ends after the pass the host set, else gets the start of
+/// its next pass in RAX).</item>
 /// </list>
 /// Tasks: idle (CPL0 <c>sti; hlt</c>, run only when nothing else can), one CPU-bound task (<c>dec rbx; jnz</c>, RBX
 /// iterations) and up to four memory tasks that read and check every page of their range. The scheduler runs a
@@ -28,20 +32,23 @@ namespace Faultline.Guest.Tasks;
 /// (R10, R11), (R12, R13), (R14, R15) memory tasks 0–3's (current address, end). A switch stores RSP in the TCB, loads
 /// the next task's and points TSS.RSP0 at the next task's block.</para>
 /// </summary>
-public sealed class TaskKernel
+public sealed partial class TaskKernel
 {
     public const byte DefaultReadyVector = 0xEC;
     /// <summary>
-    /// The tasks' one system call: <c>ud2</c> (#UD), RAX = <see cref="CallDone"/> or <see cref="CallMismatch"/>. This
+    /// The tasks' one system call: <c>ud2</c> (#UD), RAX = <see cref="CallDone"/>, <see cref="CallMismatch"/>, <see cref="CallYield"/> or <see cref="CallPass"/>. This
     /// host's PVM answers <c>int n</c> at CPL3 with #UD itself (measured: as for <c>sti</c>, <c>hlt</c>, <c>out</c>, which
     /// give #GP), so the trap is the instruction that means #UD everywhere.
     /// </summary>
     public const int CallVector = 6;
-    public const int CallDone = 0, CallMismatch = 1;
-    public const string BootRoutine = "tasks_boot", IdleRoutine = "tasks_idle", CpuRoutine = "tasks_cpu", BurstRoutine = "tasks_burst";
+    public const int CallDone = 0, CallMismatch = 1, CallYield = 2, CallPass = 3;
+    public const string BootRoutine = "tasks_boot", IdleRoutine = "tasks_idle", CpuRoutine = "tasks_cpu", BurstRoutine = "tasks_burst",
+        CpuLoopRoutine = "tasks_cpu_loop";
     /// <summary>The length of the burst task's first-pass access (<c>mov rax,[r8]</c>), which the #PF handler skips in burst mode.</summary>
     public const int BurstAccessLength = 3;
     public static string MemoryRoutine(int i) => $"tasks_mem{i}";
+    /// <summary>Continuous mode's memory task <paramref name="i"/>: passes over its range until told to stop.</summary>
+    public static string ScanRoutine(int i) => $"tasks_scan{i}";
 
     /// <summary>The register pair (address, end) of memory task <paramref name="i"/>.</summary>
     internal static (AssemblerRegister64 At, AssemblerRegister64 End) MemoryRegisters(int i) => i switch
@@ -65,10 +72,12 @@ public sealed class TaskKernel
         Kernel.AddRoutine(IdleRoutine, Idle);
         Kernel.AddRoutine(CpuRoutine, CpuTaskCode);
         Kernel.AddRoutine(BurstRoutine, BurstTaskCode);
+        Kernel.AddRoutine(CpuLoopRoutine, CpuLoopTaskCode);
         for (var i = 0; i < MaxMemoryTasks; i++)
         {
             var task = i;
             Kernel.AddRoutine(MemoryRoutine(i), a => MemoryTaskCode(a, task));
+            Kernel.AddRoutine(ScanRoutine(i), a => ScanTaskCode(a, task));
         }
     }
 
@@ -248,14 +257,20 @@ public sealed class TaskKernel
 
     private void SystemCall(Assembler a)
     {
-        var done = a.CreateLabel();
+        var notMismatch = a.CreateLabel(); var done = a.CreateLabel(); var pass = a.CreateLabel(); var yield = a.CreateLabel(); var memoryYield = a.CreateLabel();
         Save(a);
         Current(a);
-        a.cmp(__qword_ptr[rsp + 40], CallMismatch);        // the task's RAX
-        a.jne(done);
+        a.mov(rax, __qword_ptr[rsp + 40]);                  // the task's RAX: the call
+        a.cmp(rax, CallMismatch);
+        a.jne(notMismatch);
         a.inc(__qword_ptr[rsi + TcbMismatches]);
         a.add(__qword_ptr[rsp + 48], 2);                    // past the ud2
         RestoreAndReturn(a);
+        a.Label(ref notMismatch);
+        a.cmp(rax, CallYield);
+        a.je(yield);
+        a.cmp(rax, CallPass);
+        a.je(pass);
         a.Label(ref done);
         a.rdtsc();
         a.shl(rdx, 32);
@@ -269,6 +284,34 @@ public sealed class TaskKernel
         var hang = a.CreateLabel();
         a.Label(ref hang);
         a.jmp(hang);
+
+        // pass (a memory task ended a pass): counted; done after the pass the host set, else RAX = where the next starts
+        a.Label(ref pass);
+        a.add(__qword_ptr[rsp + 48], 2);
+        a.mov(rax, __qword_ptr[rsi + TcbPasses]);
+        a.inc(rax);
+        a.mov(__qword_ptr[rsi + TcbPasses], rax);
+        a.cmp(rax, __qword_ptr[rsi + TcbStopAfter]);
+        a.jae(done);
+        a.mov(rax, __qword_ptr[rsi + TcbStart]);
+        a.mov(__qword_ptr[rsp + 40], rax);
+        RestoreAndReturn(a);
+
+        // yield (end of a memory task's slice, of a CPU chunk): a memory task hands the vCPU to the CPU task if it can
+        // run; the CPU task to the next memory task (the scheduler), or ends once it is the last task left
+        a.Label(ref yield);
+        a.add(__qword_ptr[rsp + 48], 2);
+        a.inc(__qword_ptr[rsi + TcbProgress]);
+        a.cmp(__qword_ptr[rsi + TcbIndex], CpuTask);
+        a.jne(memoryYield);
+        a.cmp(__qword_ptr[rbp + VbRemaining], 1);
+        a.je(done);
+        a.jmp(_schedule);
+        a.Label(ref memoryYield);
+        a.mov(rdi, __qword_ptr[rbp + CpuTask * 8 + VbTasks]);
+        a.cmp(__qword_ptr[rdi + TcbState], (int)Runnable);
+        a.je(_switch);
+        a.jmp(_schedule);
     }
 
     /// <summary>CPL0, RBP = vCPU block: enables async PF if the host asked (vector first, then the area), then enters the first task.</summary>
@@ -297,74 +340,5 @@ public sealed class TaskKernel
         a.mov(rdi, __qword_ptr[rbp + VbCurrent]);
         a.mov(rsp, __qword_ptr[rdi + TcbSaved]);
         RestoreAndReturn(a);
-    }
-
-    private static void Idle(Assembler a)
-    {
-        var l = a.CreateLabel();
-        a.Label(ref l);
-        a.sti();
-        a.hlt();
-        a.jmp(l);
-    }
-
-    private static void CpuTaskCode(Assembler a)
-    {
-        var l = a.CreateLabel();
-        a.Label(ref l);
-        a.dec(rbx);
-        a.jnz(l);
-        Call(a, CallDone);
-    }
-
-    /// <summary>
-    /// Burst mode's one memory task: a first pass touches every page of [R8, R9) without waiting (the #PF handler skips
-    /// each not-present access), so that many async faults are outstanding at once; then it turns burst mode off (RBP =
-    /// vCPU block, set by the host in the task's saved registers) and checks every page from R10 as a memory task does.
-    /// </summary>
-    private static void BurstTaskCode(Assembler a)
-    {
-        var first = a.CreateLabel();
-        a.Label(ref first);
-        a.mov(rax, __qword_ptr[r8]);                      // BurstAccessLength bytes
-        a.add(r8, 4096);
-        a.cmp(r8, r9);
-        a.jb(first);
-        a.mov(__qword_ptr[rbp + VbBurst], 0);
-        a.mov(r8, r10);
-        CheckPages(a, r8, r9);
-    }
-
-    /// <summary>Reads and checks every page of [at, end), one qword each (a wrong one is counted), then ends the task.</summary>
-    private static void CheckPages(Assembler a, AssemblerRegister64 at, AssemblerRegister64 end)
-    {
-        var loop = a.CreateLabel(); var ok = a.CreateLabel(); var done = a.CreateLabel();
-        a.cmp(at, end);
-        a.jae(done);
-        a.Label(ref loop);
-        a.mov(rax, __qword_ptr[at]);                      // the access that may find its page still on the wire
-        a.sub(rax, at);
-        a.mov(rdx, SeedAddress);
-        a.cmp(rax, __qword_ptr[rdx]);
-        a.je(ok);
-        Call(a, CallMismatch);
-        a.Label(ref ok);
-        a.add(at, 4096);
-        a.cmp(at, end);
-        a.jb(loop);
-        a.Label(ref done);
-        Call(a, CallDone);
-    }
-
-    private static void MemoryTaskCode(Assembler a, int task)
-    {
-        var (at, end) = MemoryRegisters(task);
-        CheckPages(a, at, end);
-    }
-
-    private static void Call(Assembler a, int call)
-    {
-        a.mov(eax, call);
-        a.ud2();
     }
 }

@@ -28,7 +28,9 @@ public static class TaskLayout
 
     // task control block
     public const int TcbVcpu = 0x00, TcbSaved = 0x08, TcbState = 0x10, TcbToken = 0x18, TcbIndex = 0x20, TcbDoneTsc = 0x28,
-        TcbWoken = 0x30, TcbMismatches = 0x38;
+        TcbWoken = 0x30, TcbMismatches = 0x38,
+        // continuous mode: where the memory task's pass starts, passes done, the pass after which it stops, yields (CPU task: chunks done)
+        TcbStart = 0x40, TcbPasses = 0x48, TcbStopAfter = 0x50, TcbProgress = 0x58;
     public const ulong Runnable = 0, Parked = 1, Done = 2;
 
     // vCPU block
@@ -38,6 +40,11 @@ public static class TaskLayout
 
     /// <summary>Global: the pattern seed the memory tasks check against (qword at GPA a holds a + seed).</summary>
     public const ulong SeedAddress = Globals;
+    /// <summary>Global: continuous mode's CPU chunk (iterations between two yields of the CPU task).</summary>
+    public const ulong ChunkAddress = Globals + 8;
+    public const int GlobalsBytes = 16;
+    /// <summary>Continuous mode: a memory task yields each time its address crosses a multiple of this (1 MiB: 256 pages), its time slice.</summary>
+    public const ulong SliceBytes = 0x100000;
 
     /// <summary>Log entry kinds (bits 32.. of the entry's first qword; the token in bits 0..31; the TSC in the second).</summary>
     public const ulong LogNotPresent = 1, LogTaskRunning = 2;

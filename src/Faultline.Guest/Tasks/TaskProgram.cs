@@ -20,18 +20,29 @@ public sealed record TaskConfig(int MemoryTasks, ulong CpuIterations, bool Async
     /// skips a not-present access instead of parking), then checks them all. Needs exactly one memory task.
     /// </summary>
     public bool Burst { get; init; }
+    /// <summary>
+    /// Continuous mode (a guest that runs until the host stops it, as a migrated one): each memory task checks its range
+    /// in passes, yielding to the CPU task every <see cref="TaskLayout.SliceBytes"/>, until the pass the host set
+    /// (<see cref="TaskProgram.StopAfterMorePasses"/>; none at boot); the CPU task works in chunks of
+    /// <see cref="CpuIterations"/>, yielding after each, and ends when the memory tasks have.
+    /// </summary>
+    public bool Continuous { get; init; }
 
     public void Validate(int vcpus)
     {
         if (MemoryTasks is < 0 or > MaxMemoryTasks) throw new UsageException($"memory tasks must be within 0..{MaxMemoryTasks}, not {MemoryTasks}");
         if (CpuIterations < 1) throw new UsageException("the CPU task needs at least one iteration");
         if (Burst && MemoryTasks != 1) throw new UsageException("burst mode runs exactly one memory task");
+        if (Burst && Continuous) throw new UsageException("burst mode and continuous mode exclude each other");
+        if (Continuous && MemoryTasks < 1) throw new UsageException("continuous mode needs at least one memory task");
         if (vcpus > TaskLayout.MaxVcpus) throw new UsageException($"the task kernel runs at most {TaskLayout.MaxVcpus} vCPUs, not {vcpus}");
     }
 }
 
 /// <summary>One task's outcome.</summary>
-public readonly record struct TaskResult(int Index, string Kind, ulong DoneTsc, long Mismatches);
+/// <param name="Passes">Continuous mode: passes a memory task completed.</param>
+/// <param name="Progress">Continuous mode: yields (the CPU task: chunks done; a memory task: slices).</param>
+public readonly record struct TaskResult(int Index, string Kind, ulong DoneTsc, long Mismatches, ulong Passes, ulong Progress);
 
 /// <summary>An entry of a vCPU's event log: an async-PF notification as the guest saw it, with its TSC.</summary>
 public readonly record struct TaskLogEntry(ulong Kind, uint Token, ulong Tsc);
@@ -44,10 +55,10 @@ public sealed record TaskVcpuResult(int Vcpu, ulong StartTsc, IReadOnlyList<Task
 }
 
 /// <summary>
-/// The task kernel's part of the system region, as bytes at guest addresses: every vCPU's task blocks (control blocks
-/// and kernel stacks), vCPU block (scheduler state, async-PF area), event log and TSS, and the globals. With the vCPUs'
-/// registers and guest RAM it is everything a paused task-kernel guest is (the kernel's code is generated the same on
-/// both sides): what a migration or a snapshot carries.
+/// One vCPU's part of the task kernel in the system region, as bytes at guest addresses: its task blocks (control
+/// blocks and kernel stacks), vCPU block (scheduler state, async-PF area), event log and TSS; vCPU 0's also the
+/// globals. With the vCPUs' registers and guest RAM it is everything a paused task-kernel guest is (the kernel's code
+/// is generated the same on both sides): what a migration or a snapshot carries with each vCPU.
 /// </summary>
 public sealed record TaskSystemState(IReadOnlyList<(ulong Gpa, byte[] Bytes)> Ranges)
 {
@@ -90,6 +101,7 @@ public sealed class TaskProgram
     {
         var sys = _m.System.Span(new GuestAddress(0), (int)GuestLayout.SystemSize);
         Put(sys, SeedAddress, Config.Seed);
+        Put(sys, ChunkAddress, Config.CpuIterations);
         foreach (var vcpu in _m.Vcpus) Boot(vcpu, sys);
     }
 
@@ -119,6 +131,11 @@ public sealed class TaskProgram
             Put(sys, block + TcbSaved, frame - 48);
             Put(sys, block + TcbState, Runnable);
             Put(sys, block + TcbIndex, (ulong)t);
+            if (t >= FirstMemoryTask)
+            {
+                Put(sys, block + TcbStart, RangeOf(v, t - FirstMemoryTask).Start);
+                Put(sys, block + TcbStopAfter, ulong.MaxValue);
+            }
             Put(sys, vb + VbTasks + (ulong)t * 8, block);
         }
         var first = Block(v, n - 1);
@@ -148,8 +165,9 @@ public sealed class TaskProgram
     private ulong EntryOf(int task) => task switch
     {
         IdleTask => _m.Image.RoutineOf(TaskKernel.IdleRoutine),
-        CpuTask => _m.Image.RoutineOf(TaskKernel.CpuRoutine),
+        CpuTask => _m.Image.RoutineOf(Config.Continuous ? TaskKernel.CpuLoopRoutine : TaskKernel.CpuRoutine),
         _ when Config.Burst => _m.Image.RoutineOf(TaskKernel.BurstRoutine),
+        _ when Config.Continuous => _m.Image.RoutineOf(TaskKernel.ScanRoutine(task - FirstMemoryTask)),
         _ => _m.Image.RoutineOf(TaskKernel.MemoryRoutine(task - FirstMemoryTask)),
     };
 
@@ -164,37 +182,65 @@ public sealed class TaskProgram
         }
     }
 
-    private IEnumerable<(ulong Gpa, int Length)> StateRanges()
+    /// <summary>The system-region ranges that hold vCPU <paramref name="v"/>'s part of the task kernel (vCPU 0's also the globals).</summary>
+    private IEnumerable<(ulong Gpa, int Length)> StateRanges(int v)
     {
-        yield return (Globals, 8);
-        foreach (var vcpu in _m.Vcpus)
-        {
-            var v = vcpu.Id;
-            yield return (Block(v, 0), (int)(BlockSize * (ulong)TaskCount));
-            yield return (VcpuBlock(v), (int)VcpuBlockSize);
-            yield return (Log(v), (int)LogBytes);
-            yield return (GuestLayout.Tss(v), GuestLayout.TssStride);
-        }
+        if (v == 0) yield return (Globals, GlobalsBytes);
+        yield return (Block(v, 0), (int)(BlockSize * (ulong)TaskCount));
+        yield return (VcpuBlock(v), (int)VcpuBlockSize);
+        yield return (Log(v), (int)LogBytes);
+        yield return (GuestLayout.Tss(v), GuestLayout.TssStride);
     }
 
-    /// <summary>Copies the task kernel's state out of the system region (the vCPUs stopped).</summary>
-    public TaskSystemState Capture()
+    /// <summary>Copies vCPU <paramref name="v"/>'s part of the task kernel's state out of the system region (that vCPU stopped; any thread).</summary>
+    public TaskSystemState Capture(int v)
     {
         var sys = _m.System;
-        return new TaskSystemState(StateRanges().Select(r => (r.Gpa, sys.Span(new GuestAddress(r.Gpa), r.Length).ToArray())).ToList());
+        return new TaskSystemState(StateRanges(v).Select(r => (r.Gpa, sys.Span(new GuestAddress(r.Gpa), r.Length).ToArray())).ToList());
     }
 
     /// <summary>
-    /// Writes a captured state into this machine's system region instead of <see cref="Boot"/> (the machine built with
-    /// the same kernel, vCPU count and memory); the caller then restores each vCPU's registers. Checks that the ranges
-    /// are the ones this program would capture.
+    /// Writes vCPU <paramref name="v"/>'s captured part into this machine's system region instead of <see cref="Boot"/>
+    /// (the machine built with the same kernel, vCPU count, memory and task count); the caller then restores the vCPU's
+    /// registers. Checks that the ranges are the ones this program would capture.
     /// </summary>
-    public void Restore(TaskSystemState state)
+    public void Restore(int v, TaskSystemState state)
     {
-        var expected = StateRanges().ToList();
+        if (v < 0 || v >= _m.Vcpus.Count) throw new UsageException($"the task kernel's state of vCPU {v} does not match this guest (it has {_m.Vcpus.Count} vCPU(s))");
+        var expected = StateRanges(v).ToList();
         if (state.Ranges.Count != expected.Count || state.Ranges.Zip(expected).Any(p => p.First.Gpa != p.Second.Gpa || p.First.Bytes.Length != p.Second.Length))
-            throw new UsageException("the task kernel's state does not match this guest (other vCPU count or task count)");
+            throw new UsageException($"the task kernel's state of vCPU {v} does not match this guest (other vCPU count or task count)");
         foreach (var (gpa, bytes) in state.Ranges) bytes.CopyTo(_m.System.Span(new GuestAddress(gpa), bytes.Length));
+    }
+
+    /// <summary>
+    /// Continuous mode: every memory task of vCPU <paramref name="v"/> ends after <paramref name="more"/> passes beyond
+    /// those it has completed (2 after a restore: the interrupted pass, then one whole pass). Before the vCPU runs again.
+    /// </summary>
+    public void StopAfterMorePasses(int v, ulong more)
+    {
+        var sys = _m.System.Span(new GuestAddress(0), (int)GuestLayout.SystemSize);
+        for (var t = FirstMemoryTask; t < TaskCount; t++)
+        {
+            var block = Block(v, t);
+            Put(sys, block + TcbStopAfter, Get(sys, block + TcbPasses) + more);
+        }
+    }
+
+    /// <summary>The fewest passes any memory task of vCPU <paramref name="v"/> has completed so far (continuous mode; any time).</summary>
+    public ulong PassesDone(int v)
+    {
+        var sys = _m.System.Span(new GuestAddress(0), (int)GuestLayout.SystemSize);
+        var min = ulong.MaxValue;
+        for (var t = FirstMemoryTask; t < TaskCount; t++) min = Math.Min(min, Get(sys, Block(v, t) + TcbPasses));
+        return min;
+    }
+
+    /// <summary>Continuous mode: the iterations vCPU <paramref name="v"/>'s CPU task has done so far (its chunks × the chunk). Any time, also while it runs.</summary>
+    public ulong CpuIterationsDone(int v)
+    {
+        var chunks = BinaryPrimitives.ReadUInt64LittleEndian(_m.System.Span(new GuestAddress(Block(v, CpuTask) + TcbProgress), 8));   // one aligned load
+        return chunks * Config.CpuIterations;
     }
 
     /// <summary>What the guest recorded on every vCPU (after the run).</summary>
@@ -209,7 +255,8 @@ public sealed class TaskProgram
             for (var t = 1; t < TaskCount; t++)
             {
                 var block = Block(v, t);
-                tasks.Add(new TaskResult(t, t == CpuTask ? "cpu" : $"mem{t - FirstMemoryTask}", Get(sys, block + TcbDoneTsc), (long)Get(sys, block + TcbMismatches)));
+                tasks.Add(new TaskResult(t, t == CpuTask ? "cpu" : $"mem{t - FirstMemoryTask}", Get(sys, block + TcbDoneTsc), (long)Get(sys, block + TcbMismatches),
+                    Get(sys, block + TcbPasses), Get(sys, block + TcbProgress)));
             }
             var log = new List<TaskLogEntry>();
             for (var at = Log(v); at < Get(sys, vb + VbLogNext); at += LogEntryBytes)

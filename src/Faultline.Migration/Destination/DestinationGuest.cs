@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Faultline.Guest;
+using Faultline.Guest.Tasks;
 using Faultline.Kvm;
 using Faultline.Kvm.Threads;
 using Faultline.Migration.Protocol;
@@ -20,6 +21,7 @@ internal sealed class DestinationGuest : IDisposable
     private readonly GuestMachine _m;
     private readonly IPagingEngine _engine;
     private readonly FirstFailure _failure;
+    private readonly TaskProgram? _tasks;              // the mixed workload, else the generation program
     private readonly Thread[] _threads;
     private readonly ManualResetEventSlim _stateArrived = new(false);
     private readonly CountdownEvent _waiting, _resumed, _finished;
@@ -36,16 +38,25 @@ internal sealed class DestinationGuest : IDisposable
     public long[] BlockedNs { get; }
     public long[] Faults { get; }
     public LatencyRecorder FaultLatency { get; }
+    /// <summary>The mixed workload, per vCPU: the CPU task's iterations at its resume, when every page was present, and at its end.</summary>
+    public ulong[] CpuAtResume { get; }
+    public ulong[] CpuAtPostcopyDone { get; }
+    public ulong[] CpuAtFinish { get; }
+    public TaskProgram? Tasks => _tasks;
+    /// <summary>The mixed workload: whether the migrated guest had async page faults enabled (vCPU 0's MSR_KVM_ASYNC_PF_EN).</summary>
+    public bool GuestAsyncPfEnabled { get; private set; }
     /// <summary>Every vCPU thread is bound, warmed up and waiting for its state: nothing of theirs runs in the downtime but the restore.</summary>
     public WaitHandle AllWaiting => _waiting.WaitHandle;
     public WaitHandle AllResumed => _resumed.WaitHandle;
     public WaitHandle AllFinished => _finished.WaitHandle;
 
     /// <param name="postcopyNice">The vCPU threads' nice value until <see cref="PostcopyDone"/> (then 0).</param>
-    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0)
+    /// <param name="tasks">The mixed workload's program (the machine built with its kernel); null: the generation program.</param>
+    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0, TaskProgram? tasks = null)
     {
-        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice;
+        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice; _tasks = tasks;
         var n = m.Vcpus.Count;
+        CpuAtResume = new ulong[n]; CpuAtPostcopyDone = new ulong[n]; CpuAtFinish = new ulong[n];
         _threads = new Thread[n];
         _tids = new int[n];
         ResumedNs = new long[n]; FinishedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
@@ -80,9 +91,14 @@ internal sealed class DestinationGuest : IDisposable
         {
             var loop = new VcpuLoop(_m.Vcpus[id], hooks, timed);
             timed.Loop = loop;
-            if (loop.Run() == VcpuLoopEnd.Finished && hooks.Check is { IsComplete: true } check)
+            if (loop.Run() == VcpuLoopEnd.Finished && hooks.Complete)
             {
-                Mismatches[id] = check.Mismatches;
+                if (_tasks is { } tasks)
+                {
+                    Mismatches[id] = (ulong)tasks.Read()[id].Mismatches;
+                    CpuAtFinish[id] = tasks.CpuIterationsDone(id);
+                }
+                else Mismatches[id] = hooks.Check!.Mismatches;
                 FinishedNs[id] = Clock.NowNs();
                 _finished.Signal();
                 hooks.Counted = true;
@@ -100,12 +116,16 @@ internal sealed class DestinationGuest : IDisposable
 
     /// <summary>
     /// One destination vCPU on the shared vCPU loop: it waits, bound and warmed up, for the migrated state; restores it
-    /// on its own thread and runs. The guest is the generation program: it finishes the interrupted pass and runs the
-    /// next one, checking every page it visits (<see cref="GenerationCheck"/>); the vCPU is done at that report.
+    /// on its own thread and runs. The generation program finishes the interrupted pass and runs the next one, checking
+    /// every page it visits (<see cref="GenerationCheck"/>): the vCPU is done at that report. The mixed workload's task
+    /// kernel state goes back into the system region first, each memory task set to end after the pass it was in and
+    /// one whole pass more, and the async-PF registration to the engine's async host: the vCPU is done at its done().
     /// </summary>
     private sealed class Hooks(DestinationGuest g, int id) : IVcpuHooks
     {
+        private bool _restored;
         public GenerationCheck? Check { get; private set; }
+        public bool Complete { get; private set; }
         public bool Counted { get; set; }
 
         public void OnThreadStart(VcpuLoop loop)
@@ -119,10 +139,14 @@ internal sealed class DestinationGuest : IDisposable
             if (g._stop) return;
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
             var s = g._states![id];
+            if (g._tasks is { } tasks) RestoreTasks(tasks, s);
+            else if (s.TaskKernel is not null || s.AsyncPf is not null)
+                throw new MigrationException($"vCPU {id} state: the source runs the mixed workload, this destination the generation program");
             vcpu.SetSregs(s.Sregs);
             vcpu.SetRegs(s.Regs);
             vcpu.SetEvents(s.Events);
-            Check = new GenerationCheck(s.Regs);
+            if (g._tasks is null) Check = new GenerationCheck(s.Regs);
+            _restored = true;
             g.ResumedNs[id] = Clock.NowNs();
             g._tids[id] = HostThread.CurrentId;
             // one nice value (and ThreadPriority.Slice, if set) for the whole post-copy: no change per fault
@@ -131,12 +155,33 @@ internal sealed class DestinationGuest : IDisposable
             g._resumed.Signal();
         }
 
-        public VcpuLoopAction BeforeRun(VcpuLoop loop) => g._stop || Check is null ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
+        private void RestoreTasks(TaskProgram tasks, VcpuState s)
+        {
+            if (s.TaskKernel is null) throw new MigrationException($"vCPU {id} state: the task kernel's state is missing (the source runs the generation program?)");
+            tasks.Restore(id, s.TaskKernel);
+            tasks.StopAfterMorePasses(id, 2);   // the interrupted pass, then one whole pass: every page checked after the resume
+            g.CpuAtResume[id] = tasks.CpuIterationsDone(id);
+            if (s.AsyncPf is not { } apf) return;
+            if (id == 0) g.GuestAsyncPfEnabled = (apf.EnableMsr & Faultline.Kvm.KvmPvAsyncPf.Enabled) != 0;
+            if (((PagingEngine)g._engine).AsyncPf is { } host) host.Import(id, apf);
+            else if (apf.Outstanding.Count > 0)
+                throw new MigrationException($"vCPU {id} has {apf.Outstanding.Count} async page fault(s) outstanding and this destination runs with --async-pf never");
+        }
+
+        public VcpuLoopAction BeforeRun(VcpuLoop loop) => g._stop || !_restored ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
 
         public VcpuLoopAction OnGuestCall(VcpuLoop loop, GuestCall call)
         {
+            if (g._tasks is not null)
+            {
+                if (call.Op != GuestOp.Done) throw new GuestException($"destination vCPU {id}: the mixed workload reported {call.Op} 0x{call.Value:x}");
+                Complete = true;
+                return VcpuLoopAction.Finish;
+            }
             if (call.Op != GuestOp.Report) throw new GuestException($"destination vCPU {id}: the generation program ended ({call.Op} 0x{call.Value:x})");
-            return Check!.Observe(call.Value) ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
+            if (!Check!.Observe(call.Value)) return VcpuLoopAction.Continue;
+            Complete = Check.IsComplete;
+            return VcpuLoopAction.Finish;
         }
     }
 
@@ -160,12 +205,14 @@ internal sealed class DestinationGuest : IDisposable
         }
 
         public void OnVcpuThreadStart(Vcpu vcpu) => g._engine.OnVcpuThreadStart(vcpu);
+        public void OnVcpuLoopStart(VcpuLoop loop) => g._engine.OnVcpuLoopStart(loop);
         public void OnVcpuThreadStop(Vcpu vcpu) => g._engine.OnVcpuThreadStop(vcpu);
     }
 
     /// <summary>Every page is present: the vCPUs run at normal priority again (they ran below the transfer's threads until now).</summary>
     public void PostcopyDone()
     {
+        if (_tasks is { } tasks) for (var i = 0; i < CpuAtPostcopyDone.Length; i++) CpuAtPostcopyDone[i] = tasks.CpuIterationsDone(i);
         Volatile.Write(ref _nice, 0);
         foreach (var tid in _tids) HostThread.TrySetNice(tid, 0);   // setpriority keeps a slice set with sched_setattr
     }

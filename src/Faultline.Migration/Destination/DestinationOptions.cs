@@ -1,6 +1,7 @@
 using Faultline.Kvm.Memory;
 using Faultline.Migration.Transport;
 using Faultline.Paging;
+using Faultline.Paging.AsyncPf;
 
 namespace Faultline.Migration.Destination;
 
@@ -38,6 +39,10 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     public Func<MigrationAddress>? ResolveSource { get; init; }
     /// <summary>The guest's workload order, for the report (the source runs it; the wire carries only registers).</summary>
     public string Workload { get; init; } = "sequential";
+    /// <summary>The mixed workload the source runs (the task kernel); null: the generation program. Checked against the source's layout.</summary>
+    public MixedWorkload? Mixed { get; init; }
+    /// <summary>Async page faults for a guest that enables them (the mixed workload): policy and limits. Never: every fault waits.</summary>
+    public AsyncPfOptions AsyncPf { get; init; } = new();
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

@@ -1,8 +1,10 @@
 using Faultline.Guest;
+using Faultline.Guest.Tasks;
 using Faultline.Kvm.Memory;
 using Faultline.Migration.Transport;
 using Faultline.Paging;
 using Faultline.Paging.Engines;
+using Faultline.Paging.AsyncPf;
 
 namespace Faultline.Migration.Destination;
 
@@ -64,19 +66,22 @@ internal sealed class DestinationSession : IDisposable
         DestinationGuest? guest = null;
         try
         {
-            machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing));
+            o.Mixed?.Validate(vcpus);
+            var kernel = o.Mixed is null ? null : new TaskKernel();
+            machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing) { Kernel = kernel?.Kernel });
             if (o.Backing == Backing.Shmem) machine.Ram.MapBackingView();   // the page cache, allocated now (the engine finds it mapped)
             var digest = new PageDigest(machine.Ram.PageCount);
             pages = new RemotePageSource(machine.Ram, digest, machine.Config.Vcpus);
             engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus)
             {
-                PrefillPageCache = false, PageTimeout = o.IdleTimeout,
+                PrefillPageCache = false, PageTimeout = o.IdleTimeout, AsyncPf = o.Mixed is null ? new AsyncPfOptions() : o.AsyncPf,
             });
             engine.Start(machine, pages);
             Warmup.StatePath(vcpus);
             // the vCPUs keep one priority from their resume to the end (no switch per fault): o.VcpuPostcopyNice until every
             // page is present, then 0
-            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice);
+            var tasks = kernel is null ? null : new TaskProgram(machine, kernel, o.Mixed!.TaskConfig);
+            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, tasks);
             guest.Start();
             var s = new DestinationSession(machine, digest, pages, engine, guest);
             s._phaseNs[(int)MigrationPhase.Prepare] = started;

@@ -238,6 +238,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
                 LinkRttUs = rtt, WaitSpinUs = FaultWait.SpinMicroseconds(s.ExpectedLatency),
                 Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, o.VcpuPostcopyNice),
+                Mixed = o.Mixed is { } mixed ? MixedOf(mixed, g, en, completeNs) : null,
             };
         }
         catch (Exception e)
@@ -264,8 +265,29 @@ public sealed class MigrationDestination(DestinationOptions o)
         }
     }
 
+    private MixedReport MixedOf(MixedWorkload mixed, DestinationGuest g, IPagingEngine en, long completeNs)
+    {
+        double during = 0, after = 0, afterNs = 0;
+        for (var i = 0; i < g.ResumedNs.Length; i++)
+        {
+            during += (g.CpuAtPostcopyDone[i] - g.CpuAtResume[i]) / Math.Max(1e-9, (completeNs - g.ResumedNs[i]) / 1e9);
+            var tail = g.FinishedNs[i] - completeNs;
+            if (tail > 0) { after += (g.CpuAtFinish[i] - g.CpuAtPostcopyDone[i]) / (tail / 1e9); afterNs = Math.Max(afterNs, tail); }
+        }
+        var apf = (en as PagingEngine)?.AsyncPf;
+        return new MixedReport
+        {
+            MemoryTasks = mixed.MemoryTasks, AsyncPfPolicy = o.AsyncPf.Mode.ToString().ToLowerInvariant(),
+            GuestEnabled = g.GuestAsyncPfEnabled,
+            CpuIterPerSecPostcopy = during, CpuIterPerSecAfter = afterNs >= 5e6 ? after : null, AsyncPf = apf?.Snapshot(),
+        };
+    }
+
     private void CheckLayout(LayoutMessage l, ulong nonce)
     {
+        var (program, tasks) = o.Mixed is { } mx ? (GuestProgramKind.Tasks, mx.MemoryTasks) : (GuestProgramKind.Generations, 0);
+        if (l.Program != program || l.MemoryTasks != tasks)
+            throw new MigrationException($"layout mismatch: the source runs {LayoutMessage.DescribeProgram(l.Program, l.MemoryTasks)}, this destination expects {LayoutMessage.DescribeProgram(program, tasks)} (--workload, --mem-tasks)");
         if (l.Nonce != nonce) throw new MigrationException("layout mismatch: the layout belongs to another session");
         if (l.PageSize != Wire.PageSize) throw new MigrationException($"layout mismatch: source pages are {l.PageSize} bytes, this destination uses {Wire.PageSize}");
         if (l.RamBase != GuestLayout.RamBase) throw new MigrationException($"layout mismatch: source RAM starts at 0x{l.RamBase:x}, this build's guest at 0x{GuestLayout.RamBase:x}");

@@ -6,7 +6,11 @@ public static class StateSection
     public const ushort Regs = 0x0001;           // struct kvm_regs, 144 bytes, x86-64 uapi layout
     public const ushort Sregs = 0x0002;          // struct kvm_sregs, 312 bytes
     public const ushort Events = 0x0003;         // struct kvm_vcpu_events, 64 bytes
+    /// <summary>The x86 async-PF registration (AsyncPfStateCodec): MSR values, token counter, outstanding faults.</summary>
+    public const ushort AsyncPf = 0x0010;
+    /// <summary>The task kernel's state of this vCPU in the system region (TaskStateCodec): (GPA, bytes) ranges.</summary>
+    public const ushort TaskKernel = 0x0011;
     // 0x0100 was the test workload's progress (protocol ≤ 3); retired: the workload is a guest program, its state is its registers
-    /// <summary>Flag bit: a reader that doesn't know this section may ignore it (later issues: async-PF state).</summary>
+    /// <summary>Flag bit: a reader that doesn't know this section may ignore it .</summary>
     public const ushort Optional = 0x0001;
 }

@@ -1,13 +1,22 @@
+using Faultline.Guest.Tasks;
 using Faultline.Kvm.Interop;
+using Faultline.Paging.AsyncPf;
 
 namespace Faultline.Migration.Protocol;
 
-/// <summary>One paused vCPU as it travels: registers, special registers, pending events (guest-visible state only: the workload is a guest program whose progress is in its registers), and any optional sections this version doesn't know (kept, not applied).</summary>
+/// <summary>
+/// One paused vCPU as it travels: registers, special registers, pending events, and where the guest has them, its
+/// async-PF registration and its part of the task kernel's state (the generation program keeps all its progress in
+/// registers; the task kernel keeps its scheduler in the system region); and any optional sections this version
+/// doesn't know (kept, not applied).
+/// </summary>
 public sealed class VcpuState
 {
     public int Id { get; init; }
     public KvmRegs Regs;
     public KvmSregs Sregs;
     public KvmVcpuEvents Events;
+    public AsyncPfVcpuState? AsyncPf { get; init; }
+    public TaskSystemState? TaskKernel { get; init; }
     public IReadOnlyList<(ushort Tag, byte[] Data)> UnknownOptional { get; init; } = [];
 }

@@ -1,7 +1,9 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Faultline.Guest.Tasks;
 using Faultline.Kvm.Interop;
+using Faultline.Paging.AsyncPf;
 
 namespace Faultline.Migration.Protocol;
 
@@ -12,8 +14,9 @@ namespace Faultline.Migration.Protocol;
 /// per vCPU: u16 id, u16 section count, then sections: u16 tag, u16 flags (bit 0: optional), u32 length, bytes
 /// </code>
 /// Regs, sregs and events are the kernel's x86-64 structs byte for byte (their length is checked). A reader
-/// refuses an unknown section unless it is flagged optional, so a later version that adds guest-visible state
-/// (async-PF) can't be silently half-restored by this one.
+/// refuses an unknown section unless it is flagged optional, so a later version that adds guest-visible state can't
+/// be silently half-restored by this one. The async-PF registration and the task kernel's state are required sections
+/// of the vCPUs whose guest has them (<see cref="GuestStateCodec"/>).
 /// </summary>
 public static class VcpuStateMessage
 {
@@ -26,21 +29,27 @@ public static class VcpuStateMessage
         foreach (var v in vcpus)
             size += 4 + 3 * 8 + Unsafe.SizeOf<KvmRegs>() + Unsafe.SizeOf<KvmSregs>() + Unsafe.SizeOf<KvmVcpuEvents>()
                 + v.UnknownOptional.Sum(s => 8 + s.Data.Length);
+        var extra = vcpus.Select(v => (AsyncPf: v.AsyncPf is { } a ? GuestStateCodec.Encode(a) : null, Tasks: v.TaskKernel is { } t ? GuestStateCodec.Encode(t) : null)).ToArray();
+        foreach (var (a, t) in extra) size += (a is null ? 0 : 8 + a.Length) + (t is null ? 0 : 8 + t.Length);
         var buf = new byte[size];
         var d = buf.AsSpan();
         BinaryPrimitives.WriteInt64LittleEndian(d, pauseTimestampNs);
         BinaryPrimitives.WriteUInt16LittleEndian(d[8..], StateVersion);
         BinaryPrimitives.WriteUInt16LittleEndian(d[10..], (ushort)vcpus.Count);
         var o = MinSize;
-        foreach (var v in vcpus)
+        for (var i = 0; i < vcpus.Count; i++)
         {
-            var sections = 3 + v.UnknownOptional.Count;
+            var v = vcpus[i];
+            var (apf, tasks) = extra[i];
+            var sections = 3 + v.UnknownOptional.Count + (apf is null ? 0 : 1) + (tasks is null ? 0 : 1);
             BinaryPrimitives.WriteUInt16LittleEndian(d[o..], (ushort)v.Id);
             BinaryPrimitives.WriteUInt16LittleEndian(d[(o + 2)..], (ushort)sections);
             o += 4;
             o = Section(d, o, StateSection.Regs, 0, MemoryMarshal.AsBytes(new ReadOnlySpan<KvmRegs>(in v.Regs)));
             o = Section(d, o, StateSection.Sregs, 0, MemoryMarshal.AsBytes(new ReadOnlySpan<KvmSregs>(in v.Sregs)));
             o = Section(d, o, StateSection.Events, 0, MemoryMarshal.AsBytes(new ReadOnlySpan<KvmVcpuEvents>(in v.Events)));
+            if (apf is not null) o = Section(d, o, StateSection.AsyncPf, 0, apf);
+            if (tasks is not null) o = Section(d, o, StateSection.TaskKernel, 0, tasks);
             foreach (var (tag, data) in v.UnknownOptional) o = Section(d, o, tag, StateSection.Optional, data);
         }
         return buf;
@@ -74,6 +83,8 @@ public static class VcpuStateMessage
             if (id != i) throw new MigrationException($"vCPU state: entry {i} is for vCPU {id}");
             KvmRegs regs = default; KvmSregs sregs = default; KvmVcpuEvents events = default;
             var seen = 0;
+            AsyncPfVcpuState? apf = null;
+            TaskSystemState? tasks = null;
             var unknown = new List<(ushort, byte[])>();
             for (var s = 0; s < sections; s++)
             {
@@ -91,6 +102,9 @@ public static class VcpuStateMessage
                     case StateSection.Regs: regs = Read<KvmRegs>(data, id, "regs"); seen |= 1; break;
                     case StateSection.Sregs: sregs = Read<KvmSregs>(data, id, "sregs"); seen |= 2; break;
                     case StateSection.Events: events = Read<KvmVcpuEvents>(data, id, "events"); seen |= 4; break;
+                    case StateSection.AsyncPf when apf is null: apf = GuestStateCodec.DecodeAsyncPf(data, id); break;
+                    case StateSection.TaskKernel when tasks is null: tasks = GuestStateCodec.DecodeTaskKernel(data, id); break;
+                    case StateSection.AsyncPf or StateSection.TaskKernel: throw new MigrationException($"vCPU {id} state: section 0x{tag:x4} appears twice");
                     default:
                         if ((flags & StateSection.Optional) == 0)
                             throw new MigrationException($"vCPU {id} state: section 0x{tag:x4} is not understood by this version and is not optional");
@@ -99,7 +113,7 @@ public static class VcpuStateMessage
                 }
             }
             if (seen != 7) throw new MigrationException($"vCPU {id} state lacks {((seen & 1) == 0 ? "regs" : (seen & 2) == 0 ? "sregs" : "events")}");
-            result[i] = new VcpuState { Id = id, Regs = regs, Sregs = sregs, Events = events, UnknownOptional = unknown };
+            result[i] = new VcpuState { Id = id, Regs = regs, Sregs = sregs, Events = events, AsyncPf = apf, TaskKernel = tasks, UnknownOptional = unknown };
         }
         if (o != d.Length) throw new MigrationException($"vCPU state frame has {d.Length - o} trailing bytes");
         return (pause, result);

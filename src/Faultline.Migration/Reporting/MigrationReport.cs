@@ -73,6 +73,9 @@ public sealed record MigrationReport
     public double FaultLatencyTargetUs => LinkRttUs.P50 + 30;
     public bool FaultLatencyTargetMet => FaultLatencyUs.P50 <= FaultLatencyTargetUs;
 
+    /// <summary>The mixed workload's CPU-task progress and async page faults (null: the generation program).</summary>
+    public MixedReport? Mixed { get; init; }
+
     /// <summary>The user's wall time and its parts, when the CLI measured them around a local migration.</summary>
     public WallTime? Wall { get; init; }
 
@@ -169,6 +172,7 @@ public sealed record MigrationReport
             w.WriteString("received_sha256", ReceivedSha256);
             w.WriteBoolean("digests_match", DigestsMatch);
             w.WriteNumber("guest_mismatches", GuestMismatches);
+            Mixed?.Write(w);
             w.WriteStartObject("link");
             w.WriteString("kind", Link);
             w.WriteNumber("delay_us", LinkDelayUs);

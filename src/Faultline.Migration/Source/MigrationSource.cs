@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using Faultline.Guest;
+using Faultline.Guest.Tasks;
 using Faultline.Kvm.Memory;
 using Faultline.Kvm.Threads;
 using Faultline.Migration.Protocol;
@@ -35,7 +36,7 @@ public sealed class MigrationSource : IDisposable
     /// <summary>vCPU threads whose self-kick timer is armed right now (a pause is imminent).</summary>
     internal int SelfKickTimersArmed => _guest.ArmedTimers;
 
-    private MigrationSource(SourceOptions o, GuestMachine m)
+    private MigrationSource(SourceOptions o, GuestMachine m, TaskKernel? kernel)
     {
         _o = o;
         Machine = m;
@@ -43,7 +44,9 @@ public sealed class MigrationSource : IDisposable
         _imageCrc = ImageHash.Crc32C(m.System);
         var perVcpu = m.BytesPerVcpu;
         var write = (ulong)Math.Round(perVcpu / 4096 * Math.Clamp(o.WriteFraction, 0, 1)) * 4096;
-        _guest = new SourceGuest(m, o.QwordsPerPage, write, o.SelfKickPeriod, o.Order);
+        _guest = kernel is null
+            ? new SourceGuest(m, o.QwordsPerPage, write, o.SelfKickPeriod, o.Order)
+            : new SourceGuest(m, new TaskProgram(m, kernel, o.Mixed!.TaskConfig), o.SelfKickPeriod);
     }
 
     /// <summary>Builds the VM (anonymous RAM, CPL3 workload) and starts its vCPUs.</summary>
@@ -53,8 +56,12 @@ public sealed class MigrationSource : IDisposable
         if (o.PushRunPages is < 1 or > Wire.MaxRunPages) throw new UsageException($"pages per push frame must be within 1..{Wire.MaxRunPages}, not {o.PushRunPages}");
         if (o.SelfKickPeriod != TimeSpan.Zero && o.SelfKickPeriod < MinSelfKickPeriod)
             throw new UsageException($"a self-kick period must be 0 (off) or at least {MinSelfKickPeriod.TotalMicroseconds:0} µs, not {o.SelfKickPeriod.TotalMicroseconds:0.###} µs");
-        var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous));
-        var s = new MigrationSource(o, m);
+        o.Mixed?.Validate(o.Vcpus);
+        var kernel = o.Mixed is null ? null : new TaskKernel();
+        var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous) { Kernel = kernel?.Kernel });
+        MigrationSource s;
+        try { s = new MigrationSource(o, m, kernel); }
+        catch { m.Dispose(); throw; }
         Warmup.StatePath(o.Vcpus);
         s._guest.Start();
         return s;
@@ -96,7 +103,7 @@ public sealed class MigrationSource : IDisposable
             var ram = Machine.Ram;
             Span<byte> lb = stackalloc byte[LayoutMessage.Size];
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
-                _imageCrc, nonce).Encode(lb);
+                _imageCrc, nonce, _o.Mixed is null ? GuestProgramKind.Generations : GuestProgramKind.Tasks, _o.Mixed?.MemoryTasks ?? 0).Encode(lb);
             main.Send(FrameType.Layout, 0, lb);
             _guest.OpenPauseWindow();   // the destination builds its VM now; Ready (and the pause) may follow at any moment
             // the last vCPU to park sends the state from its own thread (see SourceGuest.Pause), JIT-compiled now
@@ -128,7 +135,7 @@ public sealed class MigrationSource : IDisposable
             urgent.Channel.ReceiveTimeout = null; // the destination may need nothing for a long time
             var sent = new SentPages(ram.PageCount);
             long pushCpuNs = 0;
-            var pushStart = _o.PushFromResumePoint
+            var pushStart = _o.PushFromResumePoint && _o.Mixed is null
                 ? GenerationProgram.ResumePage(states[0].Regs, _o.Order, ram.Base.Value)
                 : _o.PushStartPage;
             var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);

@@ -1,13 +1,18 @@
 using System.Diagnostics;
 using Faultline.Guest;
+using Faultline.Guest.Tasks;
 using Faultline.Kvm;
+using Faultline.Kvm.Memory;
+using Faultline.Paging.AsyncPf;
+using Faultline.Paging.Sources;
 using Faultline.Migration.Protocol;
 
 namespace Faultline.Migration.Source;
 
 /// <summary>
 /// The source's running guest: one thread per vCPU running the generation program (<see cref="GenerationProgram"/>:
-/// passes that verify the last generation and write the next, all its state in registers) until <see cref="Pause"/>
+/// passes that verify the last generation and write the next, all its state in registers), or the mixed workload (the
+/// task kernel in continuous mode, its state in registers and the system region), until <see cref="Pause"/>
 /// kicks them out of KVM_RUN. Each vCPU thread then captures its own state (no vCPU ioctl
 /// from a foreign thread while KVM_RUN runs, HOST.md) and parks: the guest never runs on the source again.
 /// <para>While a pause is imminent (<see cref="OpenPauseWindow"/> to <see cref="Pause"/>), each vCPU thread also arms
@@ -22,6 +27,8 @@ internal sealed class SourceGuest : IDisposable
     private readonly Thread[] _threads;
     private readonly long[] _passesDone;
     private readonly AccessOrder _order;
+    private readonly TaskProgram? _tasks;             // the mixed workload, else the generation program
+    private readonly AsyncPfRegisters? _asyncPf;
     private readonly VcpuState?[] _captured;
     private readonly bool[] _parkedFlags;
     private readonly CountdownEvent _parked;
@@ -39,11 +46,31 @@ internal sealed class SourceGuest : IDisposable
 
     /// <param name="selfKickPeriod">The self-kick timers' period while a pause is imminent; zero: no timer, only the cross-CPU kick.</param>
     public SourceGuest(GuestMachine machine, int qwordsPerPage, ulong writeBytesPerVcpu, TimeSpan selfKickPeriod, AccessOrder order)
+        : this(machine, selfKickPeriod)
     {
         _order = order;
-        _m = machine;
         _qwordsPerPage = qwordsPerPage;
         _writeBytesPerVcpu = writeBytesPerVcpu;
+    }
+
+    /// <summary>
+    /// The mixed workload: guest RAM is filled with the pattern its memory tasks check, the task kernel booted on every
+    /// vCPU (here, before the vCPU threads start) and its async-PF MSRs kept (<see cref="AsyncPfRegisters"/>) to travel
+    /// with the state, beside each vCPU's part of the task kernel.
+    /// </summary>
+    public SourceGuest(GuestMachine machine, TaskProgram tasks, TimeSpan selfKickPeriod) : this(machine, selfKickPeriod)
+    {
+        _tasks = tasks;
+        _asyncPf = new AsyncPfRegisters(machine);
+        var ram = machine.Ram;
+        for (ulong off = 0; off < ram.Size; off += GuestAddress.PageSize)
+            PatternPageSource.Fill(ram.Base + off, tasks.Config.Seed, ram.Span(ram.Base + off, (int)GuestAddress.PageSize));
+        tasks.Boot();
+    }
+
+    private SourceGuest(GuestMachine machine, TimeSpan selfKickPeriod)
+    {
+        _m = machine;
         _selfKickPeriod = selfKickPeriod > TimeSpan.Zero ? selfKickPeriod : TimeSpan.Zero;
         var n = machine.Vcpus.Count;
         _threads = new Thread[n];
@@ -81,7 +108,7 @@ internal sealed class SourceGuest : IDisposable
         {
             if (_error is { } e) throw e as FaultlineException ?? new GuestException($"source guest failed: {e.Message}");
             var min = long.MaxValue;
-            for (var i = 0; i < _passesDone.Length; i++) min = Math.Min(min, Interlocked.Read(ref _passesDone[i]));
+            for (var i = 0; i < _passesDone.Length; i++) min = Math.Min(min, _tasks is { } t ? (long)t.PassesDone(i) : Interlocked.Read(ref _passesDone[i]));
             if (min >= passes) return;
             if (sw.Elapsed > timeout) throw new GuestException($"source guest did not finish {passes} pass(es) within {timeout.TotalSeconds:0.#} s");
             ct.ThrowIfCancellationRequested();
@@ -162,7 +189,7 @@ internal sealed class SourceGuest : IDisposable
     private void Loop(int id)
     {
         var hooks = new Hooks(this, id);
-        try { new VcpuLoop(_m.Vcpus[id], hooks).Run(); }
+        try { new VcpuLoop(_m.Vcpus[id], hooks, _asyncPf).Run(); }
         catch (Exception e)
         {
             _error ??= e;
@@ -184,9 +211,12 @@ internal sealed class SourceGuest : IDisposable
         {
             var vcpu = loop.Vcpu;
             if (g._selfKickPeriod > TimeSpan.Zero) _timer = SelfKickTimer.CreateForCurrentThread(vcpu);
-            var (start, _) = g._m.RangeOf(id);
-            var args = new WorkloadArgs(start.Value, start.Value + g._writeBytesPerVcpu, 0, g._qwordsPerPage, g._order, OrderSeed: (ulong)id * 7919 + 1);
-            g._m.Image.Boot(vcpu, Workload.Generations, args, PrivilegeLevel.User);
+            if (g._tasks is null)
+            {
+                var (start, _) = g._m.RangeOf(id);
+                var args = new WorkloadArgs(start.Value, start.Value + g._writeBytesPerVcpu, 0, g._qwordsPerPage, g._order, OrderSeed: (ulong)id * 7919 + 1);
+                g._m.Image.Boot(vcpu, Workload.Generations, args, PrivilegeLevel.User);
+            }
             g.Capture(vcpu, id);      // warm-up: the pause path is JIT-compiled now, not inside the downtime
             _kicks = vcpu.KicksDelivered;
             _selfKicks = vcpu.SelfKicksDelivered;
@@ -237,6 +267,12 @@ internal sealed class SourceGuest : IDisposable
 
         public VcpuLoopAction OnGuestCall(VcpuLoop loop, GuestCall call)
         {
+            if (g._tasks is not null)
+            {
+                // the task kernel reports its boot (TSC) once; its memory tasks never end here (no pass is set to be their last)
+                if (call.Op != GuestOp.Report) throw new GuestException($"source vCPU {id}: the mixed workload ended ({call.Op} 0x{call.Value:x})");
+                return VcpuLoopAction.Continue;
+            }
             if (call.Op != GuestOp.Report) throw new GuestException($"source vCPU {id}: the generation program ended ({call.Op} 0x{call.Value:x})");
             var r = GenerationReport.Decode(call.Value);
             if (r.Mismatches != 0) throw new GuestException($"source vCPU {id}: pass {r.Pass} found {r.Mismatches} mismatching qwords");
@@ -264,6 +300,7 @@ internal sealed class SourceGuest : IDisposable
         _captured[id] = new VcpuState
         {
             Id = id, Regs = vcpu.GetRegs(), Sregs = vcpu.GetSregs(), Events = vcpu.GetEvents(),
+            AsyncPf = _asyncPf?.Export(id), TaskKernel = _tasks?.Capture(id),
         };
     }
 

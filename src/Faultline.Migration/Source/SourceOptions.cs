@@ -7,6 +7,8 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     public int QwordsPerPage { get; init; } = 512;
     /// <summary>The order the guest's generation passes visit pages in (sequential, random, hotset).</summary>
     public Faultline.Guest.AccessOrder Order { get; init; } = Faultline.Guest.AccessOrder.Sequential;
+    /// <summary>Run the mixed workload (the task kernel; <see cref="Order"/>, <see cref="QwordsPerPage"/> and <see cref="WriteFraction"/> do not apply) instead of the generation program.</summary>
+    public MixedWorkload? Mixed { get; init; }
     /// <summary>Part of each vCPU's range the guest writes; the rest stays zero (and travels as zero-page markers).</summary>
     public double WriteFraction { get; init; } = 1.0;
     /// <summary>Whole passes every vCPU completes before a destination is accepted (1: every written page holds data).</summary>

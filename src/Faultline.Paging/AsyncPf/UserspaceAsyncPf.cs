@@ -47,10 +47,22 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
     internal void Prepare()
     {
         _m.Vm.EnableExceptionPayload();
-        // the filter range starts at MSR_KVM_ASYNC_PF_EN; exit on EN (bit 0), INT (bit 4) and ACK (bit 5), KVM keeps the rest
-        _m.Vm.InterceptMsrs(MsrEn, 6, 1UL << 0 | 1UL << 4 | 1UL << 5);
+        InterceptMsrs(_m.Vm);
         _tracker.SetObserver(this);
     }
+
+    /// <summary>The MSR filter: the range starts at MSR_KVM_ASYNC_PF_EN; exits on EN (bit 0), INT (bit 4) and ACK (bit 5), KVM keeps the rest.</summary>
+    internal static void InterceptMsrs(Vm vm) => vm.InterceptMsrs(MsrEn, 6, 1UL << 0 | 1UL << 4 | 1UL << 5);
+
+    internal static bool IsAsyncPfMsr(ulong msr) => msr is MsrEn or MsrInt or MsrAck;
+
+    /// <summary>KVM's checks: reserved bits of INT (above the vector) or EN give #GP.</summary>
+    internal static bool IsValidWrite(uint msr, ulong value) => msr switch
+    {
+        MsrInt => (value & ~0xFFUL) == 0,
+        MsrEn => (value & KvmPvAsyncPf.ReservedBits) == 0,
+        _ => true,
+    };
 
     internal void OnLoopStart(VcpuLoop loop)
     {
@@ -71,10 +83,10 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
     {
         switch (exit.Kind)
         {
-            case VcpuExitKind.MsrWrite when IsOurs(exit.Flags):
+            case VcpuExitKind.MsrWrite when IsAsyncPfMsr(exit.Flags):
                 OnWrmsr(vcpu, (uint)exit.Flags, exit.Data);
                 return true;
-            case VcpuExitKind.MsrRead when IsOurs(exit.Flags):
+            case VcpuExitKind.MsrRead when IsAsyncPfMsr(exit.Flags):
             {
                 var s = _vcpus[vcpu.Id];
                 vcpu.CompleteMsr(exit.Flags switch { MsrEn => s.EnableMsr, MsrInt => s.IntMsr, _ => 0 });
@@ -86,19 +98,16 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
         return false;
     }
 
-    private static bool IsOurs(ulong msr) => msr is MsrEn or MsrInt or MsrAck;
-
     private void OnWrmsr(Vcpu vcpu, uint msr, ulong value)
     {
         var s = _vcpus[vcpu.Id];
+        if (!IsValidWrite(msr, value)) { vcpu.CompleteMsr(0, error: true); return; }   // reserved bits: #GP, as KVM
         switch (msr)
         {
             case MsrInt:
-                if ((value & ~0xFFUL) != 0) { vcpu.CompleteMsr(0, error: true); return; }   // reserved bits: #GP, as KVM
                 lock (s.Lock) s.IntMsr = value;
                 break;
             case MsrEn:
-                if ((value & KvmPvAsyncPf.ReservedBits) != 0) { vcpu.CompleteMsr(0, error: true); return; }
                 lock (s.Lock)
                 {
                     var was = s.Enabled;
@@ -275,6 +284,73 @@ public sealed class UserspaceAsyncPf : IAsyncPageFaults, IPresentObserver
         var all = new List<AsyncPfRecord>();
         foreach (var v in _vcpus) lock (v.Lock) all.AddRange(v.History.AsSpan(0, v.HistoryCount).ToArray());
         return all;
+    }
+
+    /// <summary>
+    /// vCPU <paramref name="vcpu"/>'s registration and outstanding faults, oldest first (its vCPU stopped), for a
+    /// migration or a snapshot: <see cref="Import"/> on the other side carries on with the same tokens.
+    /// </summary>
+    public AsyncPfVcpuState Export(int vcpu)
+    {
+        var s = _vcpus[vcpu];
+        lock (s.Lock)
+        {
+            var list = new List<(long, AsyncPfOutstanding)>();
+            for (var i = 0; i < s.States.Length; i++)
+                if (s.States[i] != AsyncPfVcpu.Free) list.Add((s.Accepted[i], new AsyncPfOutstanding(s.Tokens[i], s.Pages[i], (AsyncPfStage)s.States[i])));
+            return new AsyncPfVcpuState(s.EnableMsr, s.IntMsr, s.Counter, list.OrderBy(x => x.Item1).Select(x => x.Item2).ToList());
+        }
+    }
+
+    /// <summary>
+    /// Takes a registration captured elsewhere (<see cref="Export"/>, <see cref="AsyncPfRegisters.Export"/>) on vCPU
+    /// <paramref name="vcpu"/>'s own thread, after its loop started and before it runs: the MSRs as the guest wrote
+    /// them, the token counter, and each outstanding fault: one whose "page ready" the guest holds stays delivered
+    /// (its ACK releases the next); the others are requested here and get their "page ready" once present, in order.
+    /// </summary>
+    public void Import(int vcpu, AsyncPfVcpuState state)
+    {
+        var s = _vcpus[vcpu];
+        if (state.Outstanding.Count > s.Tokens.Length)
+            throw new UsageException($"vCPU {vcpu}: {state.Outstanding.Count} outstanding async page faults, this host allows {s.Tokens.Length}");
+        if (!IsValidWrite(MsrEn, state.EnableMsr) || !IsValidWrite(MsrInt, state.InterruptMsr))
+            throw new UsageException($"vCPU {vcpu}: the async-PF registration has reserved bits set (EN 0x{state.EnableMsr:x}, INT 0x{state.InterruptMsr:x})");
+        var now = Stopwatch.GetTimestamp();
+        var requests = new List<ulong>();
+        lock (s.Lock)
+        {
+            if (s.Outstanding != 0) throw new InvalidOperationException($"vCPU {vcpu}: async page faults are outstanding already");
+            s.EnableMsr = state.EnableMsr;
+            s.IntMsr = state.InterruptMsr;
+            s.Counter = state.TokenCounter;
+            foreach (var f in state.Outstanding)
+            {
+                if (f.Page >= _tracker.Pages) throw new UsageException($"vCPU {vcpu}: async page fault token 0x{f.Token:x} is for page {f.Page}, the guest has {_tracker.Pages}");
+                var slot = s.FreeSlot();
+                s.Tokens[slot] = f.Token;
+                s.Pages[slot] = f.Page;
+                s.Accepted[slot] = now;
+                s.Present[slot] = 0;
+                s.Outstanding++;
+                if (f.Stage == AsyncPfStage.Delivered && s.InFlight < 0)
+                {
+                    s.States[slot] = AsyncPfVcpu.Delivered;
+                    s.InFlight = slot;
+                    s.ReadyPosted = now;
+                }
+                else
+                {
+                    s.States[slot] = AsyncPfVcpu.Waiting;
+                    requests.Add(f.Page);
+                }
+            }
+        }
+        foreach (var page in requests)
+        {
+            var present = _tracker.Watch(page);
+            if (!present) present = _path.RequestOnly(page);
+            if (present) MarkPresent(s, page);
+        }
     }
 
     /// <summary>Faults still outstanding per vCPU (0 after a clean run).</summary>

@@ -6,7 +6,9 @@ using Faultline.Migration.Destination;
 using Faultline.Migration.Reporting;
 using Faultline.Migration.Source;
 using Faultline.Migration.Transport;
+using Faultline.Migration;
 using Faultline.Paging;
+using Faultline.Paging.AsyncPf;
 using Spectre.Console;
 using Faultline.Paging.Selection;
 using Faultline.Guest;
@@ -31,14 +33,14 @@ public static class MigrateCommand
     public static Command Create()
     {
         var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun(); var backing = BackingOption();
-        var selfKick = SelfKick(); var workload = WorkloadOption();
+        var selfKick = SelfKick(); var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption();
         var baselineOpt = new Option<bool>("--baseline")
         {
             Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
         };
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, workload, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, workload, memTasks, asyncPf, SourceCommand(), DestCommand(),
         };
         migrate.SetAction((pr, ct) =>
         {
@@ -47,10 +49,11 @@ public static class MigrateCommand
             var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
             var b = BackingFor(e, pr.GetValue(backing));
             var kick = ParseSelfKick(pr.GetValue(selfKick)!);
-            var order = pr.GetValue(workload)!.Value;
+            var guest = new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks));
+            var apf = AsyncPfModeOf(pr, asyncPf, e, guest.Mixed);
             // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
             double[]? raw = pr.GetValue(baselineOpt) ? [.. Enumerable.Range(0, 3).Select(_ => RawStream.Measure(bytes).TotalMilliseconds).Order()] : null;
-            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, why, b, order, ParseDelay(pr.GetValue(delay)!),
+            return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, why, b, guest, apf, ParseDelay(pr.GetValue(delay)!),
                 pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, Streams(pr, wall), ct));
         });
         return migrate;
@@ -60,13 +63,14 @@ public static class MigrateCommand
     {
         var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
         var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json(); var workload = WorkloadOption();
-        var cmd = new Command("source", "Run a guest that writes a generation-stamped pattern, and migrate it to the first destination that connects")
+        var memTasks = MemTasks();
+        var cmd = new Command("source", "Run a guest (a generation-stamped pattern, or the mixed workload), and migrate it to the first destination that connects")
         {
-            listen, vcpus, mem, delay, run, selfKick, json, workload,
+            listen, vcpus, mem, delay, run, selfKick, json, workload, memTasks,
         };
         cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
-            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), pr.GetValue(workload)!.Value, pr.GetValue(json),
-            Streams(pr, null), ct)));
+            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks)),
+            pr.GetValue(json), Streams(pr, null), ct)));
         return cmd;
     }
 
@@ -74,19 +78,21 @@ public static class MigrateCommand
     {
         var connect = new Option<string>("--connect") { Description = "Address of the source: HOST:PORT or unix:PATH", Required = true };
         var engine = Engine(); var delay = Delay(); var json = Json(); var backing = BackingOption();
+        var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption();
         var vcpus = new Option<int?>("--vcpus") { Description = "The guest's vCPUs, if known: with --mem, the destination builds its VM before it connects (QEMU's -incoming); a source of another shape is refused" };
         var mem = GuestSizes.OptionalRam("--mem", "The guest's RAM, if known (see --vcpus)");
         var cmd = new Command("dest", "Take over a guest from a source: resume it at once, fetch pages on demand while the rest is pushed")
         {
-            connect, engine, delay, json, backing, vcpus, mem,
+            connect, engine, delay, json, backing, vcpus, mem, workload, memTasks, asyncPf,
         };
         cmd.SetAction((pr, ct) =>
         {
             var io = Streams(pr, Stopwatch.StartNew());
             var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
             var address = MigrationAddress.Parse(pr.GetValue(connect)!);
-            var o = DestOptions(address, e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), address.IsUnix ? "unix" : "tcp")
-                with { EngineReason = why };
+            var guest = new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks));
+            var o = DestOptions(address, e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), address.IsUnix ? "unix" : "tcp", guest,
+                AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with { EngineReason = why };
             if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
             if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = m.Bytes };
             if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er)
@@ -107,7 +113,7 @@ public static class MigrateCommand
 
     // ---- the three actions --------------------------------------------------------------------------------------
 
-    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, AccessOrder order, OutputTarget? json,
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, GuestChoice guest, OutputTarget? json,
         CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
@@ -120,7 +126,8 @@ public static class MigrateCommand
         using var listener = Listen(address);
         using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
         {
-            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = order, Trace = TraceSetting(), ThreadSlice = SliceSetting(),
+            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = guest.Order, Mixed = guest.Mixed,
+            Trace = TraceSetting(), ThreadSlice = SliceSetting(),
             Logger = new MigrateLog(io.Stderr),
         });
         source.WaitUntilWarm(ct);
@@ -155,7 +162,7 @@ public static class MigrateCommand
         return $"vCPUs out after {vcpus} ms; {timer}";
     }
 
-    private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, AccessOrder order, TimeSpan delay,
+    private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, GuestChoice guest, AsyncPfMode asyncPf, TimeSpan delay,
         OutputTarget? json, bool netns, int pushRun, TimeSpan selfKick, double[]? rawMs, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
@@ -174,8 +181,9 @@ public static class MigrateCommand
                      "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
                      "--push-run", pushRun.ToString(CultureInfo.InvariantCulture),
                      "--self-kick", $"{selfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson,
-                     "--workload", order.ToString().ToLowerInvariant() })
+                     "--workload", guest.Name })
             psi.ArgumentList.Add(a);
+        if (guest.Mixed is { } mx) { psi.ArgumentList.Add("--mem-tasks"); psi.ArgumentList.Add(mx.MemoryTasks.ToString(CultureInfo.InvariantCulture)); }
         using var child = Process.Start(psi) ?? throw new MigrationException($"cannot start the source process ({file})");
         var stderr = child.StandardError.ReadToEndAsync(ct);
         try
@@ -195,8 +203,8 @@ public static class MigrateCommand
                     view.Phase($"connecting to the source at {address}");
                     return resolved = address;
                 }
-                var o = DestOptions(MigrationAddress.Parse(listenAddr), engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)")
-                    with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, Workload = order.ToString().ToLowerInvariant(), ResolveSource = Resolve };
+                var o = DestOptions(MigrationAddress.Parse(listenAddr), engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)", guest, asyncPf)
+                    with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, ResolveSource = Resolve };
                 return RunDestination(o, view, ct, () => resolved ?? o.Source);
             });
             if (rawMs is { Length: > 0 } raw) report = report with { RawStreamMs = raw[raw.Length / 2], RawStreamSamplesMs = raw };
@@ -257,12 +265,19 @@ public static class MigrateCommand
         }
     }
 
-    private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link) =>
+    private static DestinationOptions DestOptions(MigrationAddress a, PagingMode engine, Backing backing, TimeSpan delay, string link, GuestChoice guest, AsyncPfMode asyncPf) =>
         new(a, engine, backing)
         {
+            Workload = guest.Name, Mixed = guest.Mixed, AsyncPf = new AsyncPfOptions(asyncPf),
             LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(), Trace = TraceSetting(), ThreadSlice = SliceSetting(),
             VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var nice) ? nice : DestinationOptions.DefaultVcpuPostcopyNice,
         };
+
+    /// <summary>--workload (and --mem-tasks): the word, the generation order, and the mixed workload if that is the choice.</summary>
+    private sealed record GuestChoice(string Name, AccessOrder Order, MixedWorkload? Mixed)
+    {
+        public GuestChoice(Choice<AccessOrder?> c, MixedWorkload? mixed) : this(c.Word, c.Value ?? AccessOrder.Sequential, mixed) { }
+    }
 
     // ---- rendering ----------------------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ using System.Globalization;
 using Faultline.Kvm.Memory;
 using Faultline.Migration.Source;
 using Faultline.Paging;
+using Faultline.Paging.AsyncPf;
+using Faultline.Migration;
 using Faultline.Paging.Selection;
 using Faultline.Guest;
 
@@ -125,6 +127,47 @@ internal static class MigrateOptions
         return (e, "chosen with --engine");
     }
 
-    internal static Option<Choice<AccessOrder>> WorkloadOption() =>
-        CliOptions.Workload("The guest's generation passes: sequential (the push runs ahead of it), random (uniform over its memory) or hotset (a drifting hot set)");
+    /// <summary>--workload: a generation order, or mixed (null): the task kernel with a CPU task and memory tasks.</summary>
+    internal static Option<Choice<AccessOrder?>> WorkloadOption() =>
+        CliOptions.Choice<AccessOrder?>(CliOptions.WorkloadName,
+            "The guest: generation passes in sequential (the push runs ahead of it), random (uniform over its memory) or hotset (a drifting hot set) order; "
+            + "or mixed: a CPU task and --mem-tasks memory tasks per vCPU under a small guest kernel that enables async page faults",
+            ("sequential", AccessOrder.Sequential), ("random", AccessOrder.Random), ("hotset", AccessOrder.Hotset), ("mixed", null));
+
+    internal static Option<int> MemTasks() => new("--mem-tasks")
+    {
+        Description = "--workload mixed: memory tasks per vCPU (1..4), each checking its share of the vCPU's pages in passes", DefaultValueFactory = _ => 1,
+    };
+
+    internal static Option<string?> AsyncPfOption() => new("--async-pf")
+    {
+        Description = "--workload mixed: answer a fault the guest can take asynchronously with \"page not present\", then \"page ready\": "
+            + "auto (where the expected wait beats the measured notification cost; --async-pf alone), always, never. Default: auto on an engine whose faults exit, else never",
+        HelpName = "auto|always|never", Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    /// <summary>The mixed workload the options describe, or null for a generation workload (then --mem-tasks must not be given).</summary>
+    internal static MixedWorkload? MixedOf(ParseResult pr, Option<Choice<AccessOrder?>> workload, Option<int> memTasks)
+    {
+        var n = pr.GetValue(memTasks);
+        if (pr.GetValue(workload)!.Value is not null)
+        {
+            if (pr.GetResult(memTasks) is { Implicit: false }) throw new UsageException("--mem-tasks: only the mixed workload has memory tasks (use --workload mixed)");
+            return null;
+        }
+        if (n is < 1 or > Faultline.Guest.Tasks.TaskLayout.MaxMemoryTasks) throw new UsageException($"--mem-tasks {n}: use 1..{Faultline.Guest.Tasks.TaskLayout.MaxMemoryTasks}");
+        return new MixedWorkload(n);
+    }
+
+    /// <summary>--async-pf for the destination: given, it must fit the workload and the engine; not given, auto where the engine can, else never.</summary>
+    internal static AsyncPfMode AsyncPfModeOf(ParseResult pr, Option<string?> option, PagingMode engine, MixedWorkload? mixed)
+    {
+        var given = pr.GetResult(option) is { Implicit: false };
+        if (!given) return mixed is not null && engine.SupportsAsyncPf() ? AsyncPfMode.Auto : AsyncPfMode.Never;
+        var mode = pr.GetValue(option) is { } word ? AsyncPfOptions.Parse(word) : AsyncPfMode.Auto;
+        if (mode == AsyncPfMode.Never) return mode;
+        if (mixed is null) throw new UsageException("--async-pf: only the mixed workload's guest enables async page faults (use --workload mixed)");
+        if (!engine.SupportsAsyncPf()) throw new UsageException($"--async-pf {mode.ToString().ToLowerInvariant()} needs an engine whose faults exit (exits, bitmap), not {engine.Name()}");
+        return mode;
+    }
 }

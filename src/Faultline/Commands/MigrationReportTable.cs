@@ -53,6 +53,17 @@ internal static class MigrationReportTable
         t.AddRow("image digest, source sha256 (SHA-256 of every page's CRC-32C)", r.SourceSha256);
         t.AddRow("image digest, received sha256", $"{r.ReceivedSha256} {(r.DigestsMatch ? "[green]match[/]" : "[red]DIFFER[/]")}");
         t.AddRow("guest mismatches", r.GuestMismatches == 0 ? "[green]0[/]" : $"[red]{r.GuestMismatches}[/]");
+        if (r.Mixed is { } mx)
+        {
+            t.AddRow("CPU task, all vCPUs (M iterations/s)", string.Create(CultureInfo.InvariantCulture,
+                $"{mx.CpuIterPerSecPostcopy / 1e6:0.0} during post-copy{(mx.CpuIterPerSecAfter is { } after ? $", {after / 1e6:0.0} after it (every page present)" : "")}"));
+            t.AddRow("async page faults", Markup.Escape(mx.AsyncPf is { } a
+                ? string.Create(CultureInfo.InvariantCulture,
+                    $"--async-pf {mx.AsyncPfPolicy}, guest {(mx.GuestEnabled ? "enabled" : "did not enable")}: {a.NotPresent} not present, {a.ReadyDelivered} ready; "
+                    + $"{a.SyncTotal} synchronous (policy {a.SyncPolicy}, limit {a.SyncLimit}, interrupts off {a.SyncInterruptsOff}, kernel mode {a.SyncKernelMode}, not enabled {a.SyncNotEnabled}); "
+                    + $"notification cost used {a.PolicyNotifyCostUs:0} µs")
+                : $"--async-pf never (guest {(mx.GuestEnabled ? "enabled" : "did not enable")} them): every fault waits"));
+        }
         console.Write(t);
         if (sourceLine is not null) output.WriteLine(sourceLine);
         output.Flush();
