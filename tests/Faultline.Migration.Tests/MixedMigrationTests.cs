@@ -23,7 +23,7 @@ public sealed class MixedMigrationTests(ITestOutputHelper output)
     {
         var mixed = new MixedWorkload(memTasks) { GuestAsyncPf = guestEnables };
         return MigrationHarness.Run(new SourceOptions(vcpus, 16 * MiB) { Mixed = mixed, LinkDelay = Delay },
-            a => new DestinationOptions(a, PagingMode.Exits, Backing.Anonymous) { Mixed = mixed, AsyncPf = new AsyncPfOptions(policy), LinkDelay = Delay });
+            a => new DestinationOptions(a, PagingMode.Exits, Backing.Anonymous) { Mixed = mixed, AsyncPf = new AsyncPfOptions(policy), LinkDelay = Delay, GuestTimeout = TimeSpan.FromSeconds(60) });
     }
 
     [KvmTheory]

@@ -42,7 +42,13 @@ public sealed record TaskConfig(int MemoryTasks, ulong CpuIterations, bool Async
 /// <summary>One task's outcome.</summary>
 /// <param name="Passes">Continuous mode: passes a memory task completed.</param>
 /// <param name="Progress">Continuous mode: yields (the CPU task: chunks done; a memory task: slices).</param>
-public readonly record struct TaskResult(int Index, string Kind, ulong DoneTsc, long Mismatches, ulong Passes, ulong Progress);
+/// <param name="State">Runnable, parked (on <paramref name="Token"/>) or done, as the guest's scheduler has it.</param>
+public readonly record struct TaskResult(int Index, string Kind, ulong DoneTsc, long Mismatches, ulong Passes, ulong Progress, string State = "runnable", uint Token = 0,
+    ulong StopAfter = ulong.MaxValue)
+{
+    public override string ToString() => (State == "parked" ? $"{Kind} parked on 0x{Token:x}" : $"{Kind} {State}")
+        + (Kind == "cpu" ? $", {Progress} chunks" : $", pass {Passes}{(StopAfter != ulong.MaxValue ? $" of {StopAfter}" : "")}, {Progress} slices");
+}
 
 /// <summary>An entry of a vCPU's event log: an async-PF notification as the guest saw it, with its TSC.</summary>
 public readonly record struct TaskLogEntry(ulong Kind, uint Token, ulong Tsc);
@@ -192,23 +198,29 @@ public sealed class TaskProgram
         yield return (GuestLayout.Tss(v), GuestLayout.TssStride);
     }
 
-    /// <summary>Copies vCPU <paramref name="v"/>'s part of the task kernel's state out of the system region (that vCPU stopped; any thread).</summary>
+    /// <summary>
+    /// Copies vCPU <paramref name="v"/>'s part of the task kernel's state out of the system region (that vCPU stopped;
+    /// any thread). The event log travels only as far as it is written.
+    /// </summary>
     public TaskSystemState Capture(int v)
     {
         var sys = _m.System;
-        return new TaskSystemState(StateRanges(v).Select(r => (r.Gpa, sys.Span(new GuestAddress(r.Gpa), r.Length).ToArray())).ToList());
+        var logUsed = (int)Math.Clamp((long)Get(sys.Span(new GuestAddress(VcpuBlock(v) + VbLogNext), 8), 0) - (long)Log(v), 0, (long)LogBytes);
+        return new TaskSystemState(StateRanges(v)
+            .Select(r => (r.Gpa, sys.Span(new GuestAddress(r.Gpa), r.Gpa == Log(v) ? logUsed : r.Length).ToArray())).ToList());
     }
 
     /// <summary>
     /// Writes vCPU <paramref name="v"/>'s captured part into this machine's system region instead of <see cref="Boot"/>
     /// (the machine built with the same kernel, vCPU count, memory and task count); the caller then restores the vCPU's
-    /// registers. Checks that the ranges are the ones this program would capture.
+    /// registers. Checks that the ranges are the ones this program would capture (the log's up to its size).
     /// </summary>
     public void Restore(int v, TaskSystemState state)
     {
         if (v < 0 || v >= _m.Vcpus.Count) throw new UsageException($"the task kernel's state of vCPU {v} does not match this guest (it has {_m.Vcpus.Count} vCPU(s))");
         var expected = StateRanges(v).ToList();
-        if (state.Ranges.Count != expected.Count || state.Ranges.Zip(expected).Any(p => p.First.Gpa != p.Second.Gpa || p.First.Bytes.Length != p.Second.Length))
+        if (state.Ranges.Count != expected.Count || state.Ranges.Zip(expected).Any(p => p.First.Gpa != p.Second.Gpa
+                || (p.First.Gpa == Log(v) ? p.First.Bytes.Length > p.Second.Length : p.First.Bytes.Length != p.Second.Length)))
             throw new UsageException($"the task kernel's state of vCPU {v} does not match this guest (other vCPU count or task count)");
         foreach (var (gpa, bytes) in state.Ranges) bytes.CopyTo(_m.System.Span(new GuestAddress(gpa), bytes.Length));
     }
@@ -256,7 +268,9 @@ public sealed class TaskProgram
             {
                 var block = Block(v, t);
                 tasks.Add(new TaskResult(t, t == CpuTask ? "cpu" : $"mem{t - FirstMemoryTask}", Get(sys, block + TcbDoneTsc), (long)Get(sys, block + TcbMismatches),
-                    Get(sys, block + TcbPasses), Get(sys, block + TcbProgress)));
+                    Get(sys, block + TcbPasses), Get(sys, block + TcbProgress),
+                    Get(sys, block + TcbState) switch { Runnable => "runnable", Parked => "parked", Done => "done", var x => $"state {x}" }, (uint)Get(sys, block + TcbToken),
+                    t == CpuTask ? ulong.MaxValue : Get(sys, block + TcbStopAfter)));
             }
             var log = new List<TaskLogEntry>();
             for (var at = Log(v); at < Get(sys, vb + VbLogNext); at += LogEntryBytes)
@@ -271,5 +285,5 @@ public sealed class TaskProgram
     }
 
     private static void Put(Span<byte> mem, ulong at, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(mem[(int)at..], value);
-    private static ulong Get(Span<byte> mem, ulong at) => BinaryPrimitives.ReadUInt64LittleEndian(mem[(int)at..]);
+    private static ulong Get(ReadOnlySpan<byte> mem, ulong at) => BinaryPrimitives.ReadUInt64LittleEndian(mem[(int)at..]);
 }

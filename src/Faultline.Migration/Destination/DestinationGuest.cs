@@ -28,6 +28,9 @@ internal sealed class DestinationGuest : IDisposable
     private VcpuState[]? _states;
     private volatile bool _stop;
     private readonly int[] _tids;
+    private readonly VcpuLoop?[] _loops;
+    private readonly int[] _inspect;        // DescribeUnfinished: 1 asks the vCPU thread for its registers, 2 it answered
+    private readonly string?[] _inspected;
     private int _nice;
     private int _disposed;
 
@@ -59,6 +62,9 @@ internal sealed class DestinationGuest : IDisposable
         CpuAtResume = new ulong[n]; CpuAtPostcopyDone = new ulong[n]; CpuAtFinish = new ulong[n];
         _threads = new Thread[n];
         _tids = new int[n];
+        _loops = new VcpuLoop?[n];
+        _inspect = new int[n];
+        _inspected = new string?[n];
         ResumedNs = new long[n]; FinishedNs = new long[n]; Mismatches = new ulong[n]; BlockedNs = new long[n]; Faults = new long[n];
         _waiting = new CountdownEvent(n);
         _resumed = new CountdownEvent(n);
@@ -77,8 +83,22 @@ internal sealed class DestinationGuest : IDisposable
     }
 
     /// <summary>Receiver thread: the paused vCPUs' state is here; every vCPU thread restores its own and runs.</summary>
+    /// <remarks>
+    /// The mixed workload's task-kernel state goes into the system region here, every vCPU's before any vCPU runs: vCPU
+    /// 0's part holds the globals (the pattern seed, the CPU chunk) that every vCPU's tasks read. Restored by each
+    /// vCPU thread for itself, a vCPU that ran before vCPU 0 restored read a chunk of 0 and spun through 2^64
+    /// iterations (seen: 2 of 40 runs hung).
+    /// </remarks>
     public void Resume(VcpuState[] states)
     {
+        if (_tasks is { } tasks)
+            foreach (var s in states)
+            {
+                if (s.TaskKernel is null) throw new MigrationException($"vCPU {s.Id} state: the task kernel's state is missing (the source runs the generation program?)");
+                tasks.Restore(s.Id, s.TaskKernel);
+                tasks.StopAfterMorePasses(s.Id, 2);   // the interrupted pass, then one whole pass: every page checked after the resume
+                CpuAtResume[s.Id] = tasks.CpuIterationsDone(s.Id);
+            }
         _states = states;
         _stateArrived.Set();
     }
@@ -90,6 +110,7 @@ internal sealed class DestinationGuest : IDisposable
         try
         {
             var loop = new VcpuLoop(_m.Vcpus[id], hooks, timed);
+            Volatile.Write(ref _loops[id], loop);
             timed.Loop = loop;
             if (loop.Run() == VcpuLoopEnd.Finished && hooks.Complete)
             {
@@ -132,6 +153,7 @@ internal sealed class DestinationGuest : IDisposable
         {
             var vcpu = loop.Vcpu;
             Warmup.RestorePath(vcpu);
+            if (g._tasks is { } t) Warmup.TaskRestorePath(t, id, (g._engine as PagingEngine)?.AsyncPf);
             // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
             ThreadPriority.RaiseForDowntime();
             g._waiting.Signal();
@@ -139,7 +161,7 @@ internal sealed class DestinationGuest : IDisposable
             if (g._stop) return;
             DemandTrace.Hop(1_000_000 + (ulong)id + 1, "dst-vcpu-woke");
             var s = g._states![id];
-            if (g._tasks is { } tasks) RestoreTasks(tasks, s);
+            if (g._tasks is not null) ImportAsyncPf(s);   // the task kernel's state is in place (Resume)
             else if (s.TaskKernel is not null || s.AsyncPf is not null)
                 throw new MigrationException($"vCPU {id} state: the source runs the mixed workload, this destination the generation program");
             vcpu.SetSregs(s.Sregs);
@@ -155,20 +177,26 @@ internal sealed class DestinationGuest : IDisposable
             g._resumed.Signal();
         }
 
-        private void RestoreTasks(TaskProgram tasks, VcpuState s)
+        private void ImportAsyncPf(VcpuState s)
         {
-            if (s.TaskKernel is null) throw new MigrationException($"vCPU {id} state: the task kernel's state is missing (the source runs the generation program?)");
-            tasks.Restore(id, s.TaskKernel);
-            tasks.StopAfterMorePasses(id, 2);   // the interrupted pass, then one whole pass: every page checked after the resume
-            g.CpuAtResume[id] = tasks.CpuIterationsDone(id);
             if (s.AsyncPf is not { } apf) return;
             if (id == 0) g.GuestAsyncPfEnabled = (apf.EnableMsr & Faultline.Kvm.KvmPvAsyncPf.Enabled) != 0;
-            if (((PagingEngine)g._engine).AsyncPf is { } host) host.Import(id, apf);
+            if ((g._engine as PagingEngine)?.AsyncPf is { } host) host.Import(id, apf);
             else if (apf.Outstanding.Count > 0)
                 throw new MigrationException($"vCPU {id} has {apf.Outstanding.Count} async page fault(s) outstanding and this destination runs with --async-pf never");
         }
 
-        public VcpuLoopAction BeforeRun(VcpuLoop loop) => g._stop || !_restored ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
+        public VcpuLoopAction BeforeRun(VcpuLoop loop)
+        {
+            if (Volatile.Read(ref g._inspect[id]) == 1)
+            {
+                var r = loop.Vcpu.GetRegs();
+                var cpl = loop.Vcpu.GetSregs().Cs.Dpl;
+                g._inspected[id] = $"rip 0x{r.Rip:x} cpl {cpl} rsp 0x{r.Rsp:x} rbx 0x{r.Rbx:x} rflags 0x{r.Rflags:x}";
+                Volatile.Write(ref g._inspect[id], 2);
+            }
+            return g._stop || !_restored ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
+        }
 
         public VcpuLoopAction OnGuestCall(VcpuLoop loop, GuestCall call)
         {
@@ -207,6 +235,36 @@ internal sealed class DestinationGuest : IDisposable
         public void OnVcpuThreadStart(Vcpu vcpu) => g._engine.OnVcpuThreadStart(vcpu);
         public void OnVcpuLoopStart(VcpuLoop loop) => g._engine.OnVcpuLoopStart(loop);
         public void OnVcpuThreadStop(Vcpu vcpu) => g._engine.OnVcpuThreadStop(vcpu);
+    }
+
+    /// <summary>
+    /// For a guest that did not finish: where each unfinished vCPU's tasks stand (the mixed workload) and the async
+    /// faults the host still holds for it, with whether each page is present. Empty for the generation program.
+    /// </summary>
+    public string DescribeUnfinished()
+    {
+        if (_tasks is not { } tasks) return "";
+        var guest = tasks.Read();
+        var host = (_engine as PagingEngine)?.AsyncPf;
+        var parts = new List<string>();
+        for (var v = 0; v < guest.Count; v++)
+        {
+            if (FinishedNs[v] != 0) continue;
+            var outstanding = host?.Export(v).Outstanding.Select(f => $"0x{f.Token:x} page {f.Page} {f.Stage.ToString().ToLowerInvariant()}{(_engine.Tracker.IsPresent(f.Page) ? " (present)" : "")}");
+            var loop = Volatile.Read(ref _loops[v]);
+            var regs = Inspect(v);
+            parts.Add($"vCPU {v} ({(loop is null ? "no loop" : $"{loop.Exits} exits, last {loop.LastExit.Kind}")}, {regs}): {string.Join(", ", guest[v].Tasks)}; guest saw {guest[v].NotPresent} not present, {guest[v].Ready} ready, {guest[v].Spurious} spurious"
+                + (outstanding is null ? "" : $"; host holds [{string.Join(", ", outstanding)}]"));
+        }
+        return string.Join("; ", parts);
+    }
+
+    /// <summary>Asks vCPU <paramref name="v"/>'s thread (kicked out of KVM_RUN) for its registers; says so if it does not answer within 200 ms.</summary>
+    private string Inspect(int v)
+    {
+        Volatile.Write(ref _inspect[v], 1);
+        for (var i = 0; i < 20 && Volatile.Read(ref _inspect[v]) != 2; i++) { _m.Vcpus[v].Kick(); Thread.Sleep(10); }
+        return Volatile.Read(ref _inspect[v]) == 2 ? _inspected[v]! : "its thread did not come out of KVM_RUN or the host within 200 ms";
     }
 
     /// <summary>Every page is present: the vCPUs run at normal priority again (they ran below the transfer's threads until now).</summary>

@@ -207,7 +207,7 @@ public sealed class MigrationDestination(DestinationOptions o)
 
             Wait(summaryArrived.WaitHandle, failure, o.IdleTimeout, "the source's summary did not arrive");
             var sum = summary!.Value;
-            Wait(g.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification");
+            Wait(g.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification", g.DescribeUnfinished);
             failure.ThrowIfSet();
             var stats = en.Snapshot();
             DemandTrace.Dump("dest");
@@ -304,11 +304,11 @@ public sealed class MigrationDestination(DestinationOptions o)
             throw new MigrationException($"cannot map {ramBytes >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
     }
 
-    private static void Wait(WaitHandle h, FirstFailure failure, TimeSpan timeout, string what)
+    private static void Wait(WaitHandle h, FirstFailure failure, TimeSpan timeout, string what, Func<string>? detail = null)
     {
         var i = WaitHandle.WaitAny([h, failure.WaitHandle], timeout);
         if (i == 1 || failure.IsSet) failure.ThrowIfSet();
-        if (i == WaitHandle.WaitTimeout) throw new MigrationException($"{what} within {timeout.TotalSeconds:0.#} s");
+        if (i == WaitHandle.WaitTimeout) throw new MigrationException($"{what} within {timeout.TotalSeconds:0.#} s{(detail?.Invoke() is { Length: > 0 } d ? $" ({d})" : "")}");
     }
 
     private static void Receiver(StandbyThread thread, FirstFailure failure, Action body, PeerConnection main, PeerConnection urgent, RemotePageSource source) =>
