@@ -24,6 +24,14 @@ public sealed class BadInputTests
     [InlineData("--vcpus", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--vcpus", "0", "--mem", "4M" })]
     [InlineData("--self-kick", new[] { "migrate", "--self-kick", "5us" })]   // a period that would keep the vCPUs exiting
     [InlineData("a period", new[] { "migrate", "source", "--listen", "127.0.0.1:0", "--self-kick", "fast" })]
+    [InlineData("--workload", new[] { "migrate", "--workload", "mixd" })]
+    [InlineData("--mem-tasks", new[] { "migrate", "--mem-tasks", "2" })]                          // only the mixed workload has them
+    [InlineData("--mem-tasks 5", new[] { "migrate", "--workload", "mixed", "--mem-tasks", "5" })]
+    [InlineData("--mem-tasks 0", new[] { "migrate", "source", "--listen", "127.0.0.1:0", "--workload", "mixed", "--mem-tasks", "0" })]
+    [InlineData("--async-pf", new[] { "migrate", "--async-pf" })]                                   // the generation program never enables it
+    [InlineData("--async-pf", new[] { "migrate", "--workload", "mixed", "--async-pf", "sometimes" })]
+    [InlineData("needs an engine whose faults exit", new[] { "migrate", "--workload", "mixed", "--engine", "missing", "--async-pf", "always" })]
+    [InlineData("--async-pf", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--async-pf", "auto" })]
     public void Bad_input_is_one_line_and_exit_code_2(string mentioned, string[] args)
     {
         var r = CliRunner.Run(args);

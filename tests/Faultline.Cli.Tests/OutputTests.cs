@@ -49,6 +49,27 @@ public sealed partial class OutputTests
     }
 
     [KvmFact]
+    public void Migrate_mixed_with_async_pf_reports_the_cpu_task_and_the_async_faults_in_the_table_and_the_json()
+    {
+        var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--workload", "mixed", "--mem-tasks", "2", "--mem", "32M",
+            "--link-delay", "1ms", "--async-pf", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        Assert.Equal("mixed", root.GetProperty("workload").GetString());
+        Assert.Equal(0, root.GetProperty("guest_mismatches").GetInt64());
+        var mixed = root.GetProperty("mixed");
+        Assert.Equal(2, mixed.GetProperty("mem_tasks").GetInt32());
+        Assert.Equal("auto", mixed.GetProperty("async_pf").GetString());     // --async-pf alone
+        Assert.True(mixed.GetProperty("guest_enabled").GetBoolean());
+        Assert.True(mixed.GetProperty("not_present").GetInt64() > 0, mixed.ToString());
+        Assert.Equal(mixed.GetProperty("not_present").GetInt64(), mixed.GetProperty("ready").GetInt64());
+        Assert.True(mixed.GetProperty("cpu_iter_per_s_postcopy").GetDouble() > 0);
+        Assert.Single(r.StderrLines, l => l.Contains("CPU task, all vCPUs") && l.Contains("during post-copy"));
+        Assert.Single(r.StderrLines, l => l.Contains("async page faults") && l.Contains("--async-pf auto, guest enabled"));
+    }
+
+    [KvmFact]
     public void The_wall_time_parts_add_up_to_the_wall_time_which_the_process_as_measured_from_outside_exceeds()
     {
         var outside = System.Diagnostics.Stopwatch.StartNew();
