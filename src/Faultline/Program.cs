@@ -14,5 +14,9 @@ internal static class Program
         MigrateCommand.Create(),
     ];
 
-    private static int Main(string[] args) => App.Run(args, Console.Out, Console.Error);
+    private static int Main(string[] args)
+    {
+        Interrupts.Install();
+        return App.Run(args, Console.Out, Console.Error);
+    }
 }

@@ -17,6 +17,37 @@ internal static class ChildCli
         return Wait(psi, timeout);
     }
 
+    /// <summary>Starts the CLI and returns at once (the caller signals it, then <see cref="Finish"/>es it).</summary>
+    public static (Process Process, Task<string> Stdout, Task<string> Stderr) Start(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "faultline.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var p = Process.Start(psi)!;
+        return (p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync());
+    }
+
+    public static CliResult Finish((Process Process, Task<string> Stdout, Task<string> Stderr) run, TimeSpan timeout)
+    {
+        using var p = run.Process;
+        if (!p.WaitForExit(timeout))
+        {
+            p.Kill(entireProcessTree: true);
+            Assert.Fail($"the CLI did not finish within {timeout.TotalSeconds} s");
+        }
+        return new CliResult(p.ExitCode, run.Stdout.Result, run.Stderr.Result);
+    }
+
+    /// <summary>The direct children of process <paramref name="pid"/> (from /proc).</summary>
+    public static int[] ChildrenOf(int pid) =>
+        [.. Directory.GetDirectories($"/proc/{pid}/task").SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries)).Select(int.Parse)];
+
+    public static void Signal(int pid, string signal)
+    {
+        using var k = Process.Start("kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        k.WaitForExit();
+    }
+
     /// <summary>Runs the CLI on a pseudo-terminal (util-linux <c>script</c>), as a user at a terminal would; returns what the terminal received.</summary>
     public static CliResult RunOnTerminal(TimeSpan timeout, IReadOnlyDictionary<string, string> env, params string[] args)
     {

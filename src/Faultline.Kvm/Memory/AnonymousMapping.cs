@@ -22,7 +22,7 @@ public sealed unsafe class AnonymousMapping : IDisposable
         var p = Libc.Mmap(null, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
         if (p == Libc.MAP_FAILED) throw new KvmException("mmap(anonymous)", Marshal.GetLastPInvokeError());
         Libc.Madvise(p, (nuint)size, Libc.MADV_HUGEPAGE);                 // advisory: without THP it is just slower
-        if (populate) Libc.Madvise(p, (nuint)size, Libc.MADV_POPULATE_WRITE);   // advisory too: unpopulated pages fault in on first touch
+        if (populate) Libc.PopulateWrite(p, size);   // advisory too: unpopulated pages fault in on first touch
         _base = (byte*)p;
     }
 

@@ -94,7 +94,7 @@ public sealed unsafe class GuestRegion : IDisposable
         var v = Libc.Mmap(null, (nuint)Size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, _memfd.Fd, 0);
         if (v == Libc.MAP_FAILED) throw new KvmException("mmap(backing view)", Marshal.GetLastPInvokeError());
         Libc.Madvise(v, (nuint)Size, Libc.MADV_NOHUGEPAGE);
-        if (Libc.Madvise(v, (nuint)Size, Libc.MADV_POPULATE_WRITE) != 0)
+        if (Libc.PopulateWrite(v, Size) != 0)
         {
             var e = Marshal.GetLastPInvokeError();
             Libc.Munmap(v, (nuint)Size);

@@ -22,10 +22,20 @@ internal static class App
             return ErrorReport.UsageError(stderr, parsed.Errors[0].Message);
 
         var verbose = parsed.GetValue<bool>(VerboseName);
-        var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+        var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
         try
         {
-            return parsed.Invoke(config);
+            var code = parsed.InvokeAsync(config, Interrupts.Token).GetAwaiter().GetResult();
+            if (Interrupts.Signal == 0) return code;
+            stderr.WriteLine($"{ErrorReport.Prefix}interrupted ({Interrupts.SignalName})");
+            return Interrupts.ExitCode;
+        }
+        catch (Exception e) when (Interrupts.Signal != 0)
+        {
+            // whatever the cancellation surfaced as (a migration "cancelled", a guest stopped): the user's interrupt
+            stderr.WriteLine($"{ErrorReport.Prefix}interrupted ({Interrupts.SignalName})");
+            if (verbose) stderr.WriteLine(e.ToString());
+            return Interrupts.ExitCode;
         }
         catch (Exception e)
         {

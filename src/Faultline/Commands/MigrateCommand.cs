@@ -185,7 +185,20 @@ public static class MigrateCommand
             psi.ArgumentList.Add(a);
         if (guest.Mixed is { } mx) { psi.ArgumentList.Add("--mem-tasks"); psi.ArgumentList.Add(mx.MemoryTasks.ToString(CultureInfo.InvariantCulture)); }
         using var child = Process.Start(psi) ?? throw new MigrationException($"cannot start the source process ({file})");
-        var stderr = child.StandardError.ReadToEndAsync(ct);
+        using var cutShort = Interrupts.OnCutShort(() => child.Kill());   // one process (no tree walk: /proc is slow while memory is being populated)
+        var stderr = child.StandardError.ReadToEndAsync(CancellationToken.None);
+        // a source that dies is reported as such at once (not as the connection error it causes later)
+        using var died = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        string? death = null;
+        child.EnableRaisingEvents = true;
+        child.Exited += (_, _) =>
+        {
+            if (child.ExitCode == 0) return;
+            death = DescribeExit(child.ExitCode);
+            died.Cancel();
+        };
+        if (child.HasExited && child.ExitCode != 0) { death = DescribeExit(child.ExitCode); died.Cancel(); }
+        ct = died.Token;
         try
         {
             double startupMs = 0;
@@ -218,10 +231,16 @@ public static class MigrateCommand
             MigrationReportTable.Render(report, sourceLine, human, io.Wall);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
         }
+        catch (Exception) when (death is not null || (child.WaitForExit(TimeSpan.FromMilliseconds(300)) && child.ExitCode != 0 && (death = DescribeExit(child.ExitCode)) is not null))
+        {
+            // the source died (its death may reach us first as the connection it closed)
+            throw new MigrationException($"the source process {death}{(LastLine(stderr, TimeSpan.FromMilliseconds(200)) is { } said ? $": {said}" : "")}");
+        }
         catch (Exception) when (!child.HasExited)
         {
-            // the destination failed: the source has been told (Abort) or has seen the socket close; give it a moment to say why
-            if (!child.WaitForExit(TimeSpan.FromSeconds(10))) child.Kill(entireProcessTree: true);
+            // interrupted: the source goes at once; the destination failed: the source has been told (Abort) or has seen
+            // the socket close; give it a moment to say why
+            if (ct.IsCancellationRequested || !child.WaitForExit(TimeSpan.FromSeconds(10))) child.Kill(entireProcessTree: true);
             throw;
         }
         finally
@@ -307,9 +326,16 @@ public static class MigrateCommand
         return MigrationAddress.Parse(line[ListeningPrefix.Length..]);
     }
 
-    private static string? LastLine(Task<string> text)
+    /// <summary>"exited with status 3", "was killed by signal 9 (SIGKILL)" (.NET reports a signal as 128 + its number).</summary>
+    private static string DescribeExit(int code) => code switch
     {
-        if (!text.Wait(TimeSpan.FromSeconds(5))) return null;
+        > 128 and < 160 => $"was killed by signal {code - 128}{(code - 128) switch { 9 => " (SIGKILL)", 15 => " (SIGTERM)", 2 => " (SIGINT)", 6 => " (SIGABRT)", 11 => " (SIGSEGV)", _ => "" }}",
+        _ => $"exited with status {code}",
+    };
+
+    private static string? LastLine(Task<string> text, TimeSpan? wait = null)
+    {
+        if (!text.Wait(wait ?? TimeSpan.FromSeconds(5))) return null;
         var lines = text.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var last = lines.LastOrDefault(l => l.StartsWith("faultline:", StringComparison.Ordinal)) ?? lines.LastOrDefault();
         return last?.StartsWith("faultline: ", StringComparison.Ordinal) == true ? last["faultline: ".Length..] : last;
