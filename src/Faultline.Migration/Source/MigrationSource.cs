@@ -33,6 +33,8 @@ public sealed class MigrationSource : IDisposable
     /// <summary>True once the guest has been paused for a migration; it never runs here again.</summary>
     public bool Paused { get; private set; }
     public ulong Pages => Machine.Ram.PageCount;
+    /// <summary>Destinations accepted so far (each <see cref="Serve"/> that got past the accept counts one).</summary>
+    public int DestinationsAccepted { get; private set; }
     /// <summary>vCPU threads whose self-kick timer is armed right now (a pause is imminent).</summary>
     internal int SelfKickTimersArmed => _guest.ArmedTimers;
 
@@ -95,6 +97,7 @@ public sealed class MigrationSource : IDisposable
             var gate = new PeerGate(listener, _o);
             var nonce = (ulong)Random.Shared.NextInt64() | 1;
             main = gate.Accept(ChannelRole.Main, nonce, _o.AcceptTimeout, ct);
+            DestinationsAccepted++;
             using var reg = ct.Register(() => { main?.Shutdown(); urgent?.Shutdown(); });
             urgent = gate.Accept(ChannelRole.Urgent, nonce, _o.HandshakeTimeout, ct);
             DemandTrace.Hop(1_000_000, "src-urgent");

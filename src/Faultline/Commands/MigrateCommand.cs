@@ -64,13 +64,23 @@ public static class MigrateCommand
         var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
         var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json(); var workload = WorkloadOption();
         var memTasks = MemTasks();
-        var cmd = new Command("source", "Run a guest (a generation-stamped pattern, or the mixed workload), and migrate it to the first destination that connects")
+        var waitDest = new Option<int>("--wait-dest")
         {
-            listen, vcpus, mem, delay, run, selfKick, json, workload, memTasks,
+            Description = "Seconds to wait for a destination, and again for a new one after a destination is lost (the guest and every page are kept); 0: do not wait again",
+            DefaultValueFactory = _ => 60, HelpName = "SECONDS",
         };
-        cmd.SetAction((pr, ct) => Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
-            ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks)),
-            pr.GetValue(json), Streams(pr, null), ct)));
+        var cmd = new Command("source", "Run a guest (a generation-stamped pattern, or the mixed workload), and migrate it to the first destination that connects and completes")
+        {
+            listen, vcpus, mem, delay, run, selfKick, json, workload, memTasks, waitDest,
+        };
+        cmd.SetAction((pr, ct) =>
+        {
+            var wait = pr.GetValue(waitDest);
+            if (wait is < 0 or > 86_400) throw new UsageException($"--wait-dest {wait}: use 0..86400 seconds");
+            return Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
+                ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks)),
+                wait, pr.GetValue(json), Streams(pr, null), ct));
+        });
         return cmd;
     }
 
@@ -113,8 +123,8 @@ public static class MigrateCommand
 
     // ---- the three actions --------------------------------------------------------------------------------------
 
-    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, GuestChoice guest, OutputTarget? json,
-        CliStreams io, CancellationToken ct)
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, GuestChoice guest, int waitDest,
+        OutputTarget? json, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
@@ -128,15 +138,34 @@ public static class MigrateCommand
         {
             LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = guest.Order, Mixed = guest.Mixed,
             Trace = TraceSetting(), ThreadSlice = SliceSetting(),
-            Logger = new MigrateLog(io.Stderr),
+            Logger = new MigrateLog(io.Stderr), AcceptTimeout = TimeSpan.FromSeconds(waitDest > 0 ? waitDest : 60),
         });
         source.WaitUntilWarm(ct);
         human.WriteLine($"{ListeningPrefix}{listener.Address}");
         human.Flush();
-        var r = source.Serve(listener, ct);
+        var r = ServeUntilComplete(source, listener, waitDest, io, ct);
         json?.Write(io.Stdout, r.ToJson());
         human.WriteLine(SourceLine(r));
         return 0;
+    }
+
+    /// <summary>
+    /// Serves destinations until one completes: a destination lost before the pause leaves the guest running here, one
+    /// lost after it leaves the paused guest and every page here (what it ran of the guest dies with it), and either
+    /// way the next destination starts over from this guest; each wait for one is bounded by <paramref name="waitSeconds"/>.
+    /// </summary>
+    private static SourceResult ServeUntilComplete(MigrationSource source, MigrationListener listener, int waitSeconds, CliStreams io, CancellationToken ct)
+    {
+        while (true)
+        {
+            var accepted = source.DestinationsAccepted;
+            try { return source.Serve(listener, ct); }
+            catch (MigrationException e) when (waitSeconds > 0 && !ct.IsCancellationRequested && source.DestinationsAccepted > accepted)
+            {
+                io.Stderr.WriteLine($"faultline: destination lost: {ErrorReport.OneLine(e.Message)}; waiting up to {waitSeconds} s for another at {listener.Address}");
+                io.Stderr.Flush();
+            }
+        }
     }
 
     private static MigrationListener Listen(MigrationAddress address)
@@ -181,6 +210,7 @@ public static class MigrateCommand
                      "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
                      "--push-run", pushRun.ToString(CultureInfo.InvariantCulture),
                      "--self-kick", $"{selfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson,
+                     "--wait-dest", "0",   // this command's own destination is the only one: a lost one ends both
                      "--workload", guest.Name })
             psi.ArgumentList.Add(a);
         if (guest.Mixed is { } mx) { psi.ArgumentList.Add("--mem-tasks"); psi.ArgumentList.Add(mx.MemoryTasks.ToString(CultureInfo.InvariantCulture)); }

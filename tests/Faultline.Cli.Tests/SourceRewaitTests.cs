@@ -1,0 +1,65 @@
+using System.Diagnostics;
+using Faultline.TestKit;
+
+namespace Faultline.Cli.Tests;
+
+/// <summary>
+/// `migrate source` keeps serving until a destination completes: a destination process killed mid-migration (before
+/// or after the pause, whichever this run's timing gives) leaves the source waiting for another, and the next one gets
+/// the whole guest with matching digests and no mismatches.
+/// </summary>
+public sealed class SourceRewaitTests
+{
+    [KvmFact]
+    public void A_source_whose_destination_is_killed_serves_the_next_one_to_completion()
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "faultline.dll"), "migrate", "source", "--listen", "127.0.0.1:0", "--mem", "512M",
+                     "--workload", "random", "--wait-dest", "30" })
+            psi.ArgumentList.Add(a);
+        using var source = Process.Start(psi)!;
+        var err = new System.Text.StringBuilder();
+        using var lost = new ManualResetEventSlim(false);
+        source.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (err) err.AppendLine(e.Data);
+            if (e.Data.Contains("destination lost")) lost.Set();
+        };
+        source.BeginErrorReadLine();
+        string SourceErr() { lock (err) return err.ToString(); }
+        try
+        {
+            var listening = source.StandardOutput.ReadLine() ?? throw new Xunit.Sdk.XunitException($"the source said nothing: {SourceErr()}");
+            Assert.StartsWith("listening on ", listening);
+            var address = listening["listening on ".Length..];
+
+            var first = ChildCli.Start("migrate", "dest", "--connect", address, "--link-delay", "1ms");
+            var port = int.Parse(address[(address.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            var connected = Stopwatch.StartNew();
+            while (!Connected(port) && connected.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(20);
+            Thread.Sleep(1500);   // layout, the destination's build, maybe the pause: lost either side of it, the source waits again
+            first.Process.Kill();
+            ChildCli.Finish(first, TimeSpan.FromSeconds(30));
+            Assert.True(lost.Wait(TimeSpan.FromSeconds(60)), $"the source did not notice its destination was gone: {SourceErr()}");
+
+            var second = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "dest", "--connect", address, "--json", "-");
+            Assert.True(second.ExitCode == 0, second.ToString());
+            Assert.Contains("\"guest_mismatches\": 0", second.Stdout);
+            Assert.Contains("\"digests_match\": true", second.Stdout);
+            Assert.True(source.WaitForExit(TimeSpan.FromSeconds(30)), "the source did not end after the completed migration");
+            Assert.Equal(0, source.ExitCode);
+            Assert.Contains("waiting up to 30 s for another at " + address, SourceErr());
+            Assert.StartsWith("source: 131072 pages sent once each", source.StandardOutput.ReadToEnd().Trim());
+        }
+        finally
+        {
+            if (!source.HasExited) source.Kill();
+        }
+    }
+
+    /// <summary>Whether an established TCP connection to <paramref name="port"/> exists (/proc/net/tcp: remote address, state 01).</summary>
+    private static bool Connected(int port) =>
+        File.ReadLines("/proc/net/tcp").Skip(1).Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Any(f => f.Length > 3 && f[2].EndsWith($":{port:X4}", StringComparison.Ordinal) && f[3] == "01");
+}
