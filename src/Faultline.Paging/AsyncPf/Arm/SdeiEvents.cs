@@ -47,6 +47,14 @@ public sealed class SdeiEvents
         return -1;
     }
 
+    /// <summary>Gives slot <paramref name="slot"/> (not the software event's) another number: the VMM's SET_SDEI, before the guest registers it.</summary>
+    public void Renumber(int slot, uint number)
+    {
+        if (slot <= 0 || _registered[slot] || _unregisterPending[slot]) throw new InvalidOperationException("only an unregistered event of the VMM's can be renumbered");
+        if (number == SoftwareSignaledEvent || (SlotOf(number) is var at && at >= 0 && at != slot)) throw new UsageException($"SDEI event 0x{number:x} is taken on this vCPU");
+        _numbers[slot] = number;
+    }
+
     /// <summary>Whether event <paramref name="slot"/> would be dispatched now if signalled (registered, enabled, PE unmasked, no handler running).</summary>
     public bool CanDispatch(int slot) => !Masked && Running < 0 && _registered[slot] && _enabled[slot] && !_unregisterPending[slot];
 

@@ -14,6 +14,12 @@ internal interface ISmcccService
     bool TryCall(Vcpu vcpu, uint function, ref KvmRegs regs);
 }
 
+/// <summary>Told when a handler completes (COMPLETE or COMPLETE_AND_RESUME), on the vCPU's thread.</summary>
+internal interface ISdeiListener
+{
+    void OnCompleted(Vcpu vcpu, uint number);
+}
+
 /// <summary>
 /// The guest's firmware on this x86 host: the SMCCC conduit (<see cref="ArmPvAsyncPf.Conduit"/>) and an SDEI dispatcher
 /// over each vCPU's <see cref="SdeiEvents"/>. Delivery is what SDEI means, done on the vCPU's own thread before it
@@ -46,6 +52,7 @@ public sealed class SdeiHost : IExitHandler
 
     /// <summary>The vendor service the conduit also serves (the async-PF one), if any.</summary>
     internal ISmcccService? Vendor { get; set; }
+    internal ISdeiListener? Listener { get; set; }
 
     public SdeiEvents EventsOf(int vcpu) => _pes[vcpu].Events;
     /// <summary>Handlers entered, COMPLETEs, COMPLETE_AND_RESUMEs and conduit calls on a vCPU (read after the run).</summary>
@@ -66,13 +73,25 @@ public sealed class SdeiHost : IExitHandler
         var sregs = vcpu.SyncedSregs;
         var fn = (uint)exit.Data;
         var sregsChanged = false;
-        if (fn is >= SdeiFirst and <= SdeiLast) sregsChanged = Call(pe, fn, ref regs, ref sregs);
+        if (fn is >= SdeiFirst and <= SdeiLast) sregsChanged = Call(vcpu, pe, fn, ref regs, ref sregs);
         else if (Vendor is null || !Vendor.TryCall(vcpu, fn, ref regs)) regs.Rax = unchecked((ulong)SmcccNotSupported);
         // a call may have made an event dispatchable (unmask, enable, signal, complete): it interrupts the context just made
         sregsChanged |= Dispatch(pe, ref regs, ref sregs);
         vcpu.WriteSyncedRegs(regs);
-        if (sregsChanged) vcpu.WriteSyncedSregs(sregs);
+        if (sregsChanged) WriteSregs(vcpu, ref sregs);
         return true;
+    }
+
+    /// <summary>
+    /// Only CS and SS change, but KVM_SET_SREGS semantics come with the write: a vector in interrupt_bitmap is queued as
+    /// an external interrupt again, and the synced copy shows one still being delivered at the exit (measured: the
+    /// "page ready" ran two or three times per injection). Setting special registers never dequeues one, so an empty
+    /// bitmap loses nothing.
+    /// </summary>
+    private static unsafe void WriteSregs(Vcpu vcpu, ref KvmSregs s)
+    {
+        for (var i = 0; i < 4; i++) s.InterruptBitmap[i] = 0;
+        vcpu.WriteSyncedSregs(s);
     }
 
     /// <summary>
@@ -87,12 +106,12 @@ public sealed class SdeiHost : IExitHandler
         var sregs = vcpu.SyncedSregs;
         if (!Dispatch(pe, ref regs, ref sregs)) return false;
         vcpu.WriteSyncedRegs(regs);
-        vcpu.WriteSyncedSregs(sregs);
+        WriteSregs(vcpu, ref sregs);
         return true;
     }
 
     /// <summary>One SDEI call; x0.. from and into <paramref name="r"/>. True if the special registers changed (a context restored).</summary>
-    private bool Call(Pe pe, uint fn, ref KvmRegs r, ref KvmSregs s)
+    private bool Call(Vcpu vcpu, Pe pe, uint fn, ref KvmRegs r, ref KvmSregs s)
     {
         var ev = pe.Events;
         long x0;
@@ -108,10 +127,12 @@ public sealed class SdeiHost : IExitHandler
             case SdeiEventContext: x0 = ev.Running < 0 ? SdeiDenied : ContextRegister(pe.Saved, r.Rcx); break;
             case SdeiEventComplete:
             case SdeiEventCompleteAndResume:
+                var number = ev.Running >= 0 ? ev.NumberOf(ev.Running) : 0;
                 x0 = ev.Complete(out _);
                 if (x0 != SdeiSuccess) break;
                 if (fn == SdeiEventComplete) { Restore(pe, ref r, ref s); pe.Completed++; }
                 else { Resume(pe, r.Rcx, ref r, ref s); pe.Resumed++; }
+                Listener?.OnCompleted(vcpu, number);
                 return true;   // the caller's registers are gone: nothing to return into
             case SdeiEventUnregister: x0 = ev.Unregister(r.Rcx); break;
             case SdeiEventStatus: x0 = ev.Status(r.Rcx); break;
