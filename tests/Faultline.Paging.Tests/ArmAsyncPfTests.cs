@@ -20,41 +20,20 @@ public sealed class ArmAsyncPfTests
     private static ApfRunSpec Spec(NotifyProtocol p = NotifyProtocol.Arm, int vcpus = 1, int memTasks = 1, int pages = 32, double latencyUs = 2000) =>
         new(vcpus, memTasks, TimeSpan.FromMicroseconds(latencyUs), p, AsyncPfMode.Always, pages, CpuIterations: 200_000_000);
 
+    // the token round trip, the CPU task running meanwhile, a guest that never enables it and interrupts off: AsyncPfTests' theories
+
     [KvmFact]
-    public void Every_fault_is_the_sdei_event_then_the_ppi_with_the_same_token_in_order()
+    public void Every_not_present_is_one_sdei_handler_ended_by_complete_and_resume()
     {
         var r = ApfRun.Execute(Spec());
         Assert.Equal(0, r.Mismatches);
         Assert.Equal(32, r.Async!.NotPresent);
-        Assert.Equal(32, r.Async.ReadyDelivered);
-        Assert.Equal(32, r.GuestNotPresent);
-        Assert.Equal(32, r.GuestReady);
-        Assert.Equal(0, r.GuestSpurious);
-        var log = r.Guest[0].Log.ToList();
-        var np = log.Where(e => e.Kind == TaskLayout.LogNotPresent).Select(e => e.Token).ToList();
-        var run = log.Where(e => e.Kind == TaskLayout.LogTaskRunning).Select(e => e.Token).ToList();
-        Assert.Equal(np, run);
-        Assert.Equal(np.Distinct().Count(), np.Count);
-        Assert.Equal(r.History.Select(h => h.Token), np);
-        // each "not present" was one SDEI handler entry, ended by COMPLETE_AND_RESUME; the boot's calls went through the conduit
         var (dispatched, completed, resumed, calls) = r.Sdei[0];
         Assert.Equal(32, dispatched);
         Assert.Equal(32, resumed);
         Assert.Equal(0, completed);
         Assert.True(calls >= 32 + 32 + 7, $"{calls} conduit calls");   // COMPLETE_AND_RESUME + IRQ_ACK per fault, and the boot's
-        // the control block is the guest's to clear: after the run it holds neither reason nor token
-        Assert.Equal(TaskLayout.ApfArea(0) | ArmPvAsyncPf.Enabled, r.ArmState[0].Control);
-    }
-
-    [KvmFact]
-    public void The_cpu_task_runs_while_pages_travel()
-    {
-        var sync = ApfRun.Execute(Spec(NotifyProtocol.Sync));
-        var arm = ApfRun.Execute(Spec());
-        Assert.Equal(0, sync.Mismatches + arm.Mismatches);
-        Assert.True(sync.CpuTaskDone[0] > sync.MemoryTasksDone[0]);
-        Assert.True(arm.CpuTaskDone[0] < arm.MemoryTasksDone[0] + arm.CpuTaskDone[0] / 2, $"cpu {arm.CpuTaskDone[0]} mem {arm.MemoryTasksDone[0]}");
-        Assert.True(arm.Elapsed < sync.Elapsed, $"arm {arm.Elapsed} vs sync {sync.Elapsed}");
+        Assert.Equal(TaskLayout.ApfArea(0) | ArmPvAsyncPf.Enabled, r.ArmState[0].Control);   // what the guest ENABLEd
     }
 
     [KvmFact]
@@ -73,25 +52,6 @@ public sealed class ArmAsyncPfTests
             var byAccept = v.OrderBy(h => h.Accepted).ToList();
             Assert.Contains(byAccept.Zip(byAccept.Skip(1)), p => p.Second.Accepted < p.First.Present);   // fetches overlapped
         }
-    }
-
-    [KvmFact]
-    public void A_guest_that_never_enables_it_gets_synchronous_faults()
-    {
-        var r = ApfRun.Execute(Spec() with { GuestEnables = false });
-        Assert.Equal(0, r.Mismatches);
-        Assert.Equal(0, r.Async!.NotPresent);
-        Assert.Equal(32, r.Async.SyncNotEnabled);
-        Assert.Equal(0, r.Sdei[0].Calls);
-    }
-
-    [KvmFact]
-    public void Tasks_with_interrupts_off_get_synchronous_faults()
-    {
-        var r = ApfRun.Execute(Spec() with { MemoryTasksInterruptsOff = true });
-        Assert.Equal(0, r.Mismatches);
-        Assert.Equal(0, r.Async!.NotPresent);
-        Assert.Equal(32, r.Async.SyncInterruptsOff);
     }
 
     [KvmFact]

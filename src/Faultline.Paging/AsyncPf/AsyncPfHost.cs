@@ -88,7 +88,18 @@ public abstract class AsyncPfHost : IAsyncPageFaults, IPresentObserver
     internal bool TryHandleExit(Vcpu vcpu, in VcpuExit exit) =>
         exit.Kind == VcpuExitKind.Hlt ? OnHalt(vcpu) : TryHandleProtocolExit(vcpu, exit);
 
-    private protected void DropAll(AsyncPfVcpu s)
+    /// <summary>The guest wrote its enable word (x86's MSR_KVM_ASYNC_PF_EN, arm's ENABLE): disabling drops every outstanding fault.</summary>
+    private protected void SetEnableWord(AsyncPfVcpu s, ulong word)
+    {
+        lock (s.Lock)
+        {
+            var was = Enabled(s);
+            s.EnableMsr = word;
+            if (was && !Enabled(s)) DropAll(s);
+        }
+    }
+
+    private void DropAll(AsyncPfVcpu s)
     {
         for (var i = 0; i < s.States.Length; i++)
             if (s.States[i] == AsyncPfVcpu.Waiting) _tracker.Unwatch(s.Pages[i]);
@@ -128,13 +139,28 @@ public abstract class AsyncPfHost : IAsyncPageFaults, IPresentObserver
         if (!Policy.PaysOff(_path.Source.ExpectedLatency)) { s.SyncPolicy++; return false; }
         if (!SendAlways(s) && !InUserMode(vcpu)) { s.SyncKernelMode++; return false; }   // only user mode, unless SEND_ALWAYS
 
-        int slot;
+        int slot = -1;
         SyncReason? gate;
         lock (s.Lock)
         {
+            // the gate and the accept under one hold of the lock: a "page ready" posted in between would find the
+            // protocol's state (arm: the control block) taken by this "not present" and be delivered into its handler
             gate = Gate(vcpu, s);
             if (gate == SyncReason.EventBlocked) s.SyncEventBlocked++;
-            if (gate == SyncReason.Retry) s.Retries++;
+            else if (gate == SyncReason.Retry) s.Retries++;
+            else
+            {
+                slot = s.FreeSlot();
+                do token = (++s.Counter << 12) | (uint)s.Id; while (token is 0 or uint.MaxValue);   // KVM's format, never 0
+                s.Tokens[slot] = token;
+                s.Pages[slot] = ulong.MaxValue;      // matched by no page until "not present" is out: its "ready" cannot overtake it
+                s.States[slot] = AsyncPfVcpu.Waiting;
+                s.Accepted[slot] = s.Loop.LastExitTimestamp;
+                s.Present[slot] = 0;
+                s.Outstanding++;
+                s.Accepts++;
+                NotifyNotPresent(vcpu, s, token);
+            }
         }
         if (gate == SyncReason.EventBlocked) return false;
         if (gate == SyncReason.Retry)
@@ -142,19 +168,6 @@ public abstract class AsyncPfHost : IAsyncPageFaults, IPresentObserver
             // the guest has a notification to take first: let it in, start the fetch; the access faults again after it
             if (!_tracker.IsPresent(index)) _path.RequestOnly(index);
             return true;
-        }
-        lock (s.Lock)
-        {
-            slot = s.FreeSlot();
-            do token = (++s.Counter << 12) | (uint)s.Id; while (token is 0 or uint.MaxValue);   // KVM's format, never 0
-            s.Tokens[slot] = token;
-            s.Pages[slot] = ulong.MaxValue;      // matched by no page until "not present" is out: its "ready" cannot overtake it
-            s.States[slot] = AsyncPfVcpu.Waiting;
-            s.Accepted[slot] = s.Loop.LastExitTimestamp;
-            s.Present[slot] = 0;
-            s.Outstanding++;
-            s.Accepts++;
-            NotifyNotPresent(vcpu, s, token);
         }
         if (s.Timer is { IsArmed: false } timer) timer.Arm(Options.ReadyPoll);
         lock (s.Lock) s.Pages[slot] = index;

@@ -82,12 +82,7 @@ public sealed class UserspaceAsyncPf : AsyncPfHost
                 break;
             case MsrEn:
                 if ((value & KvmPvAsyncPf.ReservedBits) != 0) { vcpu.CompleteMsr(0, error: true); return; }
-                lock (s.Lock)
-                {
-                    var was = Enabled(s);
-                    s.EnableMsr = value;
-                    if (was && !Enabled(s)) DropAll(s);
-                }
+                SetEnableWord(s, value);
                 break;
             case MsrAck:
                 if ((value & 1) != 0) OnAck(s);

@@ -114,12 +114,7 @@ public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener
             {
                 var word = (r.Rdx & 0xFFFFFFFF) | (r.Rsi << 32);
                 if ((word & ReservedBits) != 0) { x0 = SmcccInvalidParameter; break; }
-                lock (s.Lock)
-                {
-                    var was = Enabled(s);
-                    s.EnableMsr = word;
-                    if (was && !Enabled(s)) DropAll(s);
-                }
+                SetEnableWord(s, word);
                 break;
             }
             case FnIrqAck:
