@@ -34,6 +34,9 @@ public sealed class ArmAsyncPfTests
         Assert.Equal(0, completed);
         Assert.True(calls >= 32 + 32 + 7, $"{calls} conduit calls");   // COMPLETE_AND_RESUME + IRQ_ACK per fault, and the boot's
         Assert.Equal(TaskLayout.ApfArea(0) | ArmPvAsyncPf.Enabled, r.ArmState[0].Control);   // what the guest ENABLEd
+        // the vCPU thread allocates nothing per fault (a sync run allocates the same ~136 bytes of setup): one object per
+        // fault, 24 bytes at least, would show
+        Assert.True(r.Paging.FaultPathAllocatedBytes < 32 * 24, $"{r.Paging.FaultPathAllocatedBytes} bytes allocated on the vCPU thread");
     }
 
     [KvmFact]
