@@ -40,10 +40,34 @@ public sealed class ApfBenchCommandTests
         }
     }
 
+    [KvmFact]
+    public void Bench_apf_with_the_arm_protocol_writes_its_rows_beside_x86()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"fl-apf-arm-{Environment.ProcessId}.json");
+        try
+        {
+            var r = CliRunner.Run("bench", "apf", "--protocol", "sync,x86,arm", "--latency", "5ms", "--vcpus", "1", "--mem-tasks", "1", "--repeat", "1", "--json", json);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToList();
+            Assert.Equal(["sync/never", "x86/always", "x86/auto", "arm/always", "arm/auto"], rows.Select(x => $"{x.GetProperty("protocol").GetString()}/{x.GetProperty("policy").GetString()}"));
+            var arm = rows[3];
+            foreach (var k in RowKeys) Assert.True(arm.TryGetProperty(k, out _), $"row lacks {k}: {arm}");
+            Assert.Equal(arm.GetProperty("not_present").GetInt64(), arm.GetProperty("ready").GetInt64());
+            Assert.True(arm.GetProperty("not_present").GetInt64() > 0);
+            Assert.True(arm.GetProperty("exits_per_async_fault").GetDouble() > 1, arm.ToString());   // at least its two conduit calls
+            Assert.Equal(0, arm.GetProperty("guest_mismatches").GetInt64());
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+
     [Theory]
     [InlineData("--latency", "0", "above zero")]
     [InlineData("--latency", "fast", "is not a latency")]
-    [InlineData("--protocol", "sync,arm", "'arm' is not one of")]
+    [InlineData("--protocol", "sync,ppc", "'ppc' is not one of")]
     [InlineData("--mem-tasks", "5", "--mem-tasks")]
     public void Bad_input_is_one_line_and_exit_2(string option, string value, string message)
     {

@@ -6,7 +6,7 @@ namespace Faultline.Paging.Tests;
 
 /// <summary>
 /// Async page faults end to end on a real VM: the task kernel's memory tasks touch pages that arrive 2 ms after they
-/// are asked for; with the x86 protocol every fault becomes "not present (T)" then "page ready (T)", the CPU task runs
+/// are asked for; with the x86 protocol (and, where the test is a theory, arm's: docs/async-pf-arm.md) every fault becomes "not present (T)" then "page ready (T)", the CPU task runs
 /// meanwhile, and no task reads a page before its "ready" (the guest's check count stays 0).
 /// </summary>
 public sealed class AsyncPfTests
@@ -14,10 +14,12 @@ public sealed class AsyncPfTests
     private static ApfRunSpec Spec(NotifyProtocol p, AsyncPfMode mode = AsyncPfMode.Always, int vcpus = 1, int memTasks = 1, int pages = 32, double latencyUs = 2000) =>
         new(vcpus, memTasks, TimeSpan.FromMicroseconds(latencyUs), p, mode, pages, CpuIterations: 200_000_000);
 
-    [KvmFact]
-    public void Every_fault_is_not_present_then_ready_with_the_same_token_in_order()
+    [KvmTheory]
+    [InlineData(NotifyProtocol.X86)]
+    [InlineData(NotifyProtocol.Arm)]
+    public void Every_fault_is_not_present_then_ready_with_the_same_token_in_order(NotifyProtocol protocol)
     {
-        var r = ApfRun.Execute(Spec(NotifyProtocol.X86));
+        var r = ApfRun.Execute(Spec(protocol));
         Assert.Equal(0, r.Mismatches);
         Assert.Equal(32, r.Async!.NotPresent);
         Assert.Equal(32, r.Async.ReadyDelivered);
@@ -35,11 +37,13 @@ public sealed class AsyncPfTests
         Assert.Equal(r.History.Select(h => h.Token), np);
     }
 
-    [KvmFact]
-    public void The_cpu_task_runs_while_pages_travel()
+    [KvmTheory]
+    [InlineData(NotifyProtocol.X86)]
+    [InlineData(NotifyProtocol.Arm)]
+    public void The_cpu_task_runs_while_pages_travel(NotifyProtocol protocol)
     {
         var sync = ApfRun.Execute(Spec(NotifyProtocol.Sync));
-        var x86 = ApfRun.Execute(Spec(NotifyProtocol.X86));
+        var x86 = ApfRun.Execute(Spec(protocol));
         Assert.Equal(0, sync.Mismatches + x86.Mismatches);
         Assert.Equal(0, sync.GuestNotPresent);
         // sync: the CPU task starts after the memory task (which waits 32 × 2 ms); async: it finishes first, in parallel
@@ -60,19 +64,23 @@ public sealed class AsyncPfTests
         Assert.Contains(ordered.Zip(ordered.Skip(1)), p => p.Second.Accepted < p.First.Present);
     }
 
-    [KvmFact]
-    public void A_guest_that_never_enables_it_gets_synchronous_faults()
+    [KvmTheory]
+    [InlineData(NotifyProtocol.X86)]
+    [InlineData(NotifyProtocol.Arm)]
+    public void A_guest_that_never_enables_it_gets_synchronous_faults(NotifyProtocol protocol)
     {
-        var r = ApfRun.Execute(Spec(NotifyProtocol.X86) with { GuestEnables = false });
+        var r = ApfRun.Execute(Spec(protocol) with { GuestEnables = false });
         Assert.Equal(0, r.Mismatches);
         Assert.Equal(0, r.Async!.NotPresent);
         Assert.Equal(32, r.Async.SyncNotEnabled);
     }
 
-    [KvmFact]
-    public void Tasks_with_interrupts_off_get_synchronous_faults()
+    [KvmTheory]
+    [InlineData(NotifyProtocol.X86)]
+    [InlineData(NotifyProtocol.Arm)]
+    public void Tasks_with_interrupts_off_get_synchronous_faults(NotifyProtocol protocol)
     {
-        var r = ApfRun.Execute(Spec(NotifyProtocol.X86) with { MemoryTasksInterruptsOff = true });
+        var r = ApfRun.Execute(Spec(protocol) with { MemoryTasksInterruptsOff = true });
         Assert.Equal(0, r.Mismatches);
         Assert.Equal(0, r.Async!.NotPresent);
         Assert.Equal(32, r.Async.SyncInterruptsOff);

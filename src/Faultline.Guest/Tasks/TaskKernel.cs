@@ -59,8 +59,11 @@ public sealed partial class TaskKernel
 
     private Assembler? _a;
     private Label _schedule, _switch;
+    private Label _parkOnToken, _enterFirst;   // shared with the arm protocol's handlers (ArmTaskHandlers)
 
-    public TaskKernel(byte readyVector = DefaultReadyVector)
+    /// <param name="readyVector">The "page ready" vector (x86) or PPI (arm).</param>
+    /// <param name="protocol">The async-PF guest ABI the kernel speaks; arm's handlers are <see cref="ArmTaskHandlers"/>.</param>
+    public TaskKernel(byte readyVector = DefaultReadyVector, TaskProtocol protocol = TaskProtocol.X86)
     {
         if (readyVector < 32) throw new ArgumentOutOfRangeException(nameof(readyVector), readyVector, "an interrupt vector, 32..255");
         ReadyVector = readyVector;
@@ -79,7 +82,13 @@ public sealed partial class TaskKernel
             Kernel.AddRoutine(MemoryRoutine(i), a => MemoryTaskCode(a, task));
             Kernel.AddRoutine(ScanRoutine(i), a => ScanTaskCode(a, task));
         }
+        Protocol = protocol;
+        if (protocol == TaskProtocol.Arm) ArmTaskHandlers.Install(this);
     }
+
+    public TaskProtocol Protocol { get; }
+    /// <summary>The routine a vCPU boots into (it enables async PF in the kernel's protocol, then enters the first task).</summary>
+    public string BootEntry => Protocol == TaskProtocol.Arm ? ArmTaskHandlers.BootRoutine : BootRoutine;
 
     public byte ReadyVector { get; }
     /// <summary>The kernel to build the machine with (<see cref="MachineConfig.Kernel"/>).</summary>
@@ -91,6 +100,8 @@ public sealed partial class TaskKernel
         _a = a;
         _schedule = a.CreateLabel("schedule");
         _switch = a.CreateLabel("switch");
+        _parkOnToken = a.CreateLabel("park_on_token");
+        _enterFirst = a.CreateLabel("enter_first");
     }
 
     private static void Save(Assembler a)
@@ -149,6 +160,7 @@ public sealed partial class TaskKernel
         RestoreAndReturn(a);
         a.Label(ref park);
         a.mov(rcx, cr2);                                  // the token
+        a.Label(ref _parkOnToken);                        // RCX = token, RSI = TCB, RBP = vCPU block
         a.mov(__qword_ptr[rsi + TcbToken], rcx);
         a.mov(__qword_ptr[rsi + TcbState], (int)Parked);
         a.inc(__qword_ptr[rbp + VbNotPresent]);
@@ -227,12 +239,16 @@ public sealed partial class TaskKernel
         var find = a.CreateLabel(); var spurious = a.CreateLabel(); var back = a.CreateLabel();
         Save(a);
         Current(a);
-        a.mov(edi, __dword_ptr[rbp + VbApf + KvmPvAsyncPf.TokenOffset]);   // token
-        a.mov(__dword_ptr[rbp + VbApf + KvmPvAsyncPf.TokenOffset], 0);   // the slot is free for the next "page ready"
-        a.mov(ecx, KvmPvAsyncPf.MsrAck);
-        a.mov(eax, 1);
-        a.xor(edx, edx);
-        a.wrmsr();
+        if (Protocol == TaskProtocol.Arm) ArmTaskHandlers.TakeReady(a);   // EDI = token, the block cleared, IRQ_ACK
+        else
+        {
+            a.mov(edi, __dword_ptr[rbp + VbApf + KvmPvAsyncPf.TokenOffset]);   // token
+            a.mov(__dword_ptr[rbp + VbApf + KvmPvAsyncPf.TokenOffset], 0);   // the slot is free for the next "page ready"
+            a.mov(ecx, KvmPvAsyncPf.MsrAck);
+            a.mov(eax, 1);
+            a.xor(edx, edx);
+            a.wrmsr();
+        }
         a.inc(__qword_ptr[rbp + VbReady]);
         a.mov(rcx, __qword_ptr[rbp + VbTaskCount]);
         a.Label(ref find);
@@ -315,12 +331,11 @@ public sealed partial class TaskKernel
     }
 
     /// <summary>CPL0, RBP = vCPU block: enables async PF if the host asked (vector first, then the area), then enters the first task.</summary>
-    private static void Boot(Assembler a)
+    private void Boot(Assembler a)
     {
-        var start = a.CreateLabel();
         a.mov(rax, __qword_ptr[rbp + VbEnable]);
         a.test(rax, rax);
-        a.jz(start);
+        a.jz(_enterFirst);
         a.mov(ecx, KvmPvAsyncPf.MsrInterrupt);
         a.mov(eax, __dword_ptr[rbp + VbVector]);
         a.xor(edx, edx);
@@ -330,7 +345,7 @@ public sealed partial class TaskKernel
         a.mov(rdx, rax);
         a.shr(rdx, 32);
         a.wrmsr();
-        a.Label(ref start);
+        a.Label(ref _enterFirst);
         a.rdtsc();
         a.shl(rdx, 32);
         a.or(rax, rdx);
@@ -341,4 +356,16 @@ public sealed partial class TaskKernel
         a.mov(rsp, __qword_ptr[rdi + TcbSaved]);
         RestoreAndReturn(a);
     }
+
+    // the pieces the arm protocol's handlers (ArmTaskHandlers) share with these
+
+    /// <summary>The labels of this kernel's assembler: the scheduler, the task switch, the #PF handler's park (RCX = token), the boot's entry into the first task.</summary>
+    internal (Label Schedule, Label Switch, Label ParkOnToken, Label EnterFirst) SharedLabels(Assembler a)
+    {
+        Labels(a);
+        return (_schedule, _switch, _parkOnToken, _enterFirst);
+    }
+
+    internal static void SaveRegisters(Assembler a) => Save(a);
+    internal static void FindCurrent(Assembler a) => Current(a);
 }

@@ -151,14 +151,14 @@ public sealed class TaskProgram
         Put(sys, vb + VbTss, GuestLayout.Tss(v));
         Put(sys, vb + VbLogNext, Log(v));
         Put(sys, vb + VbLogEnd, Log(v) + (ulong)LogEntries * LogEntryBytes);
-        Put(sys, vb + VbEnable, Config.AsyncPf ? ApfArea(v) | KvmPvAsyncPf.EnabledWithInterrupt : 0);
+        Put(sys, vb + VbEnable, Config.AsyncPf ? ApfArea(v) | (Kernel.Protocol == TaskProtocol.Arm ? ArmPvAsyncPf.Enabled : KvmPvAsyncPf.EnabledWithInterrupt) : 0);
         Put(sys, vb + VbVector, Kernel.ReadyVector);
         Put(sys, vb + VbBurst, Config.Burst ? 1UL : 0);
         Put(sys, vb + VbLastMemory, (ulong)(n - 1));
         Put(sys, GuestLayout.Tss(v) + 4, first + BlockSize);
 
         vcpu.SetSregs(_m.Image.SpecialRegisters(vcpu.GetSregs(), v, PrivilegeLevel.Kernel));
-        var r = new KvmRegs { Rip = _m.Image.RoutineOf(TaskKernel.BootRoutine), Rflags = 2, Rsp = first + BlockSize, Rbp = vb, Rbx = Config.CpuIterations };
+        var r = new KvmRegs { Rip = _m.Image.RoutineOf(Kernel.BootEntry), Rflags = 2, Rsp = first + BlockSize, Rbp = vb, Rbx = Config.CpuIterations };
         for (var i = 0; i < Config.MemoryTasks; i++)
         {
             var (s, e) = RangeOf(v, i);

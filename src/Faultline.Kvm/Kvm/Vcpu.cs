@@ -232,6 +232,25 @@ public sealed unsafe class Vcpu : IDisposable
     public ref readonly KvmRegs SyncedRegs => ref _run->SyncRegs;
     public ref readonly KvmSregs SyncedSregs => ref _run->SyncSregs;
 
+    /// <summary>
+    /// Sets the registers for the next KVM_RUN without an ioctl: into kvm_run's synced copy, marked dirty
+    /// (kvm_dirty_regs), which KVM applies before it completes pending I/O and enters. Needs <see cref="HasSyncedRegs"/>.
+    /// </summary>
+    public void WriteSyncedRegs(in KvmRegs regs)
+    {
+        if (!HasSyncedRegs) throw new InvalidOperationException("KVM_CAP_SYNC_REGS is not in use on this vCPU");
+        _run->SyncRegs = regs;
+        _run->KvmDirtyRegs |= KvmConst.KVM_SYNC_X86_REGS;
+    }
+
+    /// <summary>The special registers' twin of <see cref="WriteSyncedRegs"/>. Needs <see cref="HasSyncedSregs"/>.</summary>
+    public void WriteSyncedSregs(in KvmSregs sregs)
+    {
+        if (!HasSyncedSregs) throw new InvalidOperationException("synced special registers are not on (SyncSpecialRegisters)");
+        _run->SyncSregs = sregs;
+        _run->KvmDirtyRegs |= KvmConst.KVM_SYNC_X86_SREGS;
+    }
+
     /// <summary>The registers the guest resumes with: synced ones when available, else KVM_GET_REGS.</summary>
     public KvmRegs CurrentRegs() => HasSyncedRegs ? _run->SyncRegs : GetRegs();
 

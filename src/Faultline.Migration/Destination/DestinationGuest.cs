@@ -6,6 +6,7 @@ using Faultline.Kvm.Threads;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Reporting;
 using Faultline.Paging.Engines;
+using Faultline.Paging.AsyncPf;
 
 namespace Faultline.Migration.Destination;
 
@@ -153,7 +154,7 @@ internal sealed class DestinationGuest : IDisposable
         {
             var vcpu = loop.Vcpu;
             Warmup.RestorePath(vcpu);
-            if (g._tasks is { } t) Warmup.TaskRestorePath(t, id, (g._engine as PagingEngine)?.AsyncPf);
+            if (g._tasks is { } t) Warmup.TaskRestorePath(t, id, ((g._engine as PagingEngine)?.AsyncPf as UserspaceAsyncPf));
             // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
             ThreadPriority.RaiseForDowntime();
             g._waiting.Signal();
@@ -181,7 +182,7 @@ internal sealed class DestinationGuest : IDisposable
         {
             if (s.AsyncPf is not { } apf) return;
             if (id == 0) g.GuestAsyncPfEnabled = (apf.EnableMsr & Faultline.Kvm.KvmPvAsyncPf.Enabled) != 0;
-            if ((g._engine as PagingEngine)?.AsyncPf is { } host) host.Import(id, apf);
+            if (((g._engine as PagingEngine)?.AsyncPf as UserspaceAsyncPf) is { } host) host.Import(id, apf);
             else if (apf.Outstanding.Count > 0)
                 throw new MigrationException($"vCPU {id} has {apf.Outstanding.Count} async page fault(s) outstanding and this destination runs with --async-pf never");
         }
@@ -245,7 +246,7 @@ internal sealed class DestinationGuest : IDisposable
     {
         if (_tasks is not { } tasks) return "";
         var guest = tasks.Read();
-        var host = (_engine as PagingEngine)?.AsyncPf;
+        var host = (_engine as PagingEngine)?.AsyncPf as UserspaceAsyncPf;
         var parts = new List<string>();
         for (var v = 0; v < guest.Count; v++)
         {

@@ -4,9 +4,11 @@ using System.Text.Json;
 
 namespace Faultline.Paging.AsyncPf;
 
-/// <summary>What <c>faultline bench apf</c> runs: every latency × vCPU count × memory-task count, each under sync, x86 always and x86 auto.</summary>
+/// <summary>What <c>faultline bench apf</c> runs: every latency × vCPU count × memory-task count, each under sync and each protocol's always and auto.</summary>
 public sealed record ApfBenchPlan(IReadOnlyList<TimeSpan> Latencies, IReadOnlyList<int> Vcpus, IReadOnlyList<int> MemoryTasks, int Repeat)
 {
+    /// <summary>The async protocols compared with sync (which always runs: it is the baseline).</summary>
+    public IReadOnlyList<NotifyProtocol> Protocols { get; init; } = [NotifyProtocol.X86];
     /// <summary>How long the memory tasks of one vCPU wait for pages in all under sync (sets the page count per latency).</summary>
     public TimeSpan MemoryWait { get; init; } = TimeSpan.FromMilliseconds(200);
     public int MinPages { get; init; } = 16;
@@ -24,11 +26,17 @@ public sealed record ApfBenchPlan(IReadOnlyList<TimeSpan> Latencies, IReadOnlyLi
 /// <summary>One row: a (latency, vCPUs, memory tasks, protocol, policy) cell's median over the repeats.</summary>
 public sealed record ApfBenchRow(string Protocol, string Policy, int Vcpus, int MemTasks, double LatencyUs, int Pages, double Seconds, double Speedup, double IdealSpeedup,
     long NotPresent, long Ready, double NotifyUsP50, double NotifyUsP99, double NotifyUsMax, double NotPresentUsP50, double NotPresentUsP99, double ReadyUsP50,
-    double ReadyUsP99, double ReadyUsMax, double KickUsP50, double KickUsP99, double KickUsMax, long Mismatches, double PolicyNotifyCostUs, IReadOnlyList<double> PairRatios);
+    double ReadyUsP99, double ReadyUsMax, double KickUsP50, double KickUsP99, double KickUsMax, long Mismatches, double PolicyNotifyCostUs, IReadOnlyList<double> PairRatios)
+{
+    /// <summary>vCPU exits (KVM_RUN returns) per page the guest read, median run.</summary>
+    public double ExitsPerPage { get; init; }
+    /// <summary>Exits above sync's, per async fault: what the protocol's two notifications cost in exits.</summary>
+    public double ExitsPerAsyncFault { get; init; }
+}
 
 /// <summary>
-/// The async-PF bench: the mixed workload of <see cref="ApfRun"/> under sync faults and the x86 protocol (always, and
-/// auto), interleaved run by run so that the host's noise hits every variant alike, medians and per-pair ratios. The
+/// The async-PF bench: the mixed workload of <see cref="ApfRun"/> under sync faults and each protocol (x86, arm; always,
+/// and auto), interleaved run by run so that the host's noise hits every variant alike, medians and per-pair ratios. The
 /// CPU task's work is calibrated once so that it equals one memory task's wait: the ideal speedup of M memory tasks
 /// is then (W + P·L) / max(W, P·L/M) = 1 + M, what perfect overlap with zero notification cost would give.
 /// </summary>
@@ -38,15 +46,17 @@ public static class ApfBench
     {
         var rate = CalibrateIterationsPerSecond();
         var cells = (from l in plan.Latencies from v in plan.Vcpus from m in plan.MemoryTasks select (l, v, m)).ToList();
-        var variants = new[] { (NotifyProtocol.Sync, AsyncPfMode.Never), (NotifyProtocol.X86, AsyncPfMode.Always), (NotifyProtocol.X86, AsyncPfMode.Auto) };
+        var variants = new List<(NotifyProtocol, AsyncPfMode)> { (NotifyProtocol.Sync, AsyncPfMode.Never) };
+        foreach (var p in plan.Protocols)
+            if (p != NotifyProtocol.Sync) { variants.Add((p, AsyncPfMode.Always)); variants.Add((p, AsyncPfMode.Auto)); }
         var results = new Dictionary<(TimeSpan, int, int, int), List<ApfRunResult>>();
-        var total = plan.Repeat * cells.Count * variants.Length;
+        var total = plan.Repeat * cells.Count * variants.Count;
         var done = 0;
         for (var rep = 0; rep < plan.Repeat; rep++)
             foreach (var (l, v, m) in cells)
-                for (var k = 0; k < variants.Length; k++)
+                for (var k = 0; k < variants.Count; k++)
                 {
-                    var which = (k + rep) % variants.Length;   // rotate the order: no variant always runs first
+                    var which = (k + rep) % variants.Count;   // rotate the order: no variant always runs first
                     var (protocol, policy) = variants[which];
                     var pages = plan.PagesPerVcpu(l);
                     var work = (ulong)Math.Max(1, rate * (pages * l.TotalSeconds / m));
@@ -62,7 +72,8 @@ public static class ApfBench
         foreach (var (l, v, m) in cells)
         {
             var sync = results[(l, v, m, 0)];
-            for (var k = 0; k < variants.Length; k++)
+            var syncExits = Median(sync.Select(r => (double)r.Exits));
+            for (var k = 0; k < variants.Count; k++)
             {
                 var runs = results[(l, v, m, k)];
                 var pages = plan.PagesPerVcpu(l);
@@ -76,20 +87,26 @@ public static class ApfBench
                 // the host's share of "page ready": posted (and the vCPU kicked) → the guest's ACK exit
                 var kick = runs.SelectMany(r => r.History).Where(h => h.Acked != 0).Select(h => (h.Acked - h.ReadyPosted) * 1e6 / System.Diagnostics.Stopwatch.Frequency).ToList();
                 var (protocol, policy) = variants[k];
-                rows.Add(new ApfBenchRow(protocol == NotifyProtocol.Sync ? "sync" : "x86", protocol == NotifyProtocol.Sync ? "never" : policy.ToString().ToLowerInvariant(),
+                var asyncFaults = Median(runs.Select(r => (double)(r.Async?.NotPresent ?? 0)));
+                var exits = Median(runs.Select(r => (double)r.Exits));
+                rows.Add(new ApfBenchRow(protocol.ToString().ToLowerInvariant(), protocol == NotifyProtocol.Sync ? "never" : policy.ToString().ToLowerInvariant(),
                     v, m, l.TotalMicroseconds, pages, secs, Median(sync.Select(r => r.Elapsed.TotalSeconds)) / secs, ideal,
                     runs.Sum(r => r.Async?.NotPresent ?? 0) / runs.Count, runs.Sum(r => r.GuestReady) / runs.Count,
                     Percentile(notify, 0.5), Percentile(notify, 0.99), notify.Count == 0 ? 0 : notify.Max(), Percentile(np, 0.5), Percentile(np, 0.99),
                     Percentile(ready, 0.5), Percentile(ready, 0.99), ready.Count == 0 ? 0 : ready.Max(),
                     Percentile(kick, 0.5), Percentile(kick, 0.99), kick.Count == 0 ? 0 : kick.Max(), runs.Sum(r => r.Mismatches),
                     runs.Average(r => r.Async?.PolicyNotifyCostUs ?? 0),
-                    sync.Zip(runs).Select(p => p.First.Elapsed.TotalSeconds / p.Second.Elapsed.TotalSeconds).ToList()));
+                    sync.Zip(runs).Select(p => p.First.Elapsed.TotalSeconds / p.Second.Elapsed.TotalSeconds).ToList())
+                {
+                    ExitsPerPage = exits / ((double)pages * v),
+                    ExitsPerAsyncFault = asyncFaults == 0 ? 0 : (exits - syncExits) / asyncFaults,
+                });
             }
         }
         return rows;
     }
 
-    private static string Name(NotifyProtocol p, AsyncPfMode m) => p == NotifyProtocol.Sync ? "sync" : $"x86 {m.ToString().ToLowerInvariant()}";
+    private static string Name(NotifyProtocol p, AsyncPfMode m) => p == NotifyProtocol.Sync ? "sync" : $"{p.ToString().ToLowerInvariant()} {m.ToString().ToLowerInvariant()}";
 
     /// <summary>Iterations per second of the CPU task's loop (a CPU-task-only run, timed by the guest's TSC).</summary>
     public static double CalibrateIterationsPerSecond()
@@ -125,6 +142,7 @@ public static class ApfBench
             w.WriteNumber("not_present_us_p50", Math.Round(r.NotPresentUsP50, 1)); w.WriteNumber("not_present_us_p99", Math.Round(r.NotPresentUsP99, 1));
             w.WriteNumber("ready_us_p50", Math.Round(r.ReadyUsP50, 1)); w.WriteNumber("ready_us_p99", Math.Round(r.ReadyUsP99, 1)); w.WriteNumber("ready_us_max", Math.Round(r.ReadyUsMax, 1));
             w.WriteNumber("ready_post_to_ack_us_p50", Math.Round(r.KickUsP50, 1)); w.WriteNumber("ready_post_to_ack_us_p99", Math.Round(r.KickUsP99, 1)); w.WriteNumber("ready_post_to_ack_us_max", Math.Round(r.KickUsMax, 1));
+            w.WriteNumber("exits_per_page", Math.Round(r.ExitsPerPage, 3)); w.WriteNumber("exits_per_async_fault", Math.Round(r.ExitsPerAsyncFault, 2));
             w.WriteNumber("guest_mismatches", r.Mismatches); w.WriteNumber("policy_notify_cost_us", Math.Round(r.PolicyNotifyCostUs, 1));
             w.WriteStartArray("pair_speedups");
             foreach (var p in r.PairRatios) w.WriteNumberValue(Math.Round(p, 3));
@@ -150,7 +168,7 @@ public static class ApfBench
             sb.Append(ci, $"<text x=\"{X(l):0}\" y=\"{H - B + 16}\" text-anchor=\"middle\">{(l >= 1000 ? $"{l / 1000:0.#} ms" : $"{l:0} µs")}</text>\n");
         sb.Append(ci, $"<text x=\"{(L + W - R) / 2}\" y=\"{H - 12}\" text-anchor=\"middle\">page latency</text>\n");
         string[] colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
-        var series = rows.Where(r => r.Protocol != "sync").GroupBy(r => (r.Policy, r.MemTasks, r.Vcpus)).OrderBy(g => g.Key.Vcpus).ThenBy(g => g.Key.MemTasks).ThenBy(g => g.Key.Policy).ToList();
+        var series = rows.Where(r => r.Protocol != "sync").GroupBy(r => (r.Protocol, r.Policy, r.MemTasks, r.Vcpus)).OrderBy(g => g.Key.Vcpus).ThenBy(g => g.Key.MemTasks).ThenBy(g => g.Key.Protocol).ThenBy(g => g.Key.Policy).ToList();
         var legendY = T + 10;
         var i = 0;
         foreach (var idealGroup in rows.GroupBy(r => r.MemTasks))
@@ -166,7 +184,7 @@ public static class ApfBench
             var dash = g.Key.Vcpus > 1 ? " stroke-dasharray=\"6,3\"" : "";
             var pts = string.Join(" ", g.OrderBy(r => r.LatencyUs).Select(r => $"{X(r.LatencyUs).ToString("0", ci)},{Y(r.Speedup).ToString("0", ci)}"));
             sb.Append(ci, $"<polyline points=\"{pts}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"2\"{dash}/>\n");
-            sb.Append(ci, $"<text x=\"{W - R + 8}\" y=\"{legendY}\" fill=\"{c}\">x86 {g.Key.Policy}, {g.Key.Vcpus} vCPU, {g.Key.MemTasks} mem</text>\n");
+            sb.Append(ci, $"<text x=\"{W - R + 8}\" y=\"{legendY}\" fill=\"{c}\">{g.Key.Protocol} {g.Key.Policy}, {g.Key.Vcpus} vCPU, {g.Key.MemTasks} mem</text>\n");
             legendY += 14;
         }
         sb.Append("</svg>\n");

@@ -7,8 +7,8 @@ using Faultline.Paging.Sources;
 
 namespace Faultline.Paging.AsyncPf;
 
-/// <summary>How a guest learns of a page still on its way: not at all (the vCPU waits), or the x86 async-PF protocol.</summary>
-public enum NotifyProtocol { Sync, X86 }
+/// <summary>How a guest learns of a page still on its way: not at all (the vCPU waits), x86's async-PF protocol, or arm64's.</summary>
+public enum NotifyProtocol { Sync, X86, Arm }
 
 /// <summary>One run of the mixed workload (<see cref="TaskKernel"/>): per vCPU one CPU task and N memory tasks over pages that arrive after a fixed latency.</summary>
 public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, NotifyProtocol Protocol, AsyncPfMode Policy, int PagesPerVcpu, ulong CpuIterations)
@@ -33,7 +33,15 @@ public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, No
 /// <summary>What one mixed run measured. Times are host times; guest TSCs are mapped onto the host clock (see <see cref="ApfRun"/>).</summary>
 public sealed record ApfRunResult(ApfRunSpec Spec, TimeSpan Elapsed, IReadOnlyList<TimeSpan> CpuTaskDone, IReadOnlyList<TimeSpan> MemoryTasksDone, long Mismatches,
     AsyncPfStats? Async, PagingStats Paging, IReadOnlyList<double> NotPresentUs, IReadOnlyList<double> ReadyUs, IReadOnlyList<double> NotifyUs, long GuestNotPresent, long GuestReady, long GuestSpurious,
-    IReadOnlyList<AsyncPfRecord> History, IReadOnlyList<TaskVcpuResult> Guest);
+    IReadOnlyList<AsyncPfRecord> History, IReadOnlyList<TaskVcpuResult> Guest)
+{
+    /// <summary>KVM_RUN returns of every vCPU (boot and done() included).</summary>
+    public long Exits { get; init; }
+    /// <summary>arm: each vCPU's SDEI handler entries, COMPLETEs, COMPLETE_AND_RESUMEs and conduit calls.</summary>
+    public IReadOnlyList<(long Dispatched, long Completed, long Resumed, long Calls)> Sdei { get; init; } = [];
+    /// <summary>arm: each vCPU's async-PF state as the VMM's control path reads it after the run.</summary>
+    public IReadOnlyList<Arm.ArmAsyncPfState> ArmState { get; init; } = [];
+}
 
 /// <summary>
 /// Runs the mixed workload once on a real VM: the task kernel on every vCPU, guest RAM behind an exit-based engine,
@@ -46,14 +54,18 @@ public static class ApfRun
 {
     public static ApfRunResult Execute(ApfRunSpec spec)
     {
-        var kernel = new TaskKernel();
+        var arm = spec.Protocol == NotifyProtocol.Arm;
+        var asyncOptions = new AsyncPfOptions(spec.Protocol == NotifyProtocol.Sync ? AsyncPfMode.Never : spec.Policy)
+        {
+            Limit = spec.Limit, ReadyPoll = spec.ReadyPoll, Protocol = arm ? AsyncPfProtocol.Arm : AsyncPfProtocol.X86,
+        };
+        var kernel = arm ? new TaskKernel(asyncOptions.ArmReadyVector, TaskProtocol.Arm) : new TaskKernel();
         var ram = (ulong)spec.Vcpus * (ulong)spec.PagesPerVcpu * GuestAddress.PageSize;
         using var machine = GuestMachine.Create(new MachineConfig(spec.Vcpus, ram) { Kernel = kernel.Kernel });
-        var mode = spec.Protocol == NotifyProtocol.Sync ? AsyncPfMode.Never : spec.Policy;
-        using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = new AsyncPfOptions(mode) { Limit = spec.Limit, ReadyPoll = spec.ReadyPoll } });
+        using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = asyncOptions });
         using var source = new DelayedPageSource(new PatternPageSource(spec.Seed), spec.Latency);
         engine.Start(machine, source);
-        var program = new TaskProgram(machine, kernel, new TaskConfig(spec.MemoryTasks, spec.CpuIterations, AsyncPf: spec.Protocol == NotifyProtocol.X86 && spec.GuestEnables, spec.Seed)
+        var program = new TaskProgram(machine, kernel, new TaskConfig(spec.MemoryTasks, spec.CpuIterations, AsyncPf: spec.Protocol != NotifyProtocol.Sync && spec.GuestEnables, spec.Seed)
         {
             MemoryTasksInterruptsOff = spec.MemoryTasksInterruptsOff, Burst = spec.Burst,
         });
@@ -95,8 +107,14 @@ public static class ApfRun
             if (!double.IsNaN(b)) ready.Add(b);
             if (!double.IsNaN(a) && !double.IsNaN(b)) both.Add(a + b);   // one fault's two notifications
         }
+        var armHost = engine.AsyncPf as Arm.ArmAsyncPf;
         return new ApfRunResult(spec, outcome.Elapsed, cpuDone, memDone, guest.Sum(g => g.Mismatches), engine.AsyncPf?.Snapshot(), engine.Snapshot(),
-            notPresent, ready, both, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest);
+            notPresent, ready, both, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest)
+        {
+            Exits = outcome.Vcpus.Sum(v => v.Exits),
+            Sdei = armHost is null ? [] : Enumerable.Range(0, spec.Vcpus).Select(armHost.Sdei.CountsOf).ToList(),
+            ArmState = armHost is null ? [] : Enumerable.Range(0, spec.Vcpus).Select(armHost.CaptureVcpu).ToList(),
+        };
     }
 
     /// <summary>A second installer, as a migration's background push: every page in address order, through the engine's sink.</summary>

@@ -30,6 +30,12 @@ public sealed record AsyncPfOptions(AsyncPfMode Mode = AsyncPfMode.Never)
     /// but every expiry is an exit of the CPU task, and the 10 ms speedup fell from 1.98x to 1.80x.
     /// </summary>
     public TimeSpan ReadyPoll { get; init; } = TimeSpan.Zero;
+    /// <summary>The guest ABI: x86's PV async PF, or arm64's SMCCC + SDEI + PPI (<see cref="Arm.ArmAsyncPf"/>).</summary>
+    public AsyncPfProtocol Protocol { get; init; } = AsyncPfProtocol.X86;
+    /// <summary>arm: the SDEI event for "not present" (the VMM's SET_SDEI before boot).</summary>
+    public uint ArmEvent { get; init; } = Faultline.Kvm.ArmPvAsyncPf.DefaultAsyncPfEvent;
+    /// <summary>arm: the "page ready" PPI, a vector on this host (the VMM's SET_IRQ before boot).</summary>
+    public byte ArmReadyVector { get; init; } = Faultline.Kvm.ArmPvAsyncPf.DefaultReadyVector;
 
     public static AsyncPfMode Parse(string s) => s.ToLowerInvariant() switch
     {

@@ -21,6 +21,7 @@ internal sealed class AsyncPfVcpu
     public VcpuLoop? Loop;
     /// <summary>Armed while faults are outstanding (<see cref="AsyncPfOptions.ReadyPoll"/>); vCPU thread only.</summary>
     public Faultline.Kvm.SelfKickTimer? Timer;
+    /// <summary>x86: MSR_KVM_ASYNC_PF_EN and _INT; arm: ENABLE's control word and the configured PPI (vector).</summary>
     public ulong EnableMsr, IntMsr;
     public uint Counter;
 
@@ -39,7 +40,7 @@ internal sealed class AsyncPfVcpu
     public int HistoryCount;
 
     // counters (vCPU thread or under the lock)
-    public long Accepts, SyncNotEnabled, SyncInterruptsOff, SyncKernelMode, SyncLimit, SyncPolicy, PresentAtAccept, ReadyDelivered, HaltWaits, Acks;
+    public long Accepts, SyncNotEnabled, SyncInterruptsOff, SyncKernelMode, SyncLimit, SyncPolicy, SyncEventBlocked, Retries, PresentAtAccept, ReadyDelivered, HaltWaits, Acks;
 
     public AsyncPfVcpu(int id, int limit, int history)
     {
@@ -50,11 +51,8 @@ internal sealed class AsyncPfVcpu
         History = new AsyncPfRecord[history];
     }
 
-    /// <summary>ENABLED and DELIVERY_AS_INT: current KVM delivers nothing without both.</summary>
-    public bool Enabled => (EnableMsr & KvmPvAsyncPf.EnabledWithInterrupt) == KvmPvAsyncPf.EnabledWithInterrupt;
+    /// <summary>The guest's async-PF area (x86) or control block (arm): bits 63:6 of its enable word.</summary>
     public ulong AreaGpa => EnableMsr & ~63UL;
-    public byte Vector => (byte)IntMsr;
-    public bool SendAlways => (EnableMsr & KvmPvAsyncPf.SendAlways) != 0;
     public int QueuedReady => _count;
 
     public int FreeSlot()

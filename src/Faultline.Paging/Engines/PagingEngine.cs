@@ -21,7 +21,7 @@ public abstract class PagingEngine : IPagingEngine
     private PageInstaller? _installer;
     private FaultPath? _path;
     private FaultCounters[] _vcpuCounters = [];
-    private UserspaceAsyncPf? _async;
+    private AsyncPfHost? _async;
 
     protected PagingEngine(PagingOptions options) => Options = options;
 
@@ -62,7 +62,9 @@ public abstract class PagingEngine : IPagingEngine
         {
             if (!SupportsAsyncPf)
                 throw new UsageException($"--async-pf {Options.AsyncPf.Mode.ToString().ToLowerInvariant()} needs an engine whose faults exit (exits, bitmap), not {Options.Mode.Name()}: there the vCPU sleeps inside KVM");
-            _async = new UserspaceAsyncPf(machine, _tracker, _path, Options.AsyncPf);
+            _async = Options.AsyncPf.Protocol == AsyncPfProtocol.Arm
+                ? new AsyncPf.Arm.ArmAsyncPf(machine, _tracker, _path, Options.AsyncPf)
+                : new UserspaceAsyncPf(machine, _tracker, _path, Options.AsyncPf);
             _async.Prepare();
         }
         source.Start(_installer);
@@ -78,7 +80,7 @@ public abstract class PagingEngine : IPagingEngine
     /// <summary>Whether faults reach the vCPU's own thread, so that one can be made an async page fault.</summary>
     internal virtual bool SupportsAsyncPf => false;
     /// <summary>The async page fault host, when <see cref="PagingOptions.AsyncPf"/> asks for one.</summary>
-    public UserspaceAsyncPf? AsyncPf => _async;
+    public AsyncPfHost? AsyncPf => _async;
     /// <summary>The userfault bitmap, for engines that have one.</summary>
     internal virtual UserfaultBitmap? Bitmap => null;
     /// <summary>Sets up guest RAM for the mechanism and starts its threads.</summary>

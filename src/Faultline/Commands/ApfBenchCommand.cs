@@ -23,7 +23,7 @@ internal static class ApfBenchCommand
         var memTasks = CliOptions.IntList("--mem-tasks", "Memory tasks per vCPU", [1, 4], min: 1, max: TaskLayout.MaxMemoryTasks);
         var protocol = new Option<string>("--protocol")
         {
-            Description = "Notification protocols to compare with sync (sync always runs: it is the baseline): x86", HelpName = "P,P,...", DefaultValueFactory = _ => "sync,x86",
+            Description = "Notification protocols to compare with sync (sync always runs: it is the baseline): x86, arm", HelpName = "P,P,...", DefaultValueFactory = _ => "sync,x86",
         };
         var poll = new Option<string>("--ready-poll")
         {
@@ -33,7 +33,7 @@ internal static class ApfBenchCommand
         var repeat = CliOptions.Int("--repeat", "Runs per row, interleaved; the median is reported", 3, min: 1, max: 50);
         var json = CliOptions.OutputFile("--json", "Write the rows as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var svg = CliOptions.OutputFile("--svg", "Write an SVG of speedup against latency, with the ideal, to FILE", stdoutAllowed: false);
-        var command = new Command("apf", "Async page faults: the mixed workload under sync and x86 async PF (always, auto) at each latency")
+        var command = new Command("apf", "Async page faults: the mixed workload under sync and each async-PF protocol (x86, arm; always, auto) at each latency")
         {
             latency, vcpus, memTasks, protocol, poll, repeat, json, svg,
         };
@@ -42,10 +42,16 @@ internal static class ApfBenchCommand
             var lats = pr.GetValue(latency)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(s => MigrateOptions.ParseDuration(s, "--latency", "a latency")).ToList();
             if (lats.Count == 0 || lats.Any(l => l <= TimeSpan.Zero)) throw new UsageException("--latency needs latencies above zero, e.g. 30us,10ms");
+            var protocols = new List<NotifyProtocol>();
             foreach (var p in pr.GetValue(protocol)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                if (p is not ("sync" or "x86")) throw new UsageException($"--protocol: '{p}' is not one of sync, x86");
+                protocols.Add(p switch
+                {
+                    "sync" => NotifyProtocol.Sync, "x86" => NotifyProtocol.X86, "arm" => NotifyProtocol.Arm,
+                    _ => throw new UsageException($"--protocol: '{p}' is not one of sync, x86, arm"),
+                });
             var plan = new ApfBenchPlan(lats, pr.GetValue(vcpus)!.Values, pr.GetValue(memTasks)!.Values, pr.GetValue(repeat))
             {
+                Protocols = protocols.Where(p => p != NotifyProtocol.Sync).Distinct().ToList(),
                 ReadyPoll = MigrateOptions.ParseDuration(pr.GetValue(poll)!, "--ready-poll", "a period"),
             };
             return Execute(plan, pr.GetValue(json), pr.GetValue(svg), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error);
@@ -76,15 +82,15 @@ internal static class ApfBenchCommand
     {
         var ci = CultureInfo.InvariantCulture;
         console.MarkupLine($"[bold]bench apf[/]: per vCPU a CPU task and N memory tasks; memory wait {plan.MemoryWait.TotalMilliseconds:0} ms per vCPU under sync; median of {plan.Repeat}, interleaved");
-        var t = new Table().AddColumns("latency", "vcpus", "mem", "protocol", "s", "speedup", "ideal", "not present", "ready", "notify µs p50 / p99 / max", "pair speedups");
+        var t = new Table().AddColumns("latency", "vcpus", "mem", "protocol", "s", "speedup", "ideal", "not present", "ready", "notify µs p50 / p99 / max", "exits/async", "pair speedups");
         foreach (var r in rows)
-            t.AddRow(Lat(r.LatencyUs), r.Vcpus.ToString(ci), r.MemTasks.ToString(ci), r.Protocol == "sync" ? "sync" : $"x86 {r.Policy}",
+            t.AddRow(Lat(r.LatencyUs), r.Vcpus.ToString(ci), r.MemTasks.ToString(ci), r.Protocol == "sync" ? "sync" : $"{r.Protocol} {r.Policy}",
                 r.Seconds.ToString("0.000", ci), r.Protocol == "sync" ? "1.00x" : r.Speedup.ToString("0.00x", ci), r.IdealSpeedup.ToString("0.0x", ci),
                 r.NotPresent.ToString(ci), r.Ready.ToString(ci),
-                r.NotPresent == 0 ? "" : $"{r.NotifyUsP50:0} / {r.NotifyUsP99:0} / {r.NotifyUsMax:0}",
+                r.NotPresent == 0 ? "" : $"{r.NotifyUsP50:0} / {r.NotifyUsP99:0} / {r.NotifyUsMax:0}", r.NotPresent == 0 ? "" : r.ExitsPerAsyncFault.ToString("0.0", ci),
                 r.Protocol == "sync" ? "" : string.Join(" ", r.PairRatios.Select(p => p.ToString("0.00", ci))));
         console.Write(t);
-        console.MarkupLine("[grey]notify = one fault's two notifications: fault exit → guest #PF handler, plus page installed → its task running again (guest TSC mapped to host time)[/]");
+        console.MarkupLine("[grey]notify = one fault's two notifications: fault exit → the guest parks the task (x86: #PF handler; arm: SDEI handler, COMPLETE_AND_RESUME, park), plus page installed → its task running again (guest TSC mapped to host time)[/]");
         console.MarkupLine("[grey]ideal = (CPU work + memory wait) / max(CPU work, memory wait / mem tasks): perfect overlap, free notifications[/]");
         var bad = rows.Sum(r => r.Mismatches);
         console.MarkupLine(bad == 0 ? "[green]guest checks: every page read had the source's contents[/]" : $"[red]guest checks: {bad} pages read with wrong contents[/]");
