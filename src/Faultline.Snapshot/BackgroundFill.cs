@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Faultline.Kvm.Memory;
+using Faultline.Paging.Engines;
 using Faultline.Paging.Sources;
 
 namespace Faultline.Snapshot;
@@ -8,7 +9,7 @@ namespace Faultline.Snapshot;
 /// Makes the whole snapshot resident while the guest runs (thread <c>fl-fill</c>): first the recorded working set in
 /// its touch order (replay), then every page in address order. Pages present already are skipped, holes are installed
 /// as zeros without reading, runs of data pages are read with one pread and installed with one ioctl. The chunk adapts
-/// as CRIU's lazy-pages daemon learned to: it doubles after a chunk during which no vCPU faulted (up to
+/// as CRIU's lazy-pages daemon learned to (the replay does not back off: its pages are the ones the vCPUs touch next): it doubles after a chunk during which no vCPU faulted (up to
 /// <see cref="MaxChunk"/> pages) and halves, yielding the CPU, after one during which a vCPU did (down to
 /// <see cref="MinChunk"/>), so a background read never sits long in front of a fault.
 /// </summary>
@@ -51,8 +52,6 @@ internal sealed class BackgroundFill : IDisposable
 
     public void Start() => _thread.Start();
 
-    public void Join() => _thread.Join();
-
     private void Run()
     {
         try
@@ -62,10 +61,10 @@ internal sealed class BackgroundFill : IDisposable
             {
                 // a run of consecutive pages in the touch order, at most one chunk
                 var j = i + 1;
-                while (j < _replay.Length && j - i < _chunk && _replay[j] == _replay[j - 1] + 1) j++;
+                while (j < _replay.Length && j - i < MaxChunk && _replay[j] == _replay[j - 1] + 1) j++;
                 ReplayInstalled += FillRange(_replay[i], j - i);
                 i = j;
-                Adapt();
+                _lastDemanded = _source.Demanded;   // no backing off: the vCPUs need these pages next, in this order
             }
             if (_replay.Length > 0) ReplayDoneTimestamp = Stopwatch.GetTimestamp();
             var pages = _snap.Manifest.Pages;
@@ -100,10 +99,11 @@ internal sealed class BackgroundFill : IDisposable
         long done = 0;
         for (var i = first; i < end;)
         {
-            if (t.IsPresent(i)) { i++; continue; }
+            // a page a fault has asked for (or is installing) is left to it: only missing pages are read here
+            if (t.StateOf(i) != PageTracker.Missing) { i++; continue; }
             var data = _snap.Index.IsData(i);
             var j = i + 1;
-            while (j < end && !t.IsPresent(j) && _snap.Index.IsData(j) == data) j++;
+            while (j < end && t.StateOf(j) == PageTracker.Missing && _snap.Index.IsData(j) == data) j++;
             var n = (int)(j - i);
             var bytes = data ? _buffer.AsSpan(0, n * Page) : Zeros.AsSpan(0, n * Page);
             if (data) _source.ReadRun(i, n, bytes);

@@ -36,7 +36,7 @@ public sealed class SnapshotPageSource : IImmediatePageSource
 
     public bool CompletesOnRequest => true;
     public TimeSpan ExpectedLatency => TimeSpan.Zero;
-    /// <summary>Data pages read from the file on demand.</summary>
+    /// <summary>Data pages read from the file and installed for a fault.</summary>
     public long DemandReads => Interlocked.Read(ref _reads);
     /// <summary>Holes installed on demand, without reading.</summary>
     public long DemandZeros => Interlocked.Read(ref _zeros);
@@ -65,8 +65,7 @@ public sealed class SnapshotPageSource : IImmediatePageSource
         {
             var buf = PageBuffer.Span;
             ReadData(index, buf);
-            Interlocked.Increment(ref _reads);
-            _sink!.Install(page, buf);
+            if (_sink!.Install(page, buf)) Interlocked.Increment(ref _reads);   // else the fill installed it meanwhile
         }
         ServiceLatency.Record((long)Stopwatch.GetElapsedTime(t0).TotalNanoseconds);
     }

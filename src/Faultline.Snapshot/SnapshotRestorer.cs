@@ -35,8 +35,11 @@ public static class SnapshotRestorer
         engine.Start(machine, source);
         using var fill = lazy && o.Fill ? new BackgroundFill(snap, source, engine.Sink, replay) : null;
         using var guest = new RestoreGuest(machine, engine, snap.States);
+        // recording: the fill waits until the guest is done, so that every first touch is a fault and gets recorded;
+        // replaying: the fill starts before the vCPUs, so the working set streams in while they start
+        var recording = lazy && o.Record && replay.Length == 0 && !File.Exists(snap.Files.WorkingSet);
+        if (!recording) fill?.Start();
         guest.Start();
-        fill?.Start();
         var tracker = engine.Tracker;
         var lastProgress = Stopwatch.GetTimestamp();
         long residentTs = lazy ? 0 : start, doneTs;
@@ -55,6 +58,7 @@ public static class SnapshotRestorer
         if (!finished) guest.Stop();
         if (finished && fill is not null)
         {
+            if (recording) fill.Start();
             while (!fill.Finished && !Stop()) Thread.Sleep(1);   // the guest is done: let the fill make the rest resident
         }
         fill?.Dispose();
@@ -67,7 +71,7 @@ public static class SnapshotRestorer
         o.Inspect?.Invoke(machine);
 
         var recorded = false;
-        if (lazy && o.Record && replay.Length == 0 && !File.Exists(snap.Files.WorkingSet))
+        if (recording)
         {
             WorkingSet.Write(snap.Files.WorkingSet, source.Touches, m.Pages);
             recorded = true;

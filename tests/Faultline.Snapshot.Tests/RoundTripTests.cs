@@ -27,8 +27,7 @@ public sealed class RoundTripTests
         // sequential passes visit every used page, and every data page is in the used range: each read exactly once
         Assert.Equal((long)m.DataPages, r.PagesDemand + r.PagesPrefetched);
         if (fill) Assert.True(r.ResidentMs > 0, "the fill made every page resident");
-        else Assert.Equal(0, r.PagesPrefetched);
-        Assert.True(r.PagesDemand > 0, "some pages came on demand");
+        else Assert.Equal((long)m.DataPages, r.PagesDemand);   // no fill: every data page came on demand
         if (engine == PagingMode.Exits) Assert.Equal(0, r.FaultPathAllocatedBytes);
     }
 
