@@ -17,14 +17,14 @@ internal sealed class BackgroundFill : IDisposable
 {
     public const int MinChunk = 8, MaxChunk = 1024;
     private const int Page = SnapshotFiles.PageSize;
-    private static readonly byte[] Zeros = new byte[MaxChunk * Page];
     private readonly OpenedSnapshot _snap;
     private readonly SnapshotPageSource _source;
     private readonly IPageSink _sink;
     private readonly GuestAddress _base;
     private readonly uint[] _replay;
-    private readonly byte[] _buffer = new byte[MaxChunk * Page];
-    private readonly bool[] _installed = new bool[MaxChunk];
+    // allocated on the fill thread, not on the restore's way to the first instruction (8 MiB of fresh memory to touch)
+    private byte[] _buffer = [], _zeros = [];
+    private bool[] _installed = [];
     private readonly Thread _thread;
     private volatile bool _stop;
     private int _chunk = MinChunk;
@@ -56,6 +56,9 @@ internal sealed class BackgroundFill : IDisposable
     {
         try
         {
+            _buffer = new byte[MaxChunk * Page];
+            _zeros = new byte[MaxChunk * Page];
+            _installed = new bool[MaxChunk];
             _lastDemanded = _source.Demanded;
             for (var i = 0; i < _replay.Length && !_stop;)
             {
@@ -105,7 +108,7 @@ internal sealed class BackgroundFill : IDisposable
             var j = i + 1;
             while (j < end && t.StateOf(j) == PageTracker.Missing && _snap.Index.IsData(j) == data) j++;
             var n = (int)(j - i);
-            var bytes = data ? _buffer.AsSpan(0, n * Page) : Zeros.AsSpan(0, n * Page);
+            var bytes = data ? _buffer.AsSpan(0, n * Page) : _zeros.AsSpan(0, n * Page);
             if (data) _source.ReadRun(i, n, bytes);
             var k = _sink.InstallRun(_base + (i << 12), n, bytes, _installed);
             if (data) PrefetchedData += k; else PrefetchedZero += k;

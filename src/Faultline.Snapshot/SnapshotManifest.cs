@@ -15,7 +15,7 @@ public sealed record SnapshotManifest
     public required int Vcpus { get; init; }
     public required ulong RamBase { get; init; }
     public required ulong RamBytes { get; init; }
-    public required string ImageSha256 { get; init; }
+    public required uint ImageCrc { get; init; }
     public required AccessOrder Order { get; init; }
     public required int QwordsPerPage { get; init; }
     public required ulong UsedBytesPerVcpu { get; init; }
@@ -42,7 +42,7 @@ public sealed record SnapshotManifest
         w.WriteNumber("vcpus", Vcpus);
         w.WriteNumber("ram_base", RamBase);
         w.WriteNumber("ram_bytes", RamBytes);
-        w.WriteString("guest_image_sha256", ImageSha256);
+        w.WriteNumber("guest_image_crc32c", ImageCrc);
         w.WriteEndObject();
         w.WriteStartObject("workload");
         w.WriteString("program", "generations");
@@ -104,7 +104,7 @@ public sealed record SnapshotManifest
                 {
                     FormatVersion = version, PageSize = r.GetProperty("page_size").GetInt32(), CreatedUtc = Str(r, "created_utc"),
                     Vcpus = layout.GetProperty("vcpus").GetInt32(), RamBase = layout.GetProperty("ram_base").GetUInt64(),
-                    RamBytes = layout.GetProperty("ram_bytes").GetUInt64(), ImageSha256 = Str(layout, "guest_image_sha256"),
+                    RamBytes = layout.GetProperty("ram_bytes").GetUInt64(), ImageCrc = layout.GetProperty("guest_image_crc32c").GetUInt32(),
                     Order = order, QwordsPerPage = work.GetProperty("qwords_per_page").GetInt32(),
                     UsedBytesPerVcpu = work.GetProperty("used_bytes_per_vcpu").GetUInt64(), PassesBeforePause = work.GetProperty("passes_before_pause").GetInt64(),
                     DataPages = mem.GetProperty("data_pages").GetUInt64(), ChunkCrcs = crcs,

@@ -21,25 +21,35 @@ public static class SnapshotRestorer
     public static RestoreReport Restore(string directory, RestoreOptions o, Action<RestoreProgress>? progress = null)
     {
         var start = o.StartTimestamp != 0 ? o.StartTimestamp : Stopwatch.GetTimestamp();
-        using var snap = OpenedSnapshot.Open(directory);
+        // the guest code is assembled (Iced, tens of ms in a fresh process) while the snapshot is read and checked
+        var assembly = Task.Run(() => new GuestImage(1));
+        OpenedSnapshot snapOpened;
+        try { snapOpened = OpenedSnapshot.Open(directory); }
+        catch
+        {
+            assembly.Wait();
+            throw;
+        }
+        using var snap = snapOpened;
         var m = snap.Manifest;
         var lazy = o.Engine != PagingMode.None;
         var replay = lazy && o.Replay ? WorkingSet.Read(snap.Files.WorkingSet, m.Pages) : [];
         var backing = o.Engine is PagingMode.Minor or PagingMode.MinorBitmap ? Backing.Shmem : Backing.Anonymous;
-        using var machine = GuestMachine.Create(new MachineConfig(m.Vcpus, m.RamBytes, backing));
+        using var machine = GuestMachine.Create(new MachineConfig(m.Vcpus, m.RamBytes, backing), assembly.Result.ForVcpus(m.Vcpus));
         var image = GuestImageHash.Of(machine);
-        if (image != m.ImageSha256)
-            throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran guest image sha256 {m.ImageSha256[..12]}…, this build generates {image[..12]}…: restore it with the build that saved it");
+        if (image != m.ImageCrc)
+            throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran guest image crc32c 0x{m.ImageCrc:x8}, this build generates 0x{image:x8}: restore it with the build that saved it");
         var source = new SnapshotPageSource(snap);
         using var engine = EngineFactory.Create(new PagingOptions(o.Engine, backing, Readers: m.Vcpus) { PrefillPageCache = false });
         engine.Start(machine, source);
         using var fill = lazy && o.Fill ? new BackgroundFill(snap, source, engine.Sink, replay) : null;
         using var guest = new RestoreGuest(machine, engine, snap.States);
         // recording: the fill waits until the guest is done, so that every first touch is a fault and gets recorded;
-        // replaying: the fill starts before the vCPUs, so the working set streams in while they start
+        // replaying: the fill starts before the vCPUs, so the working set streams in while they start; otherwise after
         var recording = lazy && o.Record && replay.Length == 0 && !File.Exists(snap.Files.WorkingSet);
-        if (!recording) fill?.Start();
+        if (replay.Length > 0) fill?.Start();
         guest.Start();
+        if (replay.Length == 0 && !recording) fill?.Start();
         var tracker = engine.Tracker;
         var lastProgress = Stopwatch.GetTimestamp();
         long residentTs = lazy ? 0 : start, doneTs;

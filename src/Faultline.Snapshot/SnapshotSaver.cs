@@ -52,7 +52,7 @@ public static class SnapshotSaver
             File.WriteAllBytes(files.Vcpus, vcpuBytes);
             var manifest = new SnapshotManifest
             {
-                Vcpus = o.Vcpus, RamBase = m.Ram.Base.Value, RamBytes = o.RamBytes, ImageSha256 = image,
+                Vcpus = o.Vcpus, RamBase = m.Ram.Base.Value, RamBytes = o.RamBytes, ImageCrc = image,
                 Order = o.Order, QwordsPerPage = o.QwordsPerPage, UsedBytesPerVcpu = used, PassesBeforePause = o.Passes,
                 DataPages = index.DataPages, ChunkCrcs = chunks, IndexCrc = indexCrc,
                 VcpuStateBytes = vcpuBytes.Length, VcpuStateCrc = Crc32C.Compute(vcpuBytes),

@@ -57,7 +57,7 @@ public sealed class BadSnapshotTests
             case "other-format": EditManifest(f, j => j["format"] = "firecracker"); break;
             case "layout-ram-base": EditManifest(f, j => j["layout"]!["ram_base"] = 0x800000); break;
             case "layout-vcpus": EditManifest(f, j => j["layout"]!["vcpus"] = 4); break;
-            case "layout-image": EditManifest(f, j => j["layout"]!["guest_image_sha256"] = new string('0', 64)); break;
+            case "layout-image": EditManifest(f, j => j["layout"]!["guest_image_crc32c"] = 12345); break;
             case "no-memory": File.Delete(f.Memory); break;
             case "truncated-memory": using (var s = new FileStream(f.Memory, FileMode.Open)) s.SetLength(s.Length - 4096); break;
             case "index-checksum": TempSnapshot.Patch(f.Index, 40, [0xFF, 0xEE]); break;
