@@ -65,10 +65,11 @@ internal static class SnapshotCommand
         var noReplay = new Option<bool>("--no-replay") { Description = "Do not prefetch the recorded working set first" };
         var noRecord = new Option<bool>("--no-record") { Description = "Do not record this restore's first touches (recorded when the snapshot has none yet)" };
         var noEager = new Option<bool>("--no-eager") { Description = "Skip the eager restore (read everything, then start) that the report compares against" };
+        var count = CliOptions.Int("--count", "After the single restore, restore this many VMs from the snapshot at once (sharing the file's page cache) and report them", 1, min: 1, max: 64);
         var json = CliOptions.OutputFile("--json", "Also write the report as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var cmd = new Command("restore", "Restore a snapshot lazily: the VM starts at once, pages come from the file on first touch, the rest in the background")
         {
-            dir, engine, noFill, noReplay, noRecord, noEager, json,
+            dir, engine, noFill, noReplay, noRecord, noEager, count, json,
         };
         cmd.SetAction(pr =>
         {
@@ -85,8 +86,9 @@ internal static class SnapshotCommand
             RestoreReport? eager = null;
             if (!pr.GetValue(noEager))
                 eager = SnapshotRestorer.Restore(path, new RestoreOptions(PagingMode.None) { Fill = false, Replay = false, Record = false });
-            j?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(lazy, why, eager));
-            SnapshotReportView.Render(lazy, why, eager, Output.Console(human));
+            var many = pr.GetValue(count) > 1 ? ManyRestores.Run(path, o, pr.GetValue(count)) : null;
+            j?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(lazy, why, eager, many));
+            SnapshotReportView.Render(lazy, why, eager, many, Output.Console(human));
             return 0;
         });
         return cmd;

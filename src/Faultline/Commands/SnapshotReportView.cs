@@ -40,7 +40,7 @@ internal static class SnapshotReportView
         console.Write(t);
     }
 
-    public static string Json(RestoreReport r, string why, RestoreReport? eager) => JsonOutput.Text(w =>
+    public static string Json(RestoreReport r, string why, RestoreReport? eager, ManyRestoresResult? many) => JsonOutput.Text(w =>
     {
         w.WriteStartObject();
         w.WriteString("snapshot", r.Directory);
@@ -81,6 +81,28 @@ internal static class SnapshotReportView
             w.WriteRounded("eager_guest_done_ms", eager.GuestDoneMs);
             w.WriteNumber("eager_guest_mismatches", eager.GuestMismatches);
         }
+        if (many is not null)
+        {
+            w.WriteStartObject("concurrent");
+            w.WriteNumber("count", many.Restores.Count);
+            w.WriteRounded("all_done_ms", many.WallMs);
+            w.WriteRounded("ratio_to_one", r.GuestDoneMs > 0 ? many.WallMs / Math.Max(r.GuestDoneMs, r.ResidentMs) : 0, 2);
+            w.WriteStartArray("restores");
+            foreach (var c in many.Restores)
+            {
+                w.WriteStartObject();
+                w.WriteRounded("first_instruction_ms", c.FirstInstructionMs);
+                w.WriteRounded("resident_ms", c.ResidentMs);
+                w.WriteRounded("guest_done_ms", c.GuestDoneMs);
+                w.WriteNumber("pages_demand", c.PagesDemand);
+                w.WriteRounded("fault_p50_us", c.FaultLatency.P50, 1);
+                w.WriteRounded("fault_p99_us", c.FaultLatency.P99, 1);
+                w.WriteNumber("guest_mismatches", c.GuestMismatches);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
         w.WriteEndObject();
     });
 
@@ -96,7 +118,7 @@ internal static class SnapshotReportView
         w.WriteEndArray();
     }
 
-    public static void Render(RestoreReport r, string why, RestoreReport? eager, IAnsiConsole console)
+    public static void Render(RestoreReport r, string why, RestoreReport? eager, ManyRestoresResult? many, IAnsiConsole console)
     {
         console.MarkupLine($"[bold]snapshot restore[/]: {Markup.Escape(r.Directory)}, {r.Vcpus} vCPU(s), {ValueParsers.FormatSize(r.RamBytes)}, engine {r.Engine.Name()} ({Markup.Escape(why)})");
         var t = new Table().AddColumns("Measure", "Value");
@@ -109,8 +131,12 @@ internal static class SnapshotReportView
         var l = r.FaultLatency;
         t.AddRow($"fault latency ({r.FaultLatencyAt})", l.Count == 0 ? "no faults" : Inv($"p50 {l.P50:0.0} µs, p99 {l.P99:0.0} µs, max {l.Max:0.0} µs ({l.Count} faults)"));
         t.AddRow("guest mismatches", r.GuestMismatches == 0 ? "[green]0[/]" : $"[red]{r.GuestMismatches}[/]");
+        if (many is not null)
+            t.AddRow($"{many.Restores.Count} restores at once", Inv($"all done in {many.WallMs:0.0} ms ({many.WallMs / Math.Max(1, Math.Max(r.GuestDoneMs, r.ResidentMs)):0.00}x one), first instruction ") +
+                Inv($"{many.Restores.Min(c => c.FirstInstructionMs):0.0}–{many.Restores.Max(c => c.FirstInstructionMs):0.0} ms"));
         console.Write(t);
-        if (r.GuestMismatches != 0 || eager is { GuestMismatches: not 0 })
+        var manyMismatches = many?.Restores.Aggregate(0UL, (a, c) => a + c.GuestMismatches) ?? 0;
+        if (r.GuestMismatches != 0 || eager is { GuestMismatches: not 0 } || manyMismatches != 0)
             throw new GuestException($"the restored guest found {r.GuestMismatches} mismatching qwords");
     }
 
