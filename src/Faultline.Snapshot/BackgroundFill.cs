@@ -110,7 +110,7 @@ internal sealed class BackgroundFill : IDisposable
             var n = (int)(j - i);
             var bytes = data ? _buffer.AsSpan(0, n * Page) : _zeros.AsSpan(0, n * Page);
             if (data) _source.ReadRun(i, n, bytes);
-            var k = _sink.InstallRun(_base + (i << 12), n, bytes, _installed);
+            var k = data ? _sink.InstallRun(_base + (i << 12), n, bytes, _installed) : _sink.InstallZeroRun(_base + (i << 12), n, bytes, _installed);
             if (data) PrefetchedData += k; else PrefetchedZero += k;
             done += k;
             i = j;

@@ -38,7 +38,7 @@ public sealed class SnapshotPageSource : IImmediatePageSource
     public TimeSpan ExpectedLatency => TimeSpan.Zero;
     /// <summary>Data pages read from the file and installed for a fault.</summary>
     public long DemandReads => Interlocked.Read(ref _reads);
-    /// <summary>Holes installed on demand, without reading.</summary>
+    /// <summary>Holes installed for a fault (the shared zero page where the memory allows), without reading.</summary>
     public long DemandZeros => Interlocked.Read(ref _zeros);
     public long Demanded => DemandReads + DemandZeros;
     /// <summary>Request → installed, per demanded page (ns).</summary>
@@ -58,8 +58,8 @@ public sealed class SnapshotPageSource : IImmediatePageSource
         if (i < _touches.Length) _touches[i] = (uint)index;
         if (!_snap.Index.IsData(index))
         {
-            Interlocked.Increment(ref _zeros);
-            _sink!.Install(page, Zero);
+            Span<bool> one = stackalloc bool[1];
+            if (_sink!.InstallZeroRun(page, 1, Zero, one) == 1) Interlocked.Increment(ref _zeros);
         }
         else
         {

@@ -60,13 +60,21 @@ public sealed class BadSnapshotTests
             case "layout-image": EditManifest(f, j => j["layout"]!["guest_image_crc32c"] = 12345); break;
             case "no-memory": File.Delete(f.Memory); break;
             case "truncated-memory": using (var s = new FileStream(f.Memory, FileMode.Open)) s.SetLength(s.Length - 4096); break;
-            case "index-checksum": TempSnapshot.Patch(f.Index, 40, [0xFF, 0xEE]); break;
+            case "index-checksum": Flip(f.Index, 40); break;
             case "truncated-index": using (var s = new FileStream(f.Index, FileMode.Open)) s.SetLength(s.Length - 4); break;
-            case "vcpu-checksum": TempSnapshot.Patch(f.Vcpus, 30, [0x42]); break;
+            case "vcpu-checksum": Flip(f.Vcpus, 30); break;
             case "missing-field": EditManifest(f, j => ((JsonObject)j["memory"]!).Remove("data_pages")); break;
             default: throw new ArgumentException(damage);
         }
         return snap.Dir;
+    }
+
+    /// <summary>Inverts one byte of a file: whatever it held, it now differs.</summary>
+    private static void Flip(string path, long offset)
+    {
+        var b = File.ReadAllBytes(path);
+        b[offset] ^= 0xFF;
+        File.WriteAllBytes(path, b);
     }
 
     private static void EditManifest(SnapshotFiles f, Action<JsonNode> edit)

@@ -28,7 +28,8 @@ public sealed class RoundTripTests
         Assert.Equal((long)m.DataPages, r.PagesDemand + r.PagesPrefetched);
         if (fill) Assert.True(r.ResidentMs > 0, "the fill made every page resident");
         else Assert.Equal((long)m.DataPages, r.PagesDemand);   // no fill: every data page came on demand
-        if (engine == PagingMode.Exits) Assert.Equal(0, r.FaultPathAllocatedBytes);
+        // with no fill nothing else installs: no fault ever blocks on the tracker (whose first wait may allocate its event)
+        if (engine == PagingMode.Exits && !fill) Assert.Equal(0, r.FaultPathAllocatedBytes);
     }
 
     [KvmFact]
