@@ -33,7 +33,7 @@ internal sealed class RestoreGuest : IDisposable
         _loops = new VcpuLoop?[n];
         Mismatches = new ulong[n];
         Completed = new bool[n];
-        FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount + 1024, 8_000_000));
+        FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount + 1024, SnapshotPageSource.LatencySamples));
         _checks = states.Select(s => new GenerationCheck(s.Regs)).ToArray();   // made here: the vCPU threads allocate nothing
     }
 

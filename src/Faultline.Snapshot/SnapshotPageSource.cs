@@ -26,12 +26,16 @@ public sealed class SnapshotPageSource : IImmediatePageSource
     private IPageSink? _sink;
     private volatile SnapshotException? _failure;
 
-    public SnapshotPageSource(OpenedSnapshot snapshot)
+    /// <summary>Latency samples kept (the first faults'): a fixed size, so that nothing on the way to the first instruction grows with RAM.</summary>
+    public const int LatencySamples = 1 << 17;
+
+    /// <param name="recordTouches">Keep the order of first touches (4 bytes per page of RAM): for recording or judging a replay.</param>
+    public SnapshotPageSource(OpenedSnapshot snapshot, bool recordTouches)
     {
         _snap = snapshot;
         _base = new GuestAddress(snapshot.Manifest.RamBase);
-        _touches = new uint[snapshot.Manifest.Pages];
-        ServiceLatency = new LatencyRecorder((int)Math.Min(snapshot.Manifest.Pages + 16, 8_000_000));
+        _touches = recordTouches ? new uint[snapshot.Manifest.Pages] : [];
+        ServiceLatency = new LatencyRecorder((int)Math.Min(snapshot.Manifest.Pages + 16, LatencySamples));
     }
 
     public bool CompletesOnRequest => true;

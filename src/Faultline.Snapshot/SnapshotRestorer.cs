@@ -39,14 +39,14 @@ public static class SnapshotRestorer
         var image = GuestImageHash.Of(machine);
         if (image != m.ImageCrc)
             throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran guest image crc32c 0x{m.ImageCrc:x8}, this build generates 0x{image:x8}: restore it with the build that saved it");
-        var source = new SnapshotPageSource(snap);
+        var recording = lazy && o.Record && replay.Length == 0 && !File.Exists(snap.Files.WorkingSet);
+        var source = new SnapshotPageSource(snap, recordTouches: recording || replay.Length > 0);
         using var engine = EngineFactory.Create(new PagingOptions(o.Engine, backing, Readers: m.Vcpus) { PrefillPageCache = false });
         engine.Start(machine, source);
         using var fill = lazy && o.Fill ? new BackgroundFill(snap, source, engine.Sink, replay) : null;
         using var guest = new RestoreGuest(machine, engine, snap.States);
         // recording: the fill waits until the guest is done, so that every first touch is a fault and gets recorded;
         // replaying: the fill starts before the vCPUs, so the working set streams in while they start; otherwise after
-        var recording = lazy && o.Record && replay.Length == 0 && !File.Exists(snap.Files.WorkingSet);
         if (replay.Length > 0) fill?.Start();
         guest.Start();
         if (replay.Length == 0 && !recording) fill?.Start();
