@@ -63,7 +63,12 @@ public sealed class SnapshotServer : IDisposable
         while (!_stop.IsSet)
         {
             Socket c;
-            try { c = _listener!.Accept(); }
+            try
+            {
+                // a poll, not a blocking accept: closing a socket does not wake an accept() blocked on another thread
+                if (!_listener!.Poll(100_000, SelectMode.SelectRead)) continue;
+                c = _listener.Accept();
+            }
             catch (Exception e) when (e is SocketException or ObjectDisposedException) { break; }
             var n = Interlocked.Increment(ref _connections);
             var t = new Thread(() => Serve(c)) { Name = $"fl-handler{n % 1000}", IsBackground = true };
@@ -158,8 +163,8 @@ public sealed class SnapshotServer : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _stop.Set();
-        _listener?.Dispose();
         _accept?.Join();
+        _listener?.Dispose();
         Thread[] ts;
         lock (_threads) ts = [.. _threads];
         foreach (var t in ts) t.Join();

@@ -18,7 +18,7 @@ internal static class SnapshotCommand
 {
     public static Command Create() => new("snapshot", "Save a running guest to a sparse snapshot, and restore it lazily (pages fetched on first touch)")
     {
-        SaveCommand(), RestoreCommand(),
+        SaveCommand(), RestoreCommand(), ServeCommand(),
     };
 
     private static Argument<string> Dir(string what) => new("DIR") { Description = what };
@@ -90,6 +90,30 @@ internal static class SnapshotCommand
             j?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(lazy, why, eager, many));
             SnapshotReportView.Render(lazy, why, eager, many, Output.Console(human));
             return 0;
+        });
+        return cmd;
+    }
+
+    private static Command ServeCommand()
+    {
+        var dir = Dir("A snapshot directory written by snapshot save");
+        var socket = new Option<string>("--socket") { Description = "Unix socket to listen on (a new path): VMMs connect and send their regions JSON with the userfaultfd, as Firecracker does", Required = true };
+        var cmd = new Command("serve", "Serve a snapshot's pages to VMMs from this process (Firecracker's page-handler protocol) until interrupted")
+        {
+            dir, socket,
+        };
+        cmd.SetAction((pr, ct) =>
+        {
+            var err = pr.InvocationConfiguration.Error;
+            using var snap = OpenedSnapshot.Open(pr.GetValue(dir)!);
+            using var server = new SnapshotServer(snap, pr.GetValue(socket)!, line => { lock (err) { err.WriteLine($"faultline serve: {line}"); err.Flush(); } });
+            server.Start();
+            err.WriteLine($"faultline serve: serving {snap.Files.Directory} on {pr.GetValue(socket)} (Ctrl-C stops)");
+            err.Flush();
+            try { Task.Delay(Timeout.Infinite, ct).Wait(CancellationToken.None); } catch (AggregateException) { }
+            pr.InvocationConfiguration.Output.WriteLine($"served {server.Connections} connection(s): {server.PagesServed} pages read, {server.ZeroPagesServed} zero pages, {server.Refused} refused");
+            pr.InvocationConfiguration.Output.Flush();
+            return Task.FromResult(0);
         });
         return cmd;
     }
