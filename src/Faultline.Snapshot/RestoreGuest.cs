@@ -17,7 +17,7 @@ namespace Faultline.Snapshot;
 internal sealed class RestoreGuest : IDisposable
 {
     private readonly GuestMachine _m;
-    private readonly IPagingEngine _engine;
+    private readonly IExitHandler _engine;
     private readonly IReadOnlyList<VcpuState> _states;
     private readonly Thread[] _threads;
     private readonly VcpuLoop?[] _loops;
@@ -25,7 +25,7 @@ internal sealed class RestoreGuest : IDisposable
     private long _firstRun;
     private volatile Exception? _error;
 
-    public RestoreGuest(GuestMachine m, IPagingEngine engine, IReadOnlyList<VcpuState> states)
+    public RestoreGuest(GuestMachine m, IExitHandler engine, IReadOnlyList<VcpuState> states)
     {
         _m = m; _engine = engine; _states = states;
         var n = m.Vcpus.Count;

@@ -65,16 +65,26 @@ internal static class SnapshotCommand
         var noReplay = new Option<bool>("--no-replay") { Description = "Do not prefetch the recorded working set first" };
         var noRecord = new Option<bool>("--no-record") { Description = "Do not record this restore's first touches (recorded when the snapshot has none yet)" };
         var noEager = new Option<bool>("--no-eager") { Description = "Skip the eager restore (read everything, then start) that the report compares against" };
+        var handler = new Option<string?>("--handler") { Description = "Have the page handler listening on this Unix socket (snapshot serve, or any handler of Firecracker's protocol) serve the pages; if it dies, the VM is stopped with one error" };
         var count = CliOptions.Int("--count", "After the single restore, restore this many VMs from the snapshot at once (sharing the file's page cache) and report them", 1, min: 1, max: 64);
         var json = CliOptions.OutputFile("--json", "Also write the report as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var cmd = new Command("restore", "Restore a snapshot lazily: the VM starts at once, pages come from the file on first touch, the rest in the background")
         {
-            dir, engine, noFill, noReplay, noRecord, noEager, count, json,
+            dir, engine, noFill, noReplay, noRecord, noEager, count, handler, json,
         };
         cmd.SetAction(pr =>
         {
             var start = Stopwatch.GetTimestamp();   // first_instruction_ms counts from here
             var path = pr.GetValue(dir)!;
+            if (pr.GetValue(handler) is { } socket)
+            {
+                var viaHandler = HandlerRestore.Restore(path, socket, new RestoreOptions(PagingMode.Missing) { StartTimestamp = start });
+                var jh = pr.GetValue(json);
+                jh?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(viaHandler, $"pages from the handler at {socket}", null, null));
+                SnapshotReportView.Render(viaHandler, $"pages from the handler at {socket}", null, null,
+                    Output.Console(Output.Human(jh, pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error)));
+                return 0;
+            }
             var (mode, why) = Choose(pr.GetValue(engine)!);
             var o = new RestoreOptions(mode)
             {
