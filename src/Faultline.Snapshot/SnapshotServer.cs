@@ -134,14 +134,14 @@ public sealed class SnapshotServer : IDisposable
             ResolveOutcome o;
             if (!_snap.Index.IsData(index) || removed.Exists(x => at >= x.Start && at < x.End))
             {
+                Interlocked.Increment(ref _zero);   // counted before the ioctl wakes the faulting thread, which may look at once
                 o = uffd.ZeroPage(host, SnapshotFiles.PageSize);
-                Interlocked.Increment(ref _zero);
             }
             else
             {
                 source.ReadRun(index, 1, page);
-                fixed (byte* p = page) o = uffd.Copy(host, p, SnapshotFiles.PageSize);
                 Interlocked.Increment(ref _served);
+                fixed (byte* p = page) o = uffd.Copy(host, p, SnapshotFiles.PageSize);
             }
             if (o == ResolveOutcome.AlreadyPresent) uffd.Wake(host, SnapshotFiles.PageSize);
         }
