@@ -30,6 +30,20 @@ public sealed class GuestImage
         if ((ulong)_userCode.Length > GuestLayout.UserCodeMax - GuestLayout.UserCode) throw new InvalidOperationException("workload code too large");
     }
 
+    private GuestImage(GuestImage code, int vcpus)
+    {
+        Vcpus = vcpus;
+        (_kernelCode, _handlers, _userCallable, _routines, _userCode, _entries) =
+            (code._kernelCode, code._handlers, code._userCallable, code._routines, code._userCode, code._entries);
+    }
+
+    /// <summary>
+    /// The same assembled code for another vCPU count (the code does not depend on it; the TSSs and GDT do): a caller
+    /// that learns the count late can assemble first, on another thread.
+    /// </summary>
+    public GuestImage ForVcpus(int vcpus) =>
+        vcpus is >= 1 and <= GuestLayout.MaxVcpus ? new GuestImage(this, vcpus) : throw new UsageException($"vCPU count {vcpus} is outside 1..{GuestLayout.MaxVcpus}");
+
     public ulong EntryOf(Workload w, AccessOrder order = AccessOrder.Sequential) => _entries[(w, order)];
     public ulong HandlerOf(int vector) => _handlers[vector];
     /// <summary>The address of a kernel routine added with <see cref="GuestKernel.AddRoutine"/>.</summary>

@@ -28,10 +28,14 @@ public sealed class GuestMachine : IDisposable
         Config = config; Kvm = kvm; Vm = vm; System = system; Ram = ram; RamSlot = ramSlot; Image = image;
     }
 
-    public static GuestMachine Create(MachineConfig config)
+    public static GuestMachine Create(MachineConfig config) => Create(config, null);
+
+    /// <summary><see cref="Create(MachineConfig)"/> with an image assembled already (for <see cref="MachineConfig.Vcpus"/> vCPUs).</summary>
+    public static GuestMachine Create(MachineConfig config, GuestImage? prebuilt)
     {
         config.Validate();
-        var image = new GuestImage(config.Vcpus, config.Kernel);
+        if (prebuilt is not null && prebuilt.Vcpus != config.Vcpus) throw new ArgumentException($"the image is for {prebuilt.Vcpus} vCPU(s), the machine has {config.Vcpus}", nameof(prebuilt));
+        var image = prebuilt ?? new GuestImage(config.Vcpus, config.Kernel);
         var kvm = KvmSystem.Open();
         Vm? vm = null;
         try

@@ -12,6 +12,7 @@ internal static class Program
         RunCommand.Create(),
         BenchCommand.Create(),
         MigrateCommand.Create(),
+        SnapshotCommand.Create(),
     ];
 
     private static int Main(string[] args)

@@ -70,6 +70,7 @@ public sealed unsafe class AbiLayoutTests
         Size<Timespec>(16);
         Size<Iovec>(16);
         Size<Msghdr>(56);
+        Size<Cmsghdr>(16);
         Size<SchedAttr>(56);
     }
 

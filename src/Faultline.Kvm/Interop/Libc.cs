@@ -67,6 +67,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "sendmsg", SetLastError = true)]
     internal static partial nint Sendmsg(int sockfd, Msghdr* msg, int flags);
 
+    [LibraryImport(Lib, EntryPoint = "recvmsg", SetLastError = true)]
+    internal static partial nint Recvmsg(int sockfd, Msghdr* msg, int flags);
+
     [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
     internal static partial int EventFd(uint initval, int flags);
 

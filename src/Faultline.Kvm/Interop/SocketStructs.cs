@@ -26,3 +26,24 @@ internal struct Msghdr
     [FieldOffset(40)] public nuint MsgControllen;
     [FieldOffset(48)] public int MsgFlags;
 }
+
+/// <summary>struct cmsghdr (include/linux/socket.h): a control message header; the data follows at offset 16.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 16)]
+internal struct Cmsghdr
+{
+    [FieldOffset(0)] public nuint CmsgLen;
+    [FieldOffset(8)] public int CmsgLevel;
+    [FieldOffset(12)] public int CmsgType;
+}
+
+internal static class SocketConst
+{
+    public const int SOL_SOCKET = 1;
+    public const int SCM_RIGHTS = 1;
+    public const int MSG_CMSG_CLOEXEC = 0x40000000;
+    public const int MSG_CTRUNC = 0x8;
+    /// <summary>CMSG_SPACE(sizeof(int)): a 16-byte header and one fd, padded to 8 bytes.</summary>
+    public const int OneFdSpace = 24;
+    /// <summary>CMSG_LEN(sizeof(int)).</summary>
+    public const int OneFdLen = 20;
+}

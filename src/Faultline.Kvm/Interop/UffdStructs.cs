@@ -36,7 +36,7 @@ internal struct UffdioContinue { [FieldOffset(0)] public UffdioRange Range; [Fie
 [StructLayout(LayoutKind.Explicit, Size = 24)]
 internal struct UffdioWriteprotect { [FieldOffset(0)] public UffdioRange Range; [FieldOffset(16)] public ulong Mode; }
 
-/// <summary>struct uffd_msg (32 bytes, packed); only the pagefault arm of the union is read.</summary>
+/// <summary>struct uffd_msg (32 bytes, packed); the pagefault and remove arms of the union are read.</summary>
 [StructLayout(LayoutKind.Explicit, Size = 32)]
 internal struct UffdMsg
 {
@@ -44,12 +44,15 @@ internal struct UffdMsg
     [FieldOffset(8)] public ulong PagefaultFlags;
     [FieldOffset(16)] public ulong PagefaultAddress;
     [FieldOffset(24)] public uint PagefaultPtid;
+    [FieldOffset(8)] public ulong RemoveStart;   // the remove arm (UFFD_EVENT_REMOVE)
+    [FieldOffset(16)] public ulong RemoveEnd;
 }
 
 internal static class UffdConst
 {
     public const ulong UFFD_API = 0xAA;
     public const byte UFFD_EVENT_PAGEFAULT = 0x12;
+    public const byte UFFD_EVENT_REMOVE = 0x15;
     public const ulong UFFD_PAGEFAULT_FLAG_WRITE = 1, UFFD_PAGEFAULT_FLAG_WP = 2, UFFD_PAGEFAULT_FLAG_MINOR = 4;
     public const ulong UFFDIO_REGISTER_MODE_MISSING = 1, UFFDIO_REGISTER_MODE_WP = 2, UFFDIO_REGISTER_MODE_MINOR = 4;
     public const ulong UFFDIO_COPY_MODE_DONTWAKE = 1, UFFDIO_CONTINUE_MODE_DONTWAKE = 1, UFFDIO_ZEROPAGE_MODE_DONTWAKE = 1;

@@ -30,3 +30,9 @@ public enum ResolveOutcome
 
 /// <summary>A page-fault message read from a userfaultfd.</summary>
 public readonly record struct UffdFault(ulong Address, bool IsWrite, bool IsMinor, bool IsWp, int ThreadId);
+
+/// <summary>What a userfaultfd message was.</summary>
+public enum UffdEventKind { None, PageFault, Remove, Other, Closed }
+
+/// <summary>One userfaultfd message: a page fault at [Address, End) or a removed range [Address, End) (madvise DONTNEED, a balloon).</summary>
+public readonly record struct UffdEvent(UffdEventKind Kind, ulong Address, ulong End, bool IsWrite);

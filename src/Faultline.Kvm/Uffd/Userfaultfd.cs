@@ -22,6 +22,8 @@ public sealed unsafe class Userfaultfd : IDisposable
     /// <summary>Features this fd was opened with.</summary>
     public UffdFeatures Enabled { get; }
     public bool NonBlocking { get; }
+    /// <summary>The fd number (valid until Dispose), for passing it to another process.</summary>
+    internal int RawFd => _raw;
 
     private Userfaultfd(UffdFd fd, UffdFeatures available, UffdFeatures enabled, bool nonBlocking)
     {
@@ -48,6 +50,12 @@ public sealed unsafe class Userfaultfd : IDisposable
         }
         return new Userfaultfd(fd, (UffdFeatures)api.Features, features, nonBlocking);
     }
+
+    /// <summary>
+    /// Takes over a userfaultfd another process created, negotiated and registered (a VMM handing its guest memory to
+    /// an out-of-process page handler): its features are not known here.
+    /// </summary>
+    internal static Userfaultfd Adopt(UffdFd fd) => new(fd, UffdFeatures.None, UffdFeatures.None, nonBlocking: false);
 
     /// <summary>The features this kernel offers (a throw-away fd negotiated with none).</summary>
     public static UffdFeatures QueryFeatures()
@@ -182,6 +190,32 @@ public sealed unsafe class Userfaultfd : IDisposable
             (msg.PagefaultFlags & UffdConst.UFFD_PAGEFAULT_FLAG_MINOR) != 0, (msg.PagefaultFlags & UffdConst.UFFD_PAGEFAULT_FLAG_WP) != 0,
             (int)msg.PagefaultPtid);
         return true;
+    }
+
+    /// <summary>
+    /// Reads one message of any kind, for a handler that gets more than page faults (UFFD_EVENT_REMOVE). Call it after
+    /// <see cref="WaitReadable"/> said a message is queued: <see cref="UffdEventKind.Closed"/> when the faulting process
+    /// is gone (end of file), <see cref="UffdEventKind.None"/> when nothing was queued after all.
+    /// </summary>
+    public UffdEvent ReadEvent()
+    {
+        UffdMsg msg;
+        var n = Libc.Read(_raw, &msg, (nuint)sizeof(UffdMsg));
+        if (n == 0) return new UffdEvent(UffdEventKind.Closed, 0, 0, false);
+        if (n < 0)
+        {
+            var e = Marshal.GetLastPInvokeError();
+            if (e is Errno.EAGAIN or Errno.EINTR) return default;
+            throw new KvmException("read(userfaultfd)", e);
+        }
+        if (n != sizeof(UffdMsg)) throw new KvmException("read(userfaultfd): short message", Errno.EINVAL);
+        return msg.Event switch
+        {
+            UffdConst.UFFD_EVENT_PAGEFAULT => new UffdEvent(UffdEventKind.PageFault, msg.PagefaultAddress, msg.PagefaultAddress + 4096,
+                (msg.PagefaultFlags & UffdConst.UFFD_PAGEFAULT_FLAG_WRITE) != 0),
+            UffdConst.UFFD_EVENT_REMOVE => new UffdEvent(UffdEventKind.Remove, msg.RemoveStart, msg.RemoveEnd, false),
+            _ => new UffdEvent(UffdEventKind.Other, 0, 0, false),
+        };
     }
 
     /// <summary>Waits until a message is queued or <paramref name="stop"/> is signalled; false when stopped.</summary>

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Faultline.Paging.Engines;
 
 /// <summary>One page-aligned 4 KiB native buffer per thread, made once: the fault path's scratch page (no allocation per fault).</summary>
-internal static unsafe class PageBuffer
+public static unsafe class PageBuffer
 {
     [ThreadStatic] private static byte* t_page;
 

@@ -22,6 +22,13 @@ public interface IPageSink
     /// </summary>
     int InstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed);
 
+    /// <summary>
+    /// <see cref="InstallRun"/> for pages known to be all zero (a snapshot's holes; <paramref name="zeros"/>: count × 4096
+    /// zero bytes). Anonymous memory under a userfaultfd maps the shared zero page (UFFDIO_ZEROPAGE): nothing is
+    /// allocated or copied until the guest writes.
+    /// </summary>
+    int InstallZeroRun(GuestAddress first, int count, ReadOnlySpan<byte> zeros, Span<bool> installed) => InstallRun(first, count, zeros, installed);
+
     /// <summary>The source can deliver no more pages: waiting fault paths return with <paramref name="error"/>.</summary>
     void Fail(Exception error);
 }

@@ -43,8 +43,14 @@ internal sealed unsafe class PageInstaller : IPageSink
         return InstallRun(page, 1, bytes, installed) == 1;
     }
 
+    public int InstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed) => InstallRun(first, count, bytes, installed, zero: false);
+
+    public int InstallZeroRun(GuestAddress first, int count, ReadOnlySpan<byte> zeros, Span<bool> installed) =>
+        InstallRun(first, count, zeros, installed, zero: !_shmem && _uffds.Count > 0 && Evicted is null);
+
+    /// <param name="zero">The pages are zero and go in with UFFDIO_ZEROPAGE (anonymous memory under a userfaultfd).</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside a transfer
-    public int InstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed)
+    private int InstallRun(GuestAddress first, int count, ReadOnlySpan<byte> bytes, Span<bool> installed, bool zero)
     {
         var t = Tracker;
         if (count < 0 || installed.Length < count) throw new ArgumentOutOfRangeException(nameof(count));
@@ -70,7 +76,8 @@ internal sealed unsafe class PageInstaller : IPageSink
             Interlocked.Add(ref _installed, n);
             try
             {
-                if (n == 1) InstallClaimed(i0 + (ulong)i, bytes.Slice(i * (int)Page, (int)Page));
+                if (zero) InstallZeroClaimed(i0 + (ulong)i, n, bytes.Slice(i * (int)Page, n * (int)Page));
+                else if (n == 1) InstallClaimed(i0 + (ulong)i, bytes.Slice(i * (int)Page, (int)Page));
                 else InstallRunClaimed(i0 + (ulong)i, n, bytes.Slice(i * (int)Page, n * (int)Page));
             }
             catch
@@ -148,6 +155,17 @@ internal sealed unsafe class PageInstaller : IPageSink
                 return;
             }
         }
+    }
+
+    /// <summary>
+    /// Claimed, contiguous zero pages with one UFFDIO_ZEROPAGE; if part of the range was mapped meanwhile (EEXIST) or the
+    /// layout changed (EAGAIN), page by page as copies of <paramref name="zeros"/>.
+    /// </summary>
+    private void InstallZeroClaimed(ulong index, int pages, ReadOnlySpan<byte> zeros)
+    {
+        var host = _ram.HostOf(Tracker.AddressOf(index));
+        if (_uffds.Of(index).ZeroPage(host, (ulong)pages * Page, dontWake: !Wake) == ResolveOutcome.Installed) return;
+        for (var k = 0; k < pages; k++) InstallClaimed(index + (ulong)k, zeros.Slice(k * (int)Page, (int)Page));
     }
 
     /// <summary>

@@ -1,0 +1,158 @@
+using System.Diagnostics;
+using Faultline.Guest;
+using Faultline.Kvm;
+using Faultline.Migration.Protocol;
+using Faultline.Migration.Reporting;
+using Faultline.Paging.Engines;
+
+namespace Faultline.Snapshot;
+
+/// <summary>
+/// The restored guest's vCPU threads: each restores its saved state on its own thread and enters KVM_RUN at once (the
+/// shared <see cref="VcpuLoop"/>), its memory faults going to the paging engine, timed from KVM_RUN's return to the
+/// page installed. The guest is the generation program: it finishes the interrupted pass and runs the next, checking
+/// every page it visits against the generation the snapshot holds (<see cref="GenerationCheck"/>); a vCPU is done at
+/// that report.
+/// </summary>
+internal sealed class RestoreGuest : IDisposable
+{
+    private readonly GuestMachine _m;
+    private readonly IExitHandler _engine;
+    private readonly IReadOnlyList<VcpuState> _states;
+    private readonly Thread[] _threads;
+    private readonly VcpuLoop?[] _loops;
+    private readonly GenerationCheck[] _checks;
+    private long _firstRun;
+    private volatile Exception? _error;
+
+    public RestoreGuest(GuestMachine m, IExitHandler engine, IReadOnlyList<VcpuState> states)
+    {
+        _m = m; _engine = engine; _states = states;
+        var n = m.Vcpus.Count;
+        _threads = new Thread[n];
+        _loops = new VcpuLoop?[n];
+        Mismatches = new ulong[n];
+        Completed = new bool[n];
+        FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount + 1024, SnapshotPageSource.LatencySamples));
+        _checks = states.Select(s => new GenerationCheck(s.Regs)).ToArray();   // made here: the vCPU threads allocate nothing
+    }
+
+    /// <summary>When the first vCPU entered KVM_RUN with its restored state (Stopwatch ticks; 0: not yet).</summary>
+    public long FirstRunTimestamp => Interlocked.Read(ref _firstRun);
+    public ulong[] Mismatches { get; }
+    public bool[] Completed { get; }
+    /// <summary>Memory-fault exits, KVM_RUN returned → page installed (exit-based engines only).</summary>
+    public LatencyRecorder FaultLatency { get; }
+    public Exception? Error => _error;
+
+    public void Start()
+    {
+        for (var i = 0; i < _threads.Length; i++)
+        {
+            var id = i;
+            _threads[i] = new Thread(() => Loop(id)) { Name = $"fl-vcpu{id}", IsBackground = true };
+            _threads[i].Start();
+        }
+    }
+
+    /// <summary>Waits for every vCPU to finish; false when <paramref name="stop"/> said to give up first (the caller then stops them).</summary>
+    public bool Wait(TimeSpan timeout, Func<bool> stop)
+    {
+        var sw = Stopwatch.StartNew();
+        foreach (var t in _threads)
+            while (!t.Join(5))
+            {
+                if (stop()) return false;
+                if (sw.Elapsed > timeout) throw new GuestException($"the restored guest did not finish within {timeout.TotalSeconds:0} s");
+            }
+        return true;
+    }
+
+    private void Loop(int id)
+    {
+        var hooks = new Hooks(this, id);
+        var timed = new TimedExits(this);
+        try
+        {
+            var loop = new VcpuLoop(_m.Vcpus[id], hooks, timed);
+            timed.Loop = loop;
+            _loops[id] = loop;
+            if (loop.Run() == VcpuLoopEnd.Finished && hooks.Check is { IsComplete: true } check)
+            {
+                Mismatches[id] = check.Mismatches;
+                Completed[id] = true;
+            }
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _error, e is FaultlineException ? e : new GuestException($"restored vCPU {id}: {e.Message}"), null);
+        }
+    }
+
+    private sealed class Hooks(RestoreGuest g, int id) : IVcpuHooks
+    {
+        private bool _ran;
+        public GenerationCheck? Check { get; private set; }
+
+        public void OnThreadStart(VcpuLoop loop)
+        {
+            var s = g._states[id];
+            var v = loop.Vcpu;
+            v.SetSregs(s.Sregs);
+            v.SetRegs(s.Regs);
+            v.SetEvents(s.Events);
+            Check = g._checks[id];
+        }
+
+        public VcpuLoopAction BeforeRun(VcpuLoop loop)
+        {
+            if (!_ran)
+            {
+                _ran = true;
+                Interlocked.CompareExchange(ref g._firstRun, Stopwatch.GetTimestamp(), 0);
+            }
+            return VcpuLoopAction.Continue;
+        }
+
+        public VcpuLoopAction OnGuestCall(VcpuLoop loop, GuestCall call)
+        {
+            if (call.Op != GuestOp.Report) throw new GuestException($"restored vCPU {id}: the generation program ended ({call.Op} 0x{call.Value:x})");
+            return Check!.Observe(call.Value) ? VcpuLoopAction.Finish : VcpuLoopAction.Continue;
+        }
+    }
+
+    /// <summary>The engine, with each memory-fault exit it handles timed.</summary>
+    private sealed class TimedExits(RestoreGuest g) : IExitHandler
+    {
+        public VcpuLoop? Loop { get; set; }
+
+        public bool TryHandleExit(Vcpu vcpu, in VcpuExit exit)
+        {
+            var t0 = Loop!.LastExitTimestamp;
+            if (!g._engine.TryHandleExit(vcpu, exit)) return false;
+            if (exit.Kind == VcpuExitKind.MemoryFault) g.FaultLatency.Record((long)Stopwatch.GetElapsedTime(t0).TotalNanoseconds);
+            return true;
+        }
+
+        public void OnVcpuThreadStart(Vcpu vcpu) => g._engine.OnVcpuThreadStart(vcpu);
+        public void OnVcpuThreadStop(Vcpu vcpu) => g._engine.OnVcpuThreadStop(vcpu);
+        public void OnVcpuLoopStart(VcpuLoop loop) => g._engine.OnVcpuLoopStart(loop);
+    }
+
+    /// <summary>Stops every vCPU (running or blocked on a page) and joins them.</summary>
+    public void Stop()
+    {
+        foreach (var l in _loops) l?.RequestStop();
+        foreach (var t in _threads)
+        {
+            if (t is null) continue;
+            while (!t.Join(100))
+            {
+                foreach (var l in _loops) l?.RequestStop();
+                foreach (var v in _m.Vcpus) v.Kick();
+            }
+        }
+    }
+
+    public void Dispose() => Stop();
+}

@@ -1,0 +1,19 @@
+using Faultline.Paging;
+
+namespace Faultline.Snapshot;
+
+/// <summary>How <c>snapshot restore</c> runs.</summary>
+public sealed record RestoreOptions(PagingMode Engine)
+{
+    /// <summary>Make every page resident in the background while the guest runs.</summary>
+    public bool Fill { get; init; } = true;
+    /// <summary>Prefetch the recorded working set first, if the snapshot has one.</summary>
+    public bool Replay { get; init; } = true;
+    /// <summary>Record this restore's first touches beside the snapshot when it has no recording yet.</summary>
+    public bool Record { get; init; } = true;
+    /// <summary>When the command started (Stopwatch ticks): first_instruction_ms counts from here. 0: when Restore is called.</summary>
+    public long StartTimestamp { get; init; }
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>Tests: looks at the restored machine (its RAM) after a clean run, before teardown.</summary>
+    internal Action<Faultline.Guest.GuestMachine>? Inspect { get; init; }
+}

@@ -1,0 +1,107 @@
+using System.Text.Json.Nodes;
+using Faultline.Paging;
+using Faultline.TestKit;
+
+namespace Faultline.Snapshot.Tests;
+
+/// <summary>
+/// Every way a snapshot can be bad: one-line <see cref="SnapshotException"/> (exit code 2) before any vCPU runs, and
+/// nothing left behind; a page that fails its checksum during the run stops the VM with that error.
+/// </summary>
+public sealed class BadSnapshotTests
+{
+    public static TheoryData<string, string> Cases() => new()
+    {
+        { "no-dir", "no such directory" },
+        { "no-manifest", "manifest.json is missing" },
+        { "bad-json", "is not valid JSON" },
+        { "other-version", "format version 2 is not understood" },
+        { "other-format", "is not faultline-snapshot" },
+        { "layout-ram-base", "this build's guest layout puts it at" },
+        { "layout-vcpus", "vCPU state has 2 vCPU(s), the layout said 4" },
+        { "layout-image", "restore it with the build that saved it" },
+        { "no-memory", "memory.img is missing" },
+        { "truncated-memory", "memory.img is truncated" },
+        { "index-checksum", "pages.idx fails its checksum" },
+        { "truncated-index", "pages.idx is truncated" },
+        { "vcpu-checksum", "vcpus.bin fails its checksum" },
+        { "missing-field", "lacks a field" },
+    };
+
+    [KvmTheory]
+    [MemberData(nameof(Cases))]
+    public void A_bad_snapshot_is_refused_in_one_line_before_the_vm_starts(string damage, string expected)
+    {
+        using var snap = TempSnapshot.Save();
+        var dir = Damage(snap, damage);
+        var before = ProcessResources.Now();
+        var e = Assert.Throws<SnapshotException>(() => SnapshotRestorer.Restore(dir, new RestoreOptions(PagingMode.Exits) { Record = false }));
+        Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Equal(2, e.ExitCode);
+        var after = ProcessResources.Settled(before);
+        Assert.True(after.Fds <= before.Fds, $"{after.Fds - before.Fds} fd(s) left open");
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, "a vCPU or fill thread was left running");
+        Assert.False(File.Exists(snap.Files.WorkingSet));
+    }
+
+    internal static string Damage(TempSnapshot snap, string damage)
+    {
+        var f = snap.Files;
+        switch (damage)
+        {
+            case "no-dir": return snap.Dir + "-nowhere";
+            case "no-manifest": File.Delete(f.Manifest); break;
+            case "bad-json": File.WriteAllText(f.Manifest, "{ \"format\": \"faultline-snapshot\", "); break;
+            case "other-version": EditManifest(f, j => j["format_version"] = 2); break;
+            case "other-format": EditManifest(f, j => j["format"] = "firecracker"); break;
+            case "layout-ram-base": EditManifest(f, j => j["layout"]!["ram_base"] = 0x800000); break;
+            case "layout-vcpus": EditManifest(f, j => j["layout"]!["vcpus"] = 4); break;
+            case "layout-image": EditManifest(f, j => j["layout"]!["guest_image_crc32c"] = 12345); break;
+            case "no-memory": File.Delete(f.Memory); break;
+            case "truncated-memory": using (var s = new FileStream(f.Memory, FileMode.Open)) s.SetLength(s.Length - 4096); break;
+            case "index-checksum": Flip(f.Index, 40); break;
+            case "truncated-index": using (var s = new FileStream(f.Index, FileMode.Open)) s.SetLength(s.Length - 4); break;
+            case "vcpu-checksum": Flip(f.Vcpus, 30); break;
+            case "missing-field": EditManifest(f, j => ((JsonObject)j["memory"]!).Remove("data_pages")); break;
+            default: throw new ArgumentException(damage);
+        }
+        return snap.Dir;
+    }
+
+    /// <summary>Inverts one byte of a file: whatever it held, it now differs.</summary>
+    private static void Flip(string path, long offset)
+    {
+        var b = File.ReadAllBytes(path);
+        b[offset] ^= 0xFF;
+        File.WriteAllBytes(path, b);
+    }
+
+    private static void EditManifest(SnapshotFiles f, Action<JsonNode> edit)
+    {
+        var j = JsonNode.Parse(File.ReadAllText(f.Manifest))!;
+        edit(j);
+        File.WriteAllText(f.Manifest, j.ToJsonString());
+    }
+
+    [KvmTheory]
+    [InlineData(PagingMode.Exits)]
+    [InlineData(PagingMode.Missing)]
+    [InlineData(PagingMode.Minor)]
+    public void A_page_that_fails_its_checksum_during_the_run_stops_the_vm_with_that_error(PagingMode engine)
+    {
+        using var snap = TempSnapshot.Save();
+        var index = PageIndex.Read(snap.Files.Index, snap.Saved.Manifest.Pages, snap.Saved.Manifest.IndexCrc);
+        ulong victim = 0;
+        while (!index.IsData(victim)) victim++;
+        victim += 5;   // a data page some way into the first vCPU's range
+        TempSnapshot.Patch(snap.Files.Memory, (long)victim * 4096 + 100, [0x01, 0x02, 0x03]);
+        var before = ProcessResources.Now();
+        var e = Assert.Throws<SnapshotException>(() => SnapshotRestorer.Restore(snap.Dir, new RestoreOptions(engine) { Fill = false, Record = false, Timeout = TimeSpan.FromSeconds(60) }));
+        Assert.Contains($"page {victim} ", e.Message);
+        Assert.Contains("fails its checksum", e.Message);
+        var after = ProcessResources.Settled(before);
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, "a vCPU, reader or fill thread was left running");
+        Assert.True(after.Fds <= before.Fds, $"{after.Fds - before.Fds} fd(s) left open");
+    }
+}
