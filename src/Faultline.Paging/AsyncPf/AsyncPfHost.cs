@@ -75,7 +75,11 @@ public abstract class AsyncPfHost : IAsyncPageFaults, IPresentObserver
     internal virtual void OnLoopStart(VcpuLoop loop)
     {
         var s = Vcpus[loop.Vcpu.Id];
-        s.Loop = loop;
+        lock (s.Lock)
+        {
+            s.Loop = loop;
+            DeliverNext(s);   // a "page ready" queued before the loop existed (an imported fault whose page came already)
+        }
         if (Options.ReadyPoll > TimeSpan.Zero) s.Timer = SelfKickTimer.CreateForCurrentThread(loop.Vcpu);
     }
 

@@ -84,7 +84,10 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
                 if (_stop) return;
                 (ulong Page, long Due) next;
                 lock (_lock) next = _ring[_head];
-                HostThread.SleepUntil(next.Due);
+                // in slices: Dispose must not wait out a long latency, and nothing is installed once it began
+                var slice = Stopwatch.Frequency / 20;
+                while (!_stop && Stopwatch.GetTimestamp() < next.Due) HostThread.SleepUntil(Math.Min(next.Due, Stopwatch.GetTimestamp() + slice));
+                if (_stop) return;
                 lock (_lock)
                 {
                     _head = (_head + 1) % _ring.Length;
@@ -98,9 +101,10 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
                 Interlocked.Increment(ref _served);
             }
         }
-        catch (Exception e) when (!_stop)
+        catch (Exception e)
         {
-            _sink!.Fail(new PageUnavailableException($"the delayed page source failed: {e.Message}", e));
+            // stopping: the engine may be gone already (its userfaultfd closed); the page is not needed any more
+            if (!_stop) _sink!.Fail(new PageUnavailableException($"the delayed page source failed: {e.Message}", e));
         }
     }
 
