@@ -32,7 +32,10 @@ internal static class Warmup
         VcpuStateMessage.Decode(VcpuStateMessage.Encode(0, states), vcpus);
     }
 
-    /// <summary>On a destination vCPU thread of the mixed workload, before the state arrives: its restore path once, with what is there (no change).</summary>
+    /// <summary>
+    /// Before the state arrives (mixed workload): the task kernel's restore (run by the receiver in
+    /// DestinationGuest.Resume) and the async-PF import (run by each vCPU thread) once, with what is there (no change).
+    /// </summary>
     public static void TaskRestorePath(TaskProgram tasks, int vcpu, UserspaceAsyncPf? asyncPf)
     {
         tasks.Restore(vcpu, tasks.Capture(vcpu));

@@ -27,13 +27,13 @@ internal static class App
         {
             var code = parsed.InvokeAsync(config, Interrupts.Token).GetAwaiter().GetResult();
             if (Interrupts.Signal == 0) return code;
-            stderr.WriteLine($"{ErrorReport.Prefix}interrupted ({Interrupts.SignalName})");
+            Interrupts.Report(stderr);
             return Interrupts.ExitCode;
         }
         catch (Exception e) when (Interrupts.Signal != 0)
         {
             // whatever the cancellation surfaced as (a migration "cancelled", a guest stopped): the user's interrupt
-            stderr.WriteLine($"{ErrorReport.Prefix}interrupted ({Interrupts.SignalName})");
+            Interrupts.Report(stderr);
             if (verbose) stderr.WriteLine(e.ToString());
             return Interrupts.ExitCode;
         }

@@ -15,13 +15,21 @@ internal static class Interrupts
     private static readonly CancellationTokenSource Cts = new();
     private static readonly List<Action> Cleanups = [];
     private static PosixSignalRegistration? _int, _term;
-    private static int _signal;
+    private static int _signal, _reported;
 
     public static CancellationToken Token => Cts.Token;
     /// <summary>The signal that arrived (SIGINT 2, SIGTERM 15), 0 if none.</summary>
     public static int Signal => Volatile.Read(ref _signal);
     public static int ExitCode => 128 + Signal;
     public static string SignalName => Signal == 15 ? "SIGTERM" : "SIGINT";
+
+    /// <summary>Writes the one line an interrupted command ends with, once, whichever of the command and the cut comes first.</summary>
+    public static void Report(TextWriter stderr)
+    {
+        if (Interlocked.Exchange(ref _reported, 1) != 0) return;
+        stderr.WriteLine($"{ErrorReport.Prefix}interrupted ({SignalName})");
+        stderr.Flush();
+    }
 
     /// <summary>Installs the handlers (once, for the real process; in-process test runs leave the host's signals alone).</summary>
     public static void Install()
@@ -52,8 +60,7 @@ internal static class Interrupts
             Action[] all;
             lock (Cleanups) all = [.. Cleanups];
             foreach (var a in all) try { a(); } catch (Exception) { /* cutting short: the others still run */ }
-            Console.Error.WriteLine($"{ErrorReport.Prefix}interrupted ({SignalName})");
-            Console.Error.Flush();
+            Report(Console.Error);
             Environment.Exit(ExitCode);
         }) { IsBackground = true, Name = "fl-interrupt" }.Start();
         Cts.Cancel();

@@ -219,15 +219,11 @@ public static class MigrateCommand
         var stderr = child.StandardError.ReadToEndAsync(CancellationToken.None);
         // a source that dies is reported as such at once (not as the connection error it causes later)
         using var died = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        string? death = null;
+        // how the source ended, if it has within `wait` and not with 0: the one place its death is read from the process
+        string? Death(TimeSpan wait) => child.WaitForExit(wait) && child.ExitCode != 0 ? DescribeExit(child.ExitCode) : null;
         child.EnableRaisingEvents = true;
-        child.Exited += (_, _) =>
-        {
-            if (child.ExitCode == 0) return;
-            death = DescribeExit(child.ExitCode);
-            died.Cancel();
-        };
-        if (child.HasExited && child.ExitCode != 0) { death = DescribeExit(child.ExitCode); died.Cancel(); }
+        child.Exited += (_, _) => { if (Death(TimeSpan.Zero) is not null) died.Cancel(); };
+        if (Death(TimeSpan.Zero) is not null) died.Cancel();   // it may have ended before the handler was there
         ct = died.Token;
         try
         {
@@ -261,7 +257,7 @@ public static class MigrateCommand
             MigrationReportTable.Render(report, sourceLine, human, io.Wall);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
         }
-        catch (Exception) when (death is not null || (child.WaitForExit(TimeSpan.FromMilliseconds(300)) && child.ExitCode != 0 && (death = DescribeExit(child.ExitCode)) is not null))
+        catch (Exception) when (Death(TimeSpan.FromMilliseconds(300)) is { } death)
         {
             // the source died (its death may reach us first as the connection it closed)
             throw new MigrationException($"the source process {death}{(LastLine(stderr, TimeSpan.FromMilliseconds(200)) is { } said ? $": {said}" : "")}");
