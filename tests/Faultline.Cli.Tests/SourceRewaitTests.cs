@@ -6,7 +6,8 @@ namespace Faultline.Cli.Tests;
 /// <summary>
 /// `migrate source` keeps serving until a destination completes: a destination process killed mid-migration (before
 /// or after the pause, whichever this run's timing gives) leaves the source waiting for another, and the next one gets
-/// the whole guest with matching digests and no mismatches.
+/// the whole guest with matching digests and no mismatches. Lost after the pause, the source first waits (--rejoin-wait)
+/// for the killed destination to rejoin its session, then gives up on it.
 /// </summary>
 public sealed class SourceRewaitTests
 {
@@ -15,7 +16,7 @@ public sealed class SourceRewaitTests
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "faultline.dll"), "migrate", "source", "--listen", "127.0.0.1:0", "--mem", "512M",
-                     "--workload", "random", "--wait-dest", "30" })
+                     "--workload", "random", "--wait-dest", "30", "--rejoin-wait", "2" })
             psi.ArgumentList.Add(a);
         using var source = Process.Start(psi)!;
         var err = new System.Text.StringBuilder();

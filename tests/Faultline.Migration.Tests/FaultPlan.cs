@@ -46,7 +46,7 @@ internal sealed class FaultyChannel(IByteChannel inner, FaultPlan plan) : IByteC
             {
                 // as a socket with SO_RCVTIMEO does: nothing comes, the receive gives up after its timeout (none: never)
                 _shut.Wait(ReceiveTimeout ?? Timeout.InfiniteTimeSpan);
-                throw new MigrationException($"no data from {Peer} for {ReceiveTimeout?.TotalSeconds:0.#} s");
+                throw new LinkLostException($"no data from {Peer} for {ReceiveTimeout?.TotalSeconds:0.#} s");
             }
             if (_ended) return 0;
             var f = _reader.Read();

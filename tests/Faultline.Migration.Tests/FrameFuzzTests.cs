@@ -68,6 +68,13 @@ public sealed class FrameFuzzTests(ITestOutputHelper output)
                 FrameCodec.WritePageRun(frame, PageFlags.Push, (ulong)r.NextInt64(), n, pages);
                 return frame[Wire.HeaderSize..];
             }
+            case FrameType.Recover:
+                // a bitmap for 1001 pages (the consumer's guest) most of the time, otherwise for some other size
+                p = new byte[RecoverMessage.SizeFor(r.Next(4) == 0 ? (ulong)r.Next(1, 3000) : 1001)];
+                BinaryPrimitives.WriteUInt64LittleEndian(p, r.Next(8) == 0 ? (ulong)r.NextInt64() : 1001);
+                r.NextBytes(p.AsSpan(RecoverMessage.FixedSize));
+                if (r.Next(2) == 0) p[^1] &= 0xFF >> (8 - 1001 % 8);   // bits past the last page clear (else refused)
+                return p;
             case FrameType.Page: p = new byte[Wire.PagePayloadSize]; break;
             case FrameType.Demand: p = new byte[8 * r.Next(1, 20)]; break;
             case FrameType.Abort: p = new byte[r.Next(0, 200)]; break;
@@ -92,6 +99,11 @@ public sealed class FrameFuzzTests(ITestOutputHelper output)
             case FrameType.VcpuState: VcpuStateMessage.Decode(f.Payload, 2); break;
             case FrameType.Ping or FrameType.Pong: PingMessage.Decode(f.Payload, "fuzz"); break;
             case FrameType.Complete: CompleteMessage.Decode(f.Payload); break;
+            case FrameType.Recover:
+                var (_, bits) = RecoverMessage.Decode(f.Payload, 1001, "fuzz");
+                for (ulong i = 0; i < 1001; i++) _ = RecoverMessage.Arrived(bits.Span, i);
+                break;
+            case FrameType.Recovered: RecoveredMessage.Decode(f.Payload); break;
             case FrameType.Summary: SummaryMessage.Decode(f.Payload); break;
             case FrameType.Abort: _ = f.AbortMessage; break;
             case FrameType.Page when !f.Damaged: _ = f.Index; _ = f.PageBytes.Length; break;

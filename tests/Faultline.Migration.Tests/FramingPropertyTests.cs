@@ -112,7 +112,7 @@ public sealed class FramingPropertyTests
                 Assert.True(f.Type == expected.Type && f.Flags == expected.Flags && f.Payload.SequenceEqual(expected.Payload),
                     $"seed {seed}: frame {reader.FramesRead} decoded as {f.Type}/{f.Flags}/{f.Payload.Length} bytes, expected {expected.Type}/{expected.Flags}/{expected.Payload.Length}");
             }
-            var end = Assert.Throws<MigrationException>(() => reader.Read());
+            var end = Assert.ThrowsAny<MigrationException>(() => reader.Read());
             Assert.True(end.Message.Contains("closed the connection"), $"seed {seed}: {end.Message}");
         }
     }
@@ -128,7 +128,7 @@ public sealed class FramingPropertyTests
             var at = r.Next(stream.Length);
             stream[at] ^= (byte)(1 << r.Next(8));
             var reader = new FrameReader(new MemoryChannel(stream, r));
-            var e = Assert.Throws<MigrationException>(() => { for (var i = 0; i <= frames.Count; i++) reader.Read(); });
+            var e = Assert.ThrowsAny<MigrationException>(() => { for (var i = 0; i <= frames.Count; i++) reader.Read(); });
             Assert.False(e.Message.Contains('\n'), $"seed {seed}: multi-line message");
             Assert.True(e.Message is { Length: > 0 } && !e.Message.Contains("closed the connection\u0000"), $"seed {seed}: {e.Message}");
             Assert.True(reader.FramesRead <= frames.Count, $"seed {seed}: a corrupt frame was accepted");
@@ -148,7 +148,7 @@ public sealed class FramingPropertyTests
             var whole = bounds.Count(b => b > 0 && b <= cut);
             var reader = new FrameReader(new MemoryChannel(stream[..cut], r));
             for (var i = 0; i < whole; i++) reader.Read();
-            var e = Assert.Throws<MigrationException>(() => reader.Read());
+            var e = Assert.ThrowsAny<MigrationException>(() => reader.Read());
             Assert.True(e.Message.Contains("mid-frame"), $"seed {seed}: cut at {cut}: {e.Message}");
         }
     }
@@ -166,7 +166,9 @@ public sealed class FramingPropertyTests
     [InlineData(FrameType.PageRun, 16u + 4096, "bad length")]                    // a page without its checksum
     [InlineData(FrameType.Ping, 8u, "bad length")]
     [InlineData(FrameType.Pong, 24u, "bad length")]
-    [InlineData((FrameType)0x10, 16u, "unknown frame type")]                     // the first type after Pong
+    [InlineData(FrameType.Recover, 16u, "bad length")]                            // a bitmap of no bytes
+    [InlineData(FrameType.Recovered, 8u, "bad length")]
+    [InlineData((FrameType)0x12, 16u, "unknown frame type")]                     // the first type after Recovered
     [InlineData((FrameType)0x77, 8u, "unknown frame type")]
     public void A_well_checksummed_header_with_a_bad_type_or_length_is_refused_before_its_payload_is_awaited(FrameType type, uint length, string expected)
     {
@@ -178,7 +180,7 @@ public sealed class FramingPropertyTests
         var stream = FrameCodec.ToArray(FrameType.Hello, 0, hello).Concat(header).ToArray();
         var reader = new FrameReader(new BlockingAfterEndChannel(stream));
         reader.Read();
-        var e = Assert.Throws<MigrationException>(() => reader.Read());
+        var e = Assert.ThrowsAny<MigrationException>(() => reader.Read());
         Assert.Contains(expected, e.Message);
     }
 
@@ -194,7 +196,7 @@ public sealed class FramingPropertyTests
         new HelloMessage(Wire.Version, ChannelRole.Main, 1).Encode(hello);
         var reader = new FrameReader(new MemoryChannel([.. FrameCodec.ToArray(FrameType.Hello, 0, hello), .. frame], new Random(1)));
         reader.Read();
-        var e = Assert.Throws<MigrationException>(() => reader.Read());
+        var e = Assert.ThrowsAny<MigrationException>(() => reader.Read());
         Assert.Equal("checksum mismatch on page 42 from memory", e.Message);
     }
 
@@ -234,13 +236,13 @@ public sealed class FramingPropertyTests
         // a flipped byte in the third page: that page is named
         var bad = (byte[])payload.Clone();
         bad[Wire.RunPreambleSize(5) + 2 * Wire.PageSize + 17] ^= 4;
-        var e = Assert.Throws<MigrationException>(() => ReaderAfterHello(RunFrameWith(bad)).Read());
+        var e = Assert.ThrowsAny<MigrationException>(() => ReaderAfterHello(RunFrameWith(bad)).Read());
         Assert.Equal("checksum mismatch on page 1002 from memory", e.Message);
 
         // a flipped byte in the preamble (here: the first index) fails the header's payload checksum
         var frame = RunFrameWith(payload);
         frame[Wire.HeaderSize + 1] ^= 1;
-        e = Assert.Throws<MigrationException>(() => ReaderAfterHello(frame).Read());
+        e = Assert.ThrowsAny<MigrationException>(() => ReaderAfterHello(frame).Read());
         Assert.Equal("checksum mismatch on a PageRun frame from memory", e.Message);
     }
 
@@ -250,12 +252,12 @@ public sealed class FramingPropertyTests
         var r = new Random(BaseSeed + 1);
         var payload = RunPayload(r, 7, 4);
         BinaryPrimitives.WriteUInt16LittleEndian(payload.AsSpan(8), 3);
-        var e = Assert.Throws<MigrationException>(() => ReaderAfterHello(RunFrameWith(payload)).Read());
+        var e = Assert.ThrowsAny<MigrationException>(() => ReaderAfterHello(RunFrameWith(payload)).Read());
         Assert.Equal("corrupt stream from memory: PageRun frame says 3 pages but carries 4", e.Message);
 
         payload = RunPayload(r, 7, 4);
         payload[13] = 1;
-        e = Assert.Throws<MigrationException>(() => ReaderAfterHello(RunFrameWith(payload)).Read());
+        e = Assert.ThrowsAny<MigrationException>(() => ReaderAfterHello(RunFrameWith(payload)).Read());
         Assert.Equal("corrupt stream from memory: PageRun frame with non-zero reserved bytes", e.Message);
     }
 
@@ -275,13 +277,13 @@ public sealed class FramingPropertyTests
         foreach (var (seq, count) in new[] { (0u, 0u), (5u, 5u), (0u, PingMessage.MaxCount + 1) })
         {
             new PingMessage(seq, count, 1).Encode(p);
-            var e = Assert.Throws<MigrationException>(() => PingMessage.Decode(p, "memory"));
+            var e = Assert.ThrowsAny<MigrationException>(() => PingMessage.Decode(p, "memory"));
             Assert.Equal($"corrupt stream from memory: ping {seq} of a burst of {count}", e.Message);
         }
         // a corrupt byte in a probe is caught by the payload checksum like in any frame
         var frame = FrameCodec.ToArray(FrameType.Ping, 0, p);
         frame[^3] ^= 0x10;
-        var e2 = Assert.Throws<MigrationException>(() => ReaderAfterHello(frame).Read());
+        var e2 = Assert.ThrowsAny<MigrationException>(() => ReaderAfterHello(frame).Read());
         Assert.Equal("checksum mismatch on a Ping frame from memory", e2.Message);
     }
 
@@ -304,7 +306,7 @@ public sealed class FramingPropertyTests
     public void Garbage_at_the_start_means_the_peer_is_not_Faultline()
     {
         var reader = new FrameReader(new MemoryChannel("SSH-2.0-OpenSSH_9.6\r\n"u8.ToArray(), new Random(1)));
-        var e = Assert.Throws<MigrationException>(() => reader.Read());
+        var e = Assert.ThrowsAny<MigrationException>(() => reader.Read());
         Assert.StartsWith("memory is not a Faultline migration peer", e.Message);
     }
 
@@ -347,10 +349,10 @@ public sealed class FramingPropertyTests
         // the same optional section without its optional flag: a later version's mandatory state this one can't restore
         var i = bytes.AsSpan().IndexOf(new byte[] { 0x00, 0x02, 0x01, 0x00 });
         bytes[i + 2] = 0;
-        var e = Assert.Throws<MigrationException>(() => VcpuStateMessage.Decode(bytes, 2));
+        var e = Assert.ThrowsAny<MigrationException>(() => VcpuStateMessage.Decode(bytes, 2));
         Assert.Contains("not understood by this version", e.Message);
-        Assert.Throws<MigrationException>(() => VcpuStateMessage.Decode(bytes.AsSpan(0, bytes.Length - 5), 2));
-        Assert.Throws<MigrationException>(() => VcpuStateMessage.Decode(VcpuStateMessage.Encode(1, states), 3));
+        Assert.ThrowsAny<MigrationException>(() => VcpuStateMessage.Decode(bytes.AsSpan(0, bytes.Length - 5), 2));
+        Assert.ThrowsAny<MigrationException>(() => VcpuStateMessage.Decode(VcpuStateMessage.Encode(1, states), 3));
     }
 
     /// <summary>Serves its bytes, then blocks on the next Receive (a live peer that stopped talking): proves the reader never waits on a bad length.</summary>

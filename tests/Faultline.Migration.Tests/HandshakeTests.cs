@@ -54,7 +54,7 @@ public sealed class HandshakeTests
     {
         byte[] got = [];
         var (addr, t) = FakeServer(s => { s.Send(Hello(99, ChannelRole.Source)); got = ReadSome(s); });
-        var e = Assert.Throws<MigrationException>(() => new MigrationDestination(new DestinationOptions(addr) { HandshakeTimeout = TimeSpan.FromSeconds(5) }).Run());
+        var e = Assert.ThrowsAny<MigrationException>(() => new MigrationDestination(new DestinationOptions(addr) { HandshakeTimeout = TimeSpan.FromSeconds(5) }).Run());
         t.Join();
         Assert.Equal($"protocol version mismatch: this end speaks version {Wire.Version}, {addr} speaks version 99", e.Message);
         // the fake source received our Hello, then an Abort carrying the same sentence
@@ -69,7 +69,7 @@ public sealed class HandshakeTests
     public void A_server_that_is_not_Faultline_is_named_as_such()
     {
         var (addr, t) = FakeServer(s => { s.Send("SSH-2.0-OpenSSH_9.6\r\n"u8); ReadSome(s); });
-        var e = Assert.Throws<MigrationException>(() => new MigrationDestination(new DestinationOptions(addr)).Run());
+        var e = Assert.ThrowsAny<MigrationException>(() => new MigrationDestination(new DestinationOptions(addr)).Run());
         t.Join();
         Assert.Equal($"{addr} is not a Faultline migration peer (bad frame sync 0x5353)", e.Message);
     }
@@ -78,7 +78,7 @@ public sealed class HandshakeTests
     public void A_silent_server_times_out_instead_of_hanging()
     {
         var (addr, t) = FakeServer(s => ReadSome(s));
-        var e = Assert.Throws<MigrationException>(() =>
+        var e = Assert.ThrowsAny<MigrationException>(() =>
             new MigrationDestination(new DestinationOptions(addr) { HandshakeTimeout = TimeSpan.FromMilliseconds(500) }).Run());
         t.Join();
         Assert.Equal($"no data from {addr} for 0.5 s", e.Message);
@@ -87,7 +87,7 @@ public sealed class HandshakeTests
     [Fact]
     public void Nobody_listening_is_a_one_line_error()
     {
-        var e = Assert.Throws<MigrationException>(() =>
+        var e = Assert.ThrowsAny<MigrationException>(() =>
             new MigrationDestination(new DestinationOptions(MigrationAddress.Parse("127.0.0.1:1")) { HandshakeTimeout = TimeSpan.FromMilliseconds(300) }).Run());
         Assert.StartsWith("cannot connect to 127.0.0.1:1", e.Message);
     }
@@ -96,7 +96,7 @@ public sealed class HandshakeTests
     public void A_second_listener_on_the_same_port_fails_with_one_line()
     {
         using var first = new MigrationListener(MigrationAddress.Parse("127.0.0.1:0"));
-        var e = Assert.Throws<MigrationException>(() => new MigrationListener(first.Address));
+        var e = Assert.ThrowsAny<MigrationException>(() => new MigrationListener(first.Address));
         Assert.Equal($"cannot listen on {first.Address}: another process listens there (address in use)", e.Message);
         // and the first one still gets every connection
         using var c = first.Address.Connect(TimeSpan.FromSeconds(5));

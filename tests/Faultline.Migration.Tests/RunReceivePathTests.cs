@@ -209,7 +209,7 @@ public sealed class RunReceivePathTests
         var (ram, image, source, sink) = Build();
         using (ram) using (source) using (sink.Tracker)
         {
-            var e = Assert.Throws<MigrationException>(() => source.OnPageRun(first, count, new byte[count * 4096], PageFlags.Push));
+            var e = Assert.ThrowsAny<MigrationException>(() => source.OnPageRun(first, count, new byte[count * 4096], PageFlags.Push));
             Assert.Contains("out of range (guest RAM has 16 pages)", e.Message);
             Assert.Empty(sink.RunCalls);
             Assert.Equal(0, source.ReceivedCount);

@@ -22,7 +22,13 @@ public sealed class HostSupportException(string message) : FaultlineException(me
 public sealed class GuestException(string message) : FaultlineException(message, 4);
 
 /// <summary>A migration peer, frame or checksum was wrong.</summary>
-public sealed class MigrationException(string message, Exception? inner = null) : FaultlineException(message, 5, inner);
+public class MigrationException(string message, Exception? inner = null) : FaultlineException(message, 5, inner);
+
+/// <summary>
+/// The connection to the migration peer broke: closed, reset, shut down, or silent past its timeout. Nothing the peer
+/// sent was wrong, so a session in post-copy may rejoin over a new connection and go on.
+/// </summary>
+public sealed class LinkLostException(string message, Exception? inner = null) : MigrationException(message, inner);
 
 /// <summary>Bad input from the user: exit code 2.</summary>
 public sealed class UsageException(string message) : FaultlineException(message, 2);

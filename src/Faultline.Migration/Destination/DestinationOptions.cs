@@ -43,6 +43,19 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     public MixedWorkload? Mixed { get; init; }
     /// <summary>Async page faults for a guest that enables them (the mixed workload): policy and limits. Never: every fault waits.</summary>
     public AsyncPfOptions AsyncPf { get; init; } = new();
+    /// <summary>
+    /// In post-copy, how long a lost connection is tried again (with backoff) before the destination gives up, stops
+    /// the guest and reports that it could not be completed; the guest keeps running meanwhile. Zero: a lost connection
+    /// fails the migration at once. Keep it shorter than the source's <see cref="Source.SourceOptions.RejoinTimeout"/>.
+    /// </summary>
+    public TimeSpan RecoverTimeout { get; init; } = DefaultRecoverTimeout;
+    public static readonly TimeSpan DefaultRecoverTimeout = TimeSpan.FromSeconds(30);
+    /// <summary>The most rejoins one migration makes; a link lost more often is not fit to carry a guest.</summary>
+    public int MaxRejoins { get; init; } = 16;
+    /// <summary>Where to cut the link on purpose (fault injection: <c>--inject</c>); empty: nowhere.</summary>
+    public InjectionPlan Inject { get; init; } = InjectionPlan.None;
+    /// <summary>How a <see cref="InjectionKind.KillSource"/> injection kills the source (where it is this process's child); null: such a plan is refused.</summary>
+    public Action? KillSource { get; init; }
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

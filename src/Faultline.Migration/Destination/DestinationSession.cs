@@ -74,7 +74,7 @@ internal sealed class DestinationSession : IDisposable
             pages = new RemotePageSource(machine.Ram, digest, machine.Config.Vcpus);
             engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus)
             {
-                PrefillPageCache = false, PageTimeout = o.IdleTimeout, AsyncPf = o.Mixed is null ? new AsyncPfOptions() : o.AsyncPf,
+                PrefillPageCache = false, PageTimeout = o.IdleTimeout + o.RecoverTimeout, AsyncPf = o.Mixed is null ? new AsyncPfOptions() : o.AsyncPf,
             });
             engine.Start(machine, pages);
             Warmup.StatePath(vcpus);
@@ -110,12 +110,13 @@ internal sealed class DestinationSession : IDisposable
     public long PhaseStartNs(MigrationPhase phase) => _phaseNs[(int)phase];
 
     /// <summary>A connection to the source with session id <paramref name="id"/> carries demands from now on (a later one must be of the same session).</summary>
-    public void Attach(ulong id, PeerConnection urgent)
+    /// <summary>Returns the requests still in flight, sent again on it.</summary>
+    public long Attach(ulong id, PeerConnection urgent)
     {
         if (Id != 0 && id != Id) throw new MigrationException($"the source's session 0x{id:x} is not this destination's session 0x{Id:x}");
         Id = id;
         Urgent = urgent;
-        Pages.Attach(urgent);
+        return Pages.Attach(urgent);
     }
 
     /// <summary>The connection is gone: demands queue until the next <see cref="Attach"/>; nothing else changes.</summary>

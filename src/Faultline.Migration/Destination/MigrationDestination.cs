@@ -23,7 +23,8 @@ public sealed class MigrationDestination(DestinationOptions o)
     public MigrationReport Run(IProgress<MigrationProgress>? progress = null, CancellationToken ct = default)
     {
         using var failure = new FirstFailure();
-        PeerConnection? main = null, urgent = null;
+        DestinationLink? link = null;
+        PeerConnection? main = null, urgent = null;   // until the link is up
         NoGcWindow? noGc = null;
         long rxCpuNs = 0;
         var complete = 0;
@@ -33,12 +34,16 @@ public sealed class MigrationDestination(DestinationOptions o)
         long prepareNs = 0;
         Exception? prepareError = null;
         DestinationSession? session = null;
+        var rejoins = new List<RejoinRecord>();
+        long bytesOfLostLinks = 0;
         void Build(int vcpus, ulong ramBytes) => session = DestinationSession.Prepare(o, vcpus, ramBytes, failure);
         var baseNice = ThreadPriority.Base;
         if (o.RealTimeDemandPath is { } rt) ThreadPriority.Choose(rt);
         if (o.Trace) DemandTrace.Enable();
         ThreadPriority.UseSlice(o.ThreadSlice);
         if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
+        if (o.Inject.Injections.Any(i => i.Kind == InjectionKind.KillSource) && o.KillSource is null)
+            throw new UsageException("--inject kill-source: only where the source is this command's own child (migrate, not migrate dest)");
         try
         {
             // ---- prepared incoming (QEMU's -incoming): a destination told the guest's shape builds everything first -----
@@ -94,14 +99,15 @@ public sealed class MigrationDestination(DestinationOptions o)
                 throw;
             }
 
-            main.Channel.ReceiveTimeout = o.SetupTimeout;
-            urgent.Channel.ReceiveTimeout = null;
-            main.Reader.KeepDamagedPages = urgent.Reader.KeepDamagedPages = true;   // a damaged page is asked for again
-            main.Reader.StallTimeout = urgent.Reader.StallTimeout = o.StallTimeout;
-            var g = session.Guest; var s = session.Pages; var m = main; var u = urgent; var en = session.Engine; var mc = session.Machine;
-            Receiver(session.MainReceiver, failure, () =>
+            var g = session.Guest; var s = session.Pages; var en = session.Engine; var mc = session.Machine;
+            var cuts = o.Inject.Resolve(s.Pages, Random.Shared);
+            var nextCut = 0;
+            // past the vCPU state and before the summary, a broken connection is rejoined (the guest runs here now)
+            bool Recoverable() => o.RecoverTimeout > TimeSpan.Zero && Volatile.Read(ref pauseNs) != 0 && !summaryArrived.IsSet;
+
+            void MainLoop(DestinationLink l)
             {
-                ThreadPriority.RaiseForDowntime(); // until the vCPU state is handed over, then a bulk receiver
+                var m = l.Main;
                 while (true)
                 {
                     var f = m.Read();
@@ -127,10 +133,25 @@ public sealed class MigrationDestination(DestinationOptions o)
                             return;
                         default: throw new MigrationException($"protocol error: {f.Type} frame on the main channel");
                     }
+                    MaybeInject(l);
                 }
-            }, main, urgent, s);
-            Receiver(session.UrgentReceiver, failure, () =>
+            }
+            // rehearsed failures (--inject) fire between frames (either receiver), each once, at its count of pages received
+            void MaybeInject(DestinationLink l)
             {
+                while (true)
+                {
+                    var next = Volatile.Read(ref nextCut);
+                    if (next >= cuts.Length || s.ReceivedCount < cuts[next].AtPages) return;
+                    if (Interlocked.CompareExchange(ref nextCut, next + 1, next) != next) continue;
+                    var kind = cuts[next].Kind;
+                    MigrationLog.Injected(o.Logger, kind == InjectionKind.CutLink ? "cut-link" : "kill-source", s.ReceivedCount);
+                    if (kind == InjectionKind.CutLink) l.Cut(); else o.KillSource!();
+                }
+            }
+            void UrgentLoop(DestinationLink l)
+            {
+                var u = l.Urgent;
                 ThreadPriority.JoinDemandPath();
                 try
                 {
@@ -146,10 +167,87 @@ public sealed class MigrationDestination(DestinationOptions o)
                             case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
                             default: throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
                         }
+                        MaybeInject(l);
                     }
                 }
                 finally { ThreadPriority.LeaveDemandPath(); }
-            }, main, urgent, s);
+            }
+            void StartReceivers(DestinationLink l)
+            {
+                l.Main.Reader.KeepDamagedPages = l.Urgent.Reader.KeepDamagedPages = true;   // a damaged page is asked for again
+                l.Main.Reader.StallTimeout = l.Urgent.Reader.StallTimeout = o.StallTimeout;
+                l.Urgent.Channel.ReceiveTimeout = null;
+                Receiver(l.MainReceiver, l, () => MainLoop(l));
+                Receiver(l.UrgentReceiver, l, () => UrgentLoop(l));
+            }
+            void Receiver(StandbyThread thread, DestinationLink l, Action body) =>
+                thread.Start(() =>
+                {
+                    try { body(); }
+                    catch (LinkLostException e) when (Recoverable()) { l.MarkLost(e); }
+                    catch (Exception e)
+                    {
+                        if (failure.Set(e))
+                        {
+                            s.Fail(e);
+                            // told before the link goes down: a source that only saw it close would wait for a rejoin
+                            l.Main.TryAbort(e is FaultlineException ? e.Message : $"internal error: {e.Message}");
+                            l.Shutdown();
+                        }
+                    }
+                });
+            // the link broke in post-copy: stop its receivers, then a new connection to the same session (SessionRejoin)
+            void Rejoin()
+            {
+                var cause = link!.Cause!;
+                var lostNs = Clock.NowNs();
+                if (rejoins.Count >= o.MaxRejoins)
+                    throw new MigrationException($"the link was lost {rejoins.Count + 1} times in post-copy, giving up: {cause.Message}");
+                MigrationLog.Rejoining(o.Logger, cause.Message, o.RecoverTimeout.TotalSeconds);
+                session.Detach();
+                bytesOfLostLinks += link.Bytes;
+                link.Dispose();
+                link = null;
+                var r = SessionRejoin.Connect(o, sourceAddress, session, (uint)rejoins.Count + 1, failure, ct);
+                link = new DestinationLink(r.Main, r.Urgent, new StandbyThread("fl-mig-rx-main"), new StandbyThread("fl-mig-rx-urg"));
+                link.Main.Channel.ReceiveTimeout = o.IdleTimeout;
+                StartReceivers(link);
+                var again = session.Attach(session.Id, link.Urgent);
+                s.CountRerequested(again);
+                if (Volatile.Read(ref complete) != 0) SendComplete(link.Main);   // the lost link may have lost it
+                var rec = new RejoinRecord(cause.Message, Clock.Ms(Clock.NowNs() - lostNs), r.Attempts, again, (long)r.Answer.PagesResent);
+                rejoins.Add(rec);
+                MigrationLog.RejoinedSource(o.Logger, rec.RecoveryMs, r.Attempts, again);
+            }
+            // waits for h; a link lost meanwhile is rejoined if it can be (else its cause is the failure)
+            void WaitLinked(WaitHandle h, TimeSpan timeout, string what, Func<string>? detail = null)
+            {
+                while (true)
+                {
+                    var i = WaitHandle.WaitAny([h, failure.WaitHandle, link!.Lost], timeout);
+                    if (i == 0) return;
+                    if (i == 1 || failure.IsSet) failure.ThrowIfSet();
+                    if (i == 2)
+                    {
+                        if (!Recoverable()) throw link.Cause!;
+                        Rejoin();
+                        continue;
+                    }
+                    throw new MigrationException($"{what} within {timeout.TotalSeconds:0.#} s{(detail?.Invoke() is { Length: > 0 } d ? $" ({d})" : "")}");
+                }
+            }
+            void SendComplete(PeerConnection m)
+            {
+                Span<byte> cb = stackalloc byte[CompleteMessage.Size];
+                new CompleteMessage((ulong)en.Tracker.PresentCount, s.Pages).Encode(cb);
+                try { m.Send(FrameType.Complete, 0, cb); }
+                catch (LinkLostException) when (Recoverable()) { /* the receivers see the loss; the rejoin sends it again */ }
+            }
+
+            main.Channel.ReceiveTimeout = o.SetupTimeout;
+            link = new DestinationLink(main, urgent, session.MainReceiver, session.UrgentReceiver);
+            main = urgent = null;   // the link owns them now
+            StartReceivers(link);
 
             DemandTrace.Hop(1_000_000, "dst-rx-started");
             // Ready only once the vCPU threads wait for their state: still starting (JIT, the engine's per-thread set-up,
@@ -164,22 +262,29 @@ public sealed class MigrationDestination(DestinationOptions o)
             DemandTrace.Hop(1_000_000, "dst-nogc");
             ThreadPriority.HoldCarriers();   // nothing under SCHED_FIFO inside the downtime
             session.Enter(MigrationPhase.HandOver);
-            main.Send(FrameType.Ready, 0, default);
+            link.Main.Send(FrameType.Ready, 0, default);
 
             // ---- the source pauses; vCPUs resume here as soon as their state lands ------------------------------
-            Wait(g.AllResumed, failure, o.SetupTimeout, "the source's vCPU state did not arrive");
+            WaitLinked(g.AllResumed, o.SetupTimeout, "the source's vCPU state did not arrive");
             session.Enter(MigrationPhase.PostCopy);
             ThreadPriority.ReleaseCarriers();
             noGc.Dispose();
             var resumedNs = g.ResumedNs.Max();
             Span<byte> rb = stackalloc byte[8];
             System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(rb, resumedNs);
-            main.Send(FrameType.Resumed, 0, rb);
+            try { link.Main.Send(FrameType.Resumed, 0, rb); }
+            catch (LinkLostException) when (Recoverable()) { /* rejoined below: a Recover tells the source the guest runs here */ }
             ThreadPriority.SetBase(baseNice);   // from here it only watches
             var lastReport = Stopwatch.GetTimestamp();
-            while (!WaitHandle.WaitAll([s.AllReceived], 0))
+            while (!s.IsAllReceived)
             {
-                if (WaitHandle.WaitAny([s.AllReceived, failure.WaitHandle], 100) == 1) failure.ThrowIfSet();
+                var i = WaitHandle.WaitAny([s.AllReceived, failure.WaitHandle, link.Lost], 100);
+                if (i == 1) failure.ThrowIfSet();
+                if (i == 2)
+                {
+                    if (!Recoverable()) throw link.Cause!;
+                    Rejoin();
+                }
                 if (progress is not null && Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 100)
                 {
                     lastReport = Stopwatch.GetTimestamp();
@@ -200,12 +305,10 @@ public sealed class MigrationDestination(DestinationOptions o)
             session.Enter(MigrationPhase.Complete);
             g.PostcopyDone();
             Volatile.Write(ref complete, 1);
-            Span<byte> cb = stackalloc byte[CompleteMessage.Size];
-            new CompleteMessage((ulong)en.Tracker.PresentCount, s.Pages).Encode(cb);
-            main.Send(FrameType.Complete, 0, cb);
+            SendComplete(link.Main);
             progress?.Report(new MigrationProgress("complete", en.Tracker.PresentCount, s.Pages, s.DemandPages, s.PushedPages, 0));
 
-            Wait(summaryArrived.WaitHandle, failure, o.IdleTimeout, "the source's summary did not arrive");
+            WaitLinked(summaryArrived.WaitHandle, o.IdleTimeout, "the source's summary did not arrive");
             var sum = summary!.Value;
             Wait(g.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification", g.DescribeUnfinished);
             failure.ThrowIfSet();
@@ -225,7 +328,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 PagesToWaiters = s.AnsweredRequests, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
                 PushRuns = s.RunFrames, RunPagesToFaultPath = s.RunAnsweredRequests,
                 BulkReceiverCpuMs = Clock.Ms(Volatile.Read(ref rxCpuNs)),
-                BytesOnWire = main.Channel.BytesReceived + urgent.Channel.BytesReceived + main.Channel.BytesSent + urgent.Channel.BytesSent,
+                BytesOnWire = bytesOfLostLinks + link.Bytes,
                 FaultLatencyUs = readers ? s.DemandLatency.Summarize() : g.FaultLatency.Summarize(),
                 DemandLatencyUs = s.DemandLatency.Summarize(),
                 FaultLatencyMeasure = readers
@@ -239,25 +342,31 @@ public sealed class MigrationDestination(DestinationOptions o)
                 LinkRttUs = rtt, WaitSpinUs = FaultWait.SpinMicroseconds(s.ExpectedLatency),
                 Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, o.VcpuPostcopyNice),
                 Mixed = o.Mixed is { } mixed ? MixedOf(mixed, g, en, completeNs) : null,
+                Rejoins = [.. rejoins], Injected = o.Inject.IsEmpty ? null : o.Inject.ToString(),
             };
         }
         catch (Exception e)
         {
             var first = failure.Error ?? e;
-            if (first is OperationCanceledException) throw new MigrationException("migration cancelled", first);
+            var resumed = Volatile.Read(ref pauseNs) != 0;
+            if (first is OperationCanceledException)
+                throw new MigrationFailedException("migration cancelled", MigrationFailure.Of("migration cancelled", session, resumed, rejoins), first);
             var msg = first is FaultlineException ? first.Message : $"internal error: {first.Message}";
-            main?.TryAbort(msg);
-            urgent?.TryAbort(msg);
-            throw first is FaultlineException fe && fe is not MigrationException ? first : new MigrationException(msg, first);
+            (link?.Main ?? main)?.TryAbort(msg);
+            (link?.Urgent ?? urgent)?.TryAbort(msg);
+            if (first is FaultlineException and not MigrationException) throw first;
+            throw new MigrationFailedException(msg, MigrationFailure.Of(msg, session, resumed, rejoins), first);
         }
         finally
         {
             ThreadPriority.SetBase(baseNice);
             ThreadPriority.ReleaseCarriers();
             session?.Pages.Fail(new MigrationException("destination is shutting down"));
+            link?.Shutdown();
             main?.Shutdown();
             urgent?.Shutdown();
             session?.Dispose();
+            link?.Dispose();
             noGc?.Dispose();
             main?.Dispose();
             urgent?.Dispose();
@@ -310,19 +419,4 @@ public sealed class MigrationDestination(DestinationOptions o)
         if (i == 1 || failure.IsSet) failure.ThrowIfSet();
         if (i == WaitHandle.WaitTimeout) throw new MigrationException($"{what} within {timeout.TotalSeconds:0.#} s{(detail?.Invoke() is { Length: > 0 } d ? $" ({d})" : "")}");
     }
-
-    private static void Receiver(StandbyThread thread, FirstFailure failure, Action body, PeerConnection main, PeerConnection urgent, RemotePageSource source) =>
-        thread.Start(() =>
-        {
-            try { body(); }
-            catch (Exception e)
-            {
-                if (failure.Set(e))
-                {
-                    source.Fail(e);
-                    main.Shutdown();
-                    urgent.Shutdown();
-                }
-            }
-        });
 }

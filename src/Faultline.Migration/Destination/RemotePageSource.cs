@@ -98,16 +98,24 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
 
     // ---- connection -----------------------------------------------------------------------------------------
 
-    /// <summary>Demands go out on <paramref name="urgent"/> from now on; requests still in flight are sent on it again.</summary>
-    public void Attach(PeerConnection urgent)
+    /// <summary>Demands go out on <paramref name="urgent"/> from now on; requests still in flight are sent on it again (returns how many).</summary>
+    public long Attach(PeerConnection urgent)
     {
         _urgent = urgent;
         for (var i = 0; i < QueueSlots; i++) Interlocked.Exchange(ref _queue[i], 0);   // re-queued from the tracker below
         var tracker = _sink!.Tracker;
+        long n = 0;
         for (ulong i = 0; i < Pages; i++)
-            if (tracker.StateOf(i) == PageTracker.Requested) Enqueue(i);
+            if (tracker.StateOf(i) == PageTracker.Requested && Volatile.Read(ref _arrivedOnce[i]) == 0) { Enqueue(i); n++; }
         SendQueued();
+        return n;
     }
+
+    /// <summary>Whether page <paramref name="index"/>'s first copy has arrived (the received-page bitmap a rejoin sends).</summary>
+    public bool HasArrived(ulong index) => Volatile.Read(ref _arrivedOnce[index]) != 0;
+
+    /// <summary>Counts pages asked for again after a rejoin (they were in flight on the lost connection).</summary>
+    public void CountRerequested(long pages) => Interlocked.Add(ref _rerequested, pages);
 
     // ---- damaged pages ----------------------------------------------------------------------------------------
 
@@ -155,7 +163,13 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     }
 
     /// <summary>The connection is gone: requests queue (and wait) until <see cref="Attach"/>.</summary>
-    public void Detach() => _urgent = null;
+    public void Detach()
+    {
+        _urgent = null;
+        // a sender still inside Send on the old channel finishes (it fails fast: the channel is shut down)
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _sending) != 0) spin.SpinOnce(sleep1Threshold: -1);
+    }
 
     // ---- fault path -----------------------------------------------------------------------------------------
 
@@ -203,6 +217,8 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
                 if (n > 0)
                 {
                     try { urgent.Send(FrameType.Demand, 0, _demandFrame.AsSpan(0, n * 8)); }
+                    // the link broke: the receivers see it too, and the pages stay requested in the tracker (a rejoin asks again)
+                    catch (LinkLostException) { return; }
                     catch (MigrationException e) { _sink!.Fail(e); return; }
                     Interlocked.Increment(ref _demandFrames);
                     Interlocked.Add(ref _demandedPages, n);

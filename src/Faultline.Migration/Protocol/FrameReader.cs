@@ -135,7 +135,7 @@ public sealed class FrameReader
         try { Receive(need, headerBytesDone); }
         catch (MigrationException) when (old is not null && System.Diagnostics.Stopwatch.GetElapsedTime(since) >= StallTimeout * 0.9)
         {
-            throw new MigrationException($"{Peer} stalled mid-frame: {_end - _pos} of {need} bytes, nothing more for {StallTimeout.TotalSeconds:0.#} s");
+            throw new LinkLostException($"{Peer} stalled mid-frame: {_end - _pos} of {need} bytes, nothing more for {StallTimeout.TotalSeconds:0.#} s");
         }
         finally
         {
@@ -151,8 +151,8 @@ public sealed class FrameReader
             if (got == 0)
             {
                 var have = _end - _pos;
-                if (have == 0 && headerBytesDone == 0) throw new MigrationException($"{Peer} closed the connection");
-                throw new MigrationException(headerBytesDone == 0
+                if (have == 0 && headerBytesDone == 0) throw new LinkLostException($"{Peer} closed the connection");
+                throw new LinkLostException(headerBytesDone == 0
                     ? $"{Peer} closed the connection mid-frame ({have} of {Wire.HeaderSize} header bytes)"
                     : $"{Peer} closed the connection mid-frame ({have - Wire.HeaderSize} of {need - Wire.HeaderSize} payload bytes)");
             }

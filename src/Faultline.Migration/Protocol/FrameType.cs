@@ -41,6 +41,14 @@ public enum FrameType : byte
     Ping = 0x0E,
     /// <summary>Source → destination (urgent, version 3): the answer to a <see cref="Ping"/>, its payload echoed.</summary>
     Pong = 0x0F,
+    /// <summary>
+    /// Destination → source (main, version 5): the first frame after the Hellos of a connection that rejoins a session
+    /// in post-copy: u64 guest pages, u32 which rejoin this is (1, 2, …), u32 0, then one bit per page (bit i of byte
+    /// i/8 set: page i has arrived). The source sends every page whose bit is clear again.
+    /// </summary>
+    Recover = 0x10,
+    /// <summary>Destination ← source (main, version 5): the answer to <see cref="Recover"/>: u64 pages it will send again, u64 pages never sent yet.</summary>
+    Recovered = 0x11,
 }
 
 /// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>, <see cref="FrameType.PageRun"/>).</summary>

@@ -21,7 +21,7 @@ public static class Wire
     public const int PageSize = 4096;
     public const int PagePayloadSize = 8 + PageSize;
     /// <summary>The protocol version this build speaks (2: adds <see cref="FrameType.PageRun"/>; 3: adds <see cref="FrameType.Ping"/>/<see cref="FrameType.Pong"/> and the source's scheduling in the summary).</summary>
-    public const ushort Version = 4;   // 4: no workload section in the vCPU state (the workload is a guest program)
+    public const ushort Version = 5;   // 4: no workload section in the vCPU state; 5: Recover/Recovered (a lost connection is rejoined)
     /// <summary>Hello's magic: "FLTLNMIG".</summary>
     public static ReadOnlySpan<byte> Magic => "FLTLNMIG"u8;
     /// <summary>The largest payload any frame may have (a vCPU state frame for 256 vCPUs fits).</summary>
@@ -58,6 +58,8 @@ public static class Wire
         FrameType.Abort => length <= MaxAbortMessage,
         FrameType.Resumed => length == 8,
         FrameType.Ping or FrameType.Pong => length == PingMessage.Size,
+        FrameType.Recover => length is >= RecoverMessage.FixedSize + 1 and <= RecoverMessage.FixedSize + MaxPayload / 2,
+        FrameType.Recovered => length == RecoveredMessage.Size,
         FrameType.PageRun => length >= RunPayloadSize(1) && length <= RunPayloadSize(MaxRunPages) && (length - RunHeaderSize) % (4 + PageSize) == 0,
         _ => null,
     };

@@ -88,6 +88,10 @@ public sealed record MigrationReport
     public string? SourceJson { get; init; }
 
     public bool DigestsMatch => SourceSha256 == ReceivedSha256;
+    /// <summary>Each time the link was lost in post-copy and rejoined, in order.</summary>
+    public RejoinRecord[] Rejoins { get; init; } = [];
+    /// <summary>The fault-injection plan this run rehearsed (<c>--inject</c>), if any.</summary>
+    public string? Injected { get; init; }
 
     public string ToJson()
     {
@@ -119,6 +123,24 @@ public sealed record MigrationReport
             w.WriteNumber("pages_duplicate", PagesDuplicate);
             w.WriteNumber("frames_damaged", FramesDamaged);
             w.WriteNumber("pages_rerequested", PagesRerequested);
+            w.WriteNumber("reconnects", Rejoins.Length);
+            w.WriteNumber("recovery_ms", Math.Round(Rejoins.Sum(r => r.RecoveryMs), 3));
+            if (Injected is { } inj) w.WriteString("injected", inj);
+            if (Rejoins.Length > 0)
+            {
+                w.WriteStartArray("rejoins");
+                foreach (var r in Rejoins)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("cause", r.Cause);
+                    w.WriteNumber("recovery_ms", Math.Round(r.RecoveryMs, 3));
+                    w.WriteNumber("attempts", r.Attempts);
+                    w.WriteNumber("pages_asked_again", r.PagesAskedAgain);
+                    w.WriteNumber("pages_sent_again", r.PagesSentAgain);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            }
             w.WriteNumber("demand_requests", DemandRequests);
             w.WriteNumber("demand_frames", DemandFrames);
             w.WriteNumber("pages_to_waiters", PagesToWaiters);

@@ -9,7 +9,7 @@ namespace Faultline.Migration.Source;
 /// the page (or a zero marker), also when the push sent it already (it is still in flight behind the push's backlog,
 /// see <see cref="SentPages"/>). Runs on its own thread, so a demanded page never waits behind the push.
 /// </summary>
-internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnection urgent, PagePusher pusher)
+internal sealed class DemandServer(GuestRegion ram, SentPages sent, PagePusher pusher)
 {
     public ulong Requests { get; private set; }
     public ulong AlreadySent { get; private set; }
@@ -17,8 +17,8 @@ internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnecti
     public ulong Served { get; private set; }
     public ulong Zero { get; private set; }
 
-    /// <summary>Serves until the destination closes the urgent channel (normal once it has every page).</summary>
-    public void Run(Func<bool> completeReceived)
+    /// <summary>Serves <paramref name="urgent"/> until the destination closes it (normal once it has every page; after a rejoin, on the new one).</summary>
+    public void Run(PeerConnection urgent, Func<bool> completeReceived)
     {
         var buf = GC.AllocateUninitializedArray<byte>(Wire.MaxDemandIndices * (Wire.HeaderSize + Wire.PagePayloadSize), pinned: true);
         while (true)
@@ -27,6 +27,7 @@ internal sealed class DemandServer(GuestRegion ram, SentPages sent, PeerConnecti
             try { f = urgent.Read(); }
             catch (MigrationException) when (completeReceived()) { return; }
             if (f.Type != FrameType.Demand) throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
+            if (completeReceived()) continue;   // the destination has every page: a demand that crossed its Complete is moot
             var used = 0;
             var p = f.Payload;
             for (var o = 0; o < p.Length; o += 8)

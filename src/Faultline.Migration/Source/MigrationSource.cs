@@ -35,6 +35,11 @@ public sealed class MigrationSource : IDisposable
     public ulong Pages => Machine.Ram.PageCount;
     /// <summary>Destinations accepted so far (each <see cref="Serve"/> that got past the accept counts one).</summary>
     public int DestinationsAccepted { get; private set; }
+    /// <summary>Times the destination of the current session rejoined after a lost connection, and the pages sent again for it.</summary>
+    public int Rejoins { get; private set; }
+    public long PagesSentAgain { get; private set; }
+    /// <summary>Time spent waiting for rejoins, ms.</summary>
+    public double RejoinWaitMs { get; private set; }
     /// <summary>vCPU threads whose self-kick timer is armed right now (a pause is imminent).</summary>
     internal int SelfKickTimersArmed => _guest.ArmedTimers;
 
@@ -85,6 +90,9 @@ public sealed class MigrationSource : IDisposable
         WaitUntilWarm(ct);
         _failure.Dispose();
         _failure = new FirstFailure();   // one per session: a new destination starts clean
+        Rejoins = 0;
+        PagesSentAgain = 0;
+        RejoinWaitMs = 0;
         PeerConnection? main = null, urgent = null;
         Thread? pushThread = null, demandThread = null;
         var completeReceived = false;
@@ -134,39 +142,73 @@ public sealed class MigrationSource : IDisposable
             ThreadPriority.SetBase(baseNice);
             noGc.Dispose();
 
-            main.Channel.ReceiveTimeout = _o.IdleTimeout;
-            urgent.Channel.ReceiveTimeout = null; // the destination may need nothing for a long time
             var sent = new SentPages(ram.PageCount);
             long pushCpuNs = 0;
             var pushStart = _o.PushFromResumePoint && _o.Mixed is null
                 ? GenerationProgram.ResumePage(states[0].Regs, _o.Order, ram.Base.Value)
                 : _o.PushStartPage;
-            var pusher = new PagePusher(ram, sent, main, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
-            var demand = new DemandServer(ram, sent, urgent, pusher);
-            using var stop = new CancellationTokenSource();
-            demandThread = Worker("fl-mig-demand", () => ThreadPriority.JoinDemandPath(), () =>
+            var pusher = new PagePusher(ram, sent, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
+            var demand = new DemandServer(ram, sent, pusher);
+            var resumed = false;
+            // ---- post-copy: serve demands and push until Complete; a lost connection is rejoined (RejoinTimeout) -------
+            while (true)
             {
-                try { demand.Run(() => Volatile.Read(ref completeReceived)); }
-                finally { ThreadPriority.LeaveDemandPath(); }
-            }, main, urgent);
-            // the push waits for Resumed: started now, it would take the CPUs the destination needs to restore its vCPUs
-            var f = ReadMain(main);
-            if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
-            ThreadPriority.ReleaseCarriers();
-            pushThread = Worker("fl-mig-push", () => ThreadPriority.SetBase(ThreadPriority.BulkNice), () =>
-            {
-                pusher.Run(stop.Token);
-                Volatile.Write(ref pushCpuNs, HostThread.CpuTimeNs);
-            }, main, urgent);  // the throughput: ahead of a guest sharing the host
+                main.Channel.ReceiveTimeout = _o.IdleTimeout;
+                urgent.Channel.ReceiveTimeout = null; // the destination may need nothing for a long time
+                var (mc, u) = (main, urgent);
+                using var stop = new CancellationTokenSource();
+                try
+                {
+                    demandThread = Worker("fl-mig-demand", () => ThreadPriority.JoinDemandPath(), () =>
+                    {
+                        try { demand.Run(u, () => Volatile.Read(ref completeReceived)); }
+                        finally { ThreadPriority.LeaveDemandPath(); }
+                    }, mc, u);
+                    Frame f;
+                    if (!resumed)
+                    {
+                        // the push waits for Resumed: started now, it would take the CPUs the destination needs to restore its vCPUs
+                        f = ReadMain(main);
+                        if (f.Type != FrameType.Resumed) throw new MigrationException($"protocol error: expected Resumed from {main.Peer}, got {f.Type}");
+                        resumed = true;
+                        ThreadPriority.ReleaseCarriers();
+                    }
+                    pushThread = Worker("fl-mig-push", () => ThreadPriority.SetBase(ThreadPriority.BulkNice), () =>
+                    {
+                        pusher.Run(mc, stop.Token);
+                        Volatile.Write(ref pushCpuNs, HostThread.CpuTimeNs);
+                    }, mc, u);  // the throughput: ahead of a guest sharing the host
 
-            f = ReadMain(main);
-            if (f.Type != FrameType.Complete) throw new MigrationException($"protocol error: expected Complete from {main.Peer}, got {f.Type}");
-            var c = CompleteMessage.Decode(f.Payload);
-            if (c.PagesPresent != Pages || c.PagesTotal != Pages)
-                throw new MigrationException($"destination reported {c.PagesPresent} of {c.PagesTotal} pages complete, the guest has {Pages}");
-            Volatile.Write(ref completeReceived, true);
-            pushThread.Join();
-            _failure.ThrowIfSet();
+                    f = ReadMain(main);
+                    if (f.Type != FrameType.Complete) throw new MigrationException($"protocol error: expected Complete from {main.Peer}, got {f.Type}");
+                    var c = CompleteMessage.Decode(f.Payload);
+                    if (c.PagesPresent != Pages || c.PagesTotal != Pages)
+                        throw new MigrationException($"destination reported {c.PagesPresent} of {c.PagesTotal} pages complete, the guest has {Pages}");
+                    Volatile.Write(ref completeReceived, true);
+                    pushThread.Join();
+                    _failure.ThrowIfSet();
+                    break;
+                }
+                catch (LinkLostException lost) when (!_failure.IsSet && _o.RejoinTimeout > TimeSpan.Zero && !ct.IsCancellationRequested)
+                {
+                    // the guest runs on the destination (or is about to): it must not run here again, and every page stays
+                    // here until a Complete. Stop this connection's threads, then wait for the same session to come back.
+                    stop.Cancel();
+                    main.Shutdown();
+                    urgent.Shutdown();
+                    pushThread?.Join();
+                    demandThread?.Join();
+                    pushThread = demandThread = null;
+                    _failure.ThrowIfSet();
+                    main.Dispose();
+                    urgent.Dispose();
+                    main = urgent = null;
+                    MigrationLog.LinkLost(_o.Logger, lost.Message, _o.RejoinTimeout.TotalSeconds);
+                    (main, urgent) = Rejoin(gate, nonce, sent, ct);
+                    resumed = true;   // a destination that rejoins runs the guest: it resumed, whether or not its Resumed arrived
+                    ThreadPriority.ReleaseCarriers();
+                }
+            }
             if (!sent.AllSent) throw new MigrationException($"destination confirmed completion but only {sent.SentCount} of {Pages} pages were sent");
 
             var sha = PageDigest.Of(ram).Sha256();
@@ -183,7 +225,10 @@ public sealed class MigrationSource : IDisposable
             return new SourceResult(Pages, demand.Served, pusher.Pushed, pusher.Zero + demand.Zero, demand.Requests, demand.AlreadySent,
                 main.Channel.BytesSent + urgent.Channel.BytesSent, main.Channel.BytesReceived + urgent.Channel.BytesReceived,
                 Convert.ToHexStringLower(sha), pauseStats.VcpuParkedMs.Max(),
-                Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats) { PushCpuMs = Clock.Ms(Volatile.Read(ref pushCpuNs)) };
+                Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats)
+            {
+                PushCpuMs = Clock.Ms(Volatile.Read(ref pushCpuNs)), Rejoins = Rejoins, PagesSentAgain = PagesSentAgain, RejoinWaitMs = RejoinWaitMs,
+            };
         }
         catch (Exception e) when (e is not OperationCanceledException || _failure.IsSet)
         {
@@ -231,6 +276,12 @@ public sealed class MigrationSource : IDisposable
         var t = new Thread(() =>
         {
             try { setup?.Invoke(); body(); }
+            catch (LinkLostException)
+            {
+                // the connection broke: the thread reading main sees it too and decides (rejoin or fail)
+                main.Shutdown();
+                urgent.Shutdown();
+            }
             catch (Exception e)
             {
                 if (_failure.Set(e))
@@ -242,6 +293,55 @@ public sealed class MigrationSource : IDisposable
         }) { Name = name, IsBackground = true };
         t.Start();
         return t;
+    }
+
+    /// <summary>
+    /// Waits (up to <see cref="SourceOptions.RejoinTimeout"/>) for the destination of session <paramref name="nonce"/>
+    /// to come back: its main channel with the session's nonce and the received-page bitmap (<see cref="FrameType.Recover"/>),
+    /// then its urgent channel. Every page sent but not arrived becomes unsent again; the answer
+    /// (<see cref="FrameType.Recovered"/>) says how many. A new destination is refused meanwhile: the guest runs on
+    /// the lost one, which may still be alive.
+    /// </summary>
+    private (PeerConnection Main, PeerConnection Urgent) Rejoin(PeerGate gate, ulong nonce, SentPages sent, CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var reply = new byte[RecoveredMessage.Size];
+        while (true)
+        {
+            var left = _o.RejoinTimeout - Stopwatch.GetElapsedTime(started);
+            PeerConnection? main = null, urgent = null;
+            try
+            {
+                try { main = gate.Accept(ChannelRole.Main, nonce, left, ct, rejoin: true); }
+                catch (MigrationException) when (!ct.IsCancellationRequested && Stopwatch.GetElapsedTime(started) >= _o.RejoinTimeout)
+                {
+                    throw new MigrationException($"the destination did not rejoin within {_o.RejoinTimeout.TotalSeconds:0.#} s after the link was lost");
+                }
+                var f = main.Expect(FrameType.Recover, _o.HandshakeTimeout);
+                var (_, arrived) = RecoverMessage.Decode(f.Payload, Pages, main.Peer);
+                urgent = gate.Accept(ChannelRole.Urgent, nonce, _o.HandshakeTimeout, ct);
+                var again = sent.Resend(arrived.Span);
+                new RecoveredMessage((ulong)again, Pages - (ulong)sent.SentCount).Encode(reply);
+                main.Send(FrameType.Recovered, 0, reply);
+                Rejoins++;
+                PagesSentAgain += again;
+                RejoinWaitMs += Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+                MigrationLog.Rejoined(_o.Logger, main.Peer, again);
+                return (main, urgent);
+            }
+            catch (LinkLostException) when (Stopwatch.GetElapsedTime(started) < _o.RejoinTimeout && !ct.IsCancellationRequested)
+            {
+                // lost again while rejoining: wait for the next attempt
+                main?.Dispose();
+                urgent?.Dispose();
+            }
+            catch
+            {
+                main?.Dispose();
+                urgent?.Dispose();
+                throw;
+            }
+        }
     }
 
     public void Dispose()

@@ -17,7 +17,7 @@ namespace Faultline.Migration.Source;
 /// wrapping; after each demand request the push jumps to the page after the demanded one and sends a prefetch window
 /// from there (a guest that faulted at p usually wants p+1 next, QEMU does the same), then honours the next hint.
 /// </summary>
-internal sealed class PagePusher(GuestRegion ram, SentPages sent, PeerConnection main, int windowPages, ulong startPage, int runPages = Wire.MaxRunPages)
+internal sealed class PagePusher(GuestRegion ram, SentPages sent, int windowPages, ulong startPage, int runPages = Wire.MaxRunPages)
 {
     /// <summary>Wire bytes per send.</summary>
     private const int BatchBytes = 256 * 1024;
@@ -36,7 +36,8 @@ internal sealed class PagePusher(GuestRegion ram, SentPages sent, PeerConnection
     public void Hint(ulong index) => Volatile.Write(ref _hint, (long)index);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot per page: full JIT at first call, no tier-0 code inside the transfer
-    public void Run(CancellationToken ct)
+    /// <summary>Pushes every unsent page on <paramref name="main"/>, then PushDone. After a rejoin it runs again on the new connection, from the start page, for the pages sent again.</summary>
+    public void Run(PeerConnection main, CancellationToken ct)
     {
         // the frames' own bytes (pinned: the gather list points into it); pages stay where they are
         var buf = GC.AllocateUninitializedArray<byte>(BatchBytes + MaxFrameHead, pinned: true);

@@ -15,15 +15,19 @@ internal sealed class PeerGate(MigrationListener listener, SourceOptions o)
     /// <summary>
     /// The next connection that opens a <paramref name="role"/> channel (for the urgent channel: repeating
     /// <paramref name="nonce"/>) within <paramref name="within"/> (null: until cancelled); refused ones don't count.
+    /// A main channel says 0 when it starts a session and the session's nonce when it rejoins one (<paramref name="rejoin"/>:
+    /// only that is let in; otherwise a rejoin is refused, there being no session to rejoin).
     /// </summary>
-    public PeerConnection Accept(ChannelRole role, ulong nonce, TimeSpan? within, CancellationToken ct)
+    public PeerConnection Accept(ChannelRole role, ulong nonce, TimeSpan? within, CancellationToken ct, bool rejoin = false)
     {
         var deadline = within is { } w ? Stopwatch.GetTimestamp() + (long)(w.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
         while (true)
         {
             TimeSpan? left = deadline == long.MaxValue ? null : Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
             if (left is { } l && l <= TimeSpan.Zero)
-                throw new MigrationException(role == ChannelRole.Main
+                throw new MigrationException(rejoin && role == ChannelRole.Main
+                    ? $"the destination did not rejoin at {listener.Address} within {within?.TotalSeconds:0.#} s"
+                    : role == ChannelRole.Main
                     ? $"no destination connected to {listener.Address} within {within?.TotalSeconds:0.#} s"
                     : $"the destination did not open its urgent channel to {listener.Address} within {within?.TotalSeconds:0.#} s");
             var peer = new PeerConnection(o.Wrap(listener.Accept(left, ct), role), role, o.LinkDelay);
@@ -37,6 +41,14 @@ internal sealed class PeerGate(MigrationListener listener, SourceOptions o)
                     const string m = "urgent channel belongs to another migration session";
                     peer.TryAbort(m);
                     throw new MigrationException($"{peer.Peer} opened an urgent channel for another migration session");
+                }
+                if (role == ChannelRole.Main && hello.Nonce != (rejoin ? nonce : 0))
+                {
+                    var m = rejoin
+                        ? hello.Nonce == 0 ? "this source waits for its destination to rejoin the session in post-copy; a new destination is not taken now" : "that is not the session this source is waiting to rejoin"
+                        : "this source has no session to rejoin";
+                    peer.TryAbort(m);
+                    throw new MigrationException($"{peer.Peer} {(hello.Nonce == 0 ? "started a new session" : $"tried to rejoin session 0x{hello.Nonce:x}")}: {m}");
                 }
                 return peer;
             }

@@ -25,6 +25,24 @@ internal sealed class SentPages(ulong pages)
 
     public bool IsUnsent(ulong index) => Volatile.Read(ref _state[index]) == Unsent;
 
+    /// <summary>
+    /// A destination rejoined with the bitmap of pages it has (<see cref="Protocol.RecoverMessage"/>): every page sent
+    /// but not arrived (it was on the lost connection) is unsent again, so the push or a demand sends it once more.
+    /// Only while nothing sends (between connections). Returns how many.
+    /// </summary>
+    public long Resend(ReadOnlySpan<byte> arrived)
+    {
+        long n = 0;
+        for (ulong i = 0; i < Pages; i++)
+        {
+            if (_state[i] == Unsent || Protocol.RecoverMessage.Arrived(arrived, i)) continue;
+            _state[i] = Unsent;
+            n++;
+        }
+        Interlocked.Add(ref _sent, -n);
+        return n;
+    }
+
     /// <summary>A pushed page is demanded: claims its one resend on the urgent channel.</summary>
     public bool TryClaimResend(ulong index) => Interlocked.CompareExchange(ref _state[index], PushedAndResent, Pushed) == Pushed;
 

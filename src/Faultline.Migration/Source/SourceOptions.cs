@@ -37,6 +37,14 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     /// sends it at once), so that a silent one holds the door only this long.
     /// </summary>
     public TimeSpan PeerHelloTimeout { get; init; } = TimeSpan.FromSeconds(2);
+    /// <summary>
+    /// After the pause, how long a lost connection waits for its destination to rejoin the session (it keeps the guest's
+    /// pages and refuses any other destination meanwhile); zero: a lost connection ends the session. Longer than the
+    /// destination's <see cref="Destination.DestinationOptions.RecoverTimeout"/>, so a destination gives up (and stops its
+    /// VM) before the source would take another.
+    /// </summary>
+    public TimeSpan RejoinTimeout { get; init; } = DefaultRejoinTimeout;
+    public static readonly TimeSpan DefaultRejoinTimeout = TimeSpan.FromSeconds(60);
     /// <summary>How long to wait for a destination to connect (null: forever).</summary>
     public TimeSpan? AcceptTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }

@@ -9,6 +9,10 @@ public sealed record SourceResult(
 {
     /// <summary>CPU time of the push thread (checksums and sends of every pushed page), ms.</summary>
     public double PushCpuMs { get; init; }
+    /// <summary>Times the destination rejoined after a lost connection; pages sent again because the lost connection had them in flight; time waited for the rejoins, ms.</summary>
+    public int Rejoins { get; init; }
+    public long PagesSentAgain { get; init; }
+    public double RejoinWaitMs { get; init; }
 
     /// <summary>The source's own report: counters, the pause and how each vCPU left KVM_RUN for it.</summary>
     public string ToJson() => JsonText.Write(w =>
@@ -38,6 +42,9 @@ public sealed record SourceResult(
         w.WriteNumber("demand_already_sent", DemandAlreadySent);
         w.WriteNumber("bytes_sent", BytesSent);
         w.WriteNumber("bytes_received", BytesReceived);
+        w.WriteNumber("rejoins", Rejoins);
+        w.WriteNumber("pages_sent_again", PagesSentAgain);
+        w.WriteNumber("rejoin_wait_ms", Math.Round(RejoinWaitMs, 1));
         w.WriteString("source_sha256", SourceSha256);
         w.WriteEndObject();
     });

@@ -66,7 +66,7 @@ public sealed class DelayLineChannel : IByteChannel
 
     private void ThrowIfFailed()
     {
-        if (_error is { } e) throw e as MigrationException ?? new MigrationException($"link to {Peer} failed: {e.Message}");
+        if (_error is { } e) throw e as MigrationException ?? new LinkLostException($"link to {Peer} failed: {e.Message}");
     }
 
     private void Enqueue(byte[] buf, int length)

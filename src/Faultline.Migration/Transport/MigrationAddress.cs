@@ -63,7 +63,7 @@ public sealed record MigrationAddress(EndPoint EndPoint, string Text)
                 var refused = e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable;
                 var timedOut = e.SocketErrorCode is SocketError.TimedOut or SocketError.WouldBlock or SocketError.InProgress;
                 if (!refused || DateTime.UtcNow >= deadline)
-                    throw new MigrationException($"cannot connect to {Text}: {(timedOut ? "timed out" : e.SocketErrorCode.ToString())}", e);
+                    throw new LinkLostException($"cannot connect to {Text}: {(timedOut ? "timed out" : e.SocketErrorCode.ToString())}", e);
                 Thread.Sleep(20);
             }
         }

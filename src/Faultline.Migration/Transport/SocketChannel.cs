@@ -61,7 +61,7 @@ public sealed class SocketChannel : IByteChannel
                 }
             }
             catch (SocketException e) { throw Lost(e); }
-            catch (ObjectDisposedException) { throw new MigrationException($"connection to {Peer} is closed"); }
+            catch (ObjectDisposedException) { throw new LinkLostException($"connection to {Peer} is closed"); }
         }
     }
 
@@ -88,7 +88,7 @@ public sealed class SocketChannel : IByteChannel
                 data.Clear();
             }
             catch (SocketException e) { throw Lost(e); }
-            catch (ObjectDisposedException) { throw new MigrationException($"connection to {Peer} is closed"); }
+            catch (ObjectDisposedException) { throw new LinkLostException($"connection to {Peer} is closed"); }
         }
     }
 
@@ -102,25 +102,25 @@ public sealed class SocketChannel : IByteChannel
         }
         catch (SocketException e) when (e.SocketErrorCode is SocketError.TimedOut or SocketError.WouldBlock)
         {
-            throw new MigrationException($"no data from {Peer} for {ReceiveTimeout?.TotalSeconds:0.#} s");
+            throw new LinkLostException($"no data from {Peer} for {ReceiveTimeout?.TotalSeconds:0.#} s");
         }
         catch (SocketException e) { throw Lost(e); }
         catch (ObjectDisposedException) { return 0; }
     }
 
-    private MigrationException Lost(SocketException e) => e.SocketErrorCode switch
+    private LinkLostException Lost(SocketException e) => e.SocketErrorCode switch
     {
-        SocketError.Shutdown or SocketError.OperationAborted or SocketError.Interrupted => new MigrationException($"connection to {Peer} was shut down"),
-        _ => new MigrationException($"connection to {Peer} lost ({e.SocketErrorCode})", e),
+        SocketError.Shutdown or SocketError.OperationAborted or SocketError.Interrupted => new LinkLostException($"connection to {Peer} was shut down"),
+        _ => new LinkLostException($"connection to {Peer} lost ({e.SocketErrorCode})", e),
     };
 
     /// <summary>The same messages as <see cref="Lost(SocketException)"/> for the errno sendmsg returned (EPIPE: .NET's SocketError.Shutdown).</summary>
-    private MigrationException Lost(int errno) => errno switch
+    private LinkLostException Lost(int errno) => errno switch
     {
-        Errno.EPIPE => new MigrationException($"connection to {Peer} was shut down"),
-        Errno.ECONNRESET => new MigrationException($"connection to {Peer} lost ({SocketError.ConnectionReset})"),
-        Errno.ENOTCONN => new MigrationException($"connection to {Peer} lost ({SocketError.NotConnected})"),
-        _ => new MigrationException($"connection to {Peer} lost (sendmsg: {Errno.Describe(errno)})"),
+        Errno.EPIPE => new LinkLostException($"connection to {Peer} was shut down"),
+        Errno.ECONNRESET => new LinkLostException($"connection to {Peer} lost ({SocketError.ConnectionReset})"),
+        Errno.ENOTCONN => new LinkLostException($"connection to {Peer} lost ({SocketError.NotConnected})"),
+        _ => new LinkLostException($"connection to {Peer} lost (sendmsg: {Errno.Describe(errno)})"),
     };
 
     public void Shutdown()

@@ -34,13 +34,14 @@ public static class MigrateCommand
     {
         var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun(); var backing = BackingOption();
         var selfKick = SelfKick(); var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption();
+        var inject = Inject(); var recover = RecoverTimeout();
         var baselineOpt = new Option<bool>("--baseline")
         {
             Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
         };
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, workload, memTasks, asyncPf, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, workload, memTasks, asyncPf, inject, recover, SourceCommand(), DestCommand(),
         };
         migrate.SetAction((pr, ct) =>
         {
@@ -51,10 +52,11 @@ public static class MigrateCommand
             var kick = ParseSelfKick(pr.GetValue(selfKick)!);
             var guest = new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks));
             var apf = AsyncPfModeOf(pr, asyncPf, e, guest.Mixed);
+            var recovery = new Recovery(InjectOf(pr, inject), Seconds(pr, recover));
             // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
             double[]? raw = pr.GetValue(baselineOpt) ? [.. Enumerable.Range(0, 3).Select(_ => RawStream.Measure(bytes).TotalMilliseconds).Order()] : null;
             return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, why, b, guest, apf, ParseDelay(pr.GetValue(delay)!),
-                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, Streams(pr, wall), ct));
+                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, recovery, Streams(pr, wall), ct));
         });
         return migrate;
     }
@@ -69,9 +71,10 @@ public static class MigrateCommand
             Description = "Seconds to wait for a destination, and again for a new one after a destination is lost (the guest and every page are kept); 0: do not wait again",
             DefaultValueFactory = _ => 60, HelpName = "SECONDS",
         };
+        var rejoin = RejoinWait();
         var cmd = new Command("source", "Run a guest (a generation-stamped pattern, or the mixed workload), and migrate it to the first destination that connects and completes")
         {
-            listen, vcpus, mem, delay, run, selfKick, json, workload, memTasks, waitDest,
+            listen, vcpus, mem, delay, run, selfKick, json, workload, memTasks, waitDest, rejoin,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -79,7 +82,7 @@ public static class MigrateCommand
             if (wait is < 0 or > 86_400) throw new UsageException($"--wait-dest {wait}: use 0..86400 seconds");
             return Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
                 ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks)),
-                wait, pr.GetValue(json), Streams(pr, null), ct));
+                wait, Seconds(pr, rejoin), pr.GetValue(json), Streams(pr, null), ct));
         });
         return cmd;
     }
@@ -88,12 +91,12 @@ public static class MigrateCommand
     {
         var connect = new Option<string>("--connect") { Description = "Address of the source: HOST:PORT or unix:PATH", Required = true };
         var engine = Engine(); var delay = Delay(); var json = Json(); var backing = BackingOption();
-        var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption();
+        var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption(); var inject = Inject(); var recover = RecoverTimeout();
         var vcpus = new Option<int?>("--vcpus") { Description = "The guest's vCPUs, if known: with --mem, the destination builds its VM before it connects (QEMU's -incoming); a source of another shape is refused" };
         var mem = GuestSizes.OptionalRam("--mem", "The guest's RAM, if known (see --vcpus)");
         var cmd = new Command("dest", "Take over a guest from a source: resume it at once, fetch pages on demand while the rest is pushed")
         {
-            connect, engine, delay, json, backing, vcpus, mem, workload, memTasks, asyncPf,
+            connect, engine, delay, json, backing, vcpus, mem, workload, memTasks, asyncPf, inject, recover,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -102,7 +105,7 @@ public static class MigrateCommand
             var address = MigrationAddress.Parse(pr.GetValue(connect)!);
             var guest = new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks));
             var o = DestOptions(address, e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), address.IsUnix ? "unix" : "tcp", guest,
-                AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with { EngineReason = why };
+                AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with { EngineReason = why, Inject = InjectOf(pr, inject), RecoverTimeout = Seconds(pr, recover), Logger = new MigrateLog(io.Stderr) };
             if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
             if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = m.Bytes };
             if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er)
@@ -113,7 +116,7 @@ public static class MigrateCommand
             NetworkErrors.CheckConnectable(address);
             var target = pr.GetValue(json);
             var human = Output.Human(target, io.Stdout, io.Stderr);
-            var report = MigrationProgressView.Run(human, FirstDestinationPhase(o), view => RunDestination(o, view, ct));
+            var report = WithFailureJson(target, io, () => MigrationProgressView.Run(human, FirstDestinationPhase(o), view => RunDestination(o, view, ct)));
             target?.Write(io.Stdout, report.ToJson());
             MigrationReportTable.Render(report, null, human, io.Wall);
             return Task.FromResult(report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4);
@@ -124,7 +127,7 @@ public static class MigrateCommand
     // ---- the three actions --------------------------------------------------------------------------------------
 
     private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, GuestChoice guest, int waitDest,
-        OutputTarget? json, CliStreams io, CancellationToken ct)
+        TimeSpan rejoinWait, OutputTarget? json, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
@@ -138,7 +141,7 @@ public static class MigrateCommand
         {
             LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = guest.Order, Mixed = guest.Mixed,
             Trace = TraceSetting(), ThreadSlice = SliceSetting(),
-            Logger = new MigrateLog(io.Stderr), AcceptTimeout = TimeSpan.FromSeconds(waitDest > 0 ? waitDest : 60),
+            Logger = new MigrateLog(io.Stderr), AcceptTimeout = TimeSpan.FromSeconds(waitDest > 0 ? waitDest : 60), RejoinTimeout = rejoinWait,
         });
         source.WaitUntilWarm(ct);
         human.WriteLine($"{ListeningPrefix}{listener.Address}");
@@ -192,7 +195,7 @@ public static class MigrateCommand
     }
 
     private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, GuestChoice guest, AsyncPfMode asyncPf, TimeSpan delay,
-        OutputTarget? json, bool netns, int pushRun, TimeSpan selfKick, double[]? rawMs, CliStreams io, CancellationToken ct)
+        OutputTarget? json, bool netns, int pushRun, TimeSpan selfKick, double[]? rawMs, Recovery recovery, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
@@ -211,6 +214,8 @@ public static class MigrateCommand
                      "--push-run", pushRun.ToString(CultureInfo.InvariantCulture),
                      "--self-kick", $"{selfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson,
                      "--wait-dest", "0",   // this command's own destination is the only one: a lost one ends both
+                     // a lost link is rejoined; the source waits longer than the destination tries, so the destination gives up first
+                     "--rejoin-wait", (recovery.Timeout > TimeSpan.Zero ? (int)recovery.Timeout.TotalSeconds + 30 : 0).ToString(CultureInfo.InvariantCulture),
                      "--workload", guest.Name })
             psi.ArgumentList.Add(a);
         if (guest.Mixed is { } mx) { psi.ArgumentList.Add("--mem-tasks"); psi.ArgumentList.Add(mx.MemoryTasks.ToString(CultureInfo.InvariantCulture)); }
@@ -243,7 +248,11 @@ public static class MigrateCommand
                     return resolved = address;
                 }
                 var o = DestOptions(MigrationAddress.Parse(listenAddr), engine, backing, delay, link is null ? "loopback" : "veth (source in its own network namespace)", guest, asyncPf)
-                    with { ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, ResolveSource = Resolve };
+                    with
+                    {
+                        ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, ResolveSource = Resolve,
+                        Inject = recovery.Inject, RecoverTimeout = recovery.Timeout, KillSource = () => child.Kill(), Logger = new MigrateLog(io.Stderr),
+                    };
                 return RunDestination(o, view, ct, () => resolved ?? o.Source);
             });
             if (rawMs is { Length: > 0 } raw) report = report with { RawStreamMs = raw[raw.Length / 2], RawStreamSamplesMs = raw };
@@ -257,21 +266,43 @@ public static class MigrateCommand
             MigrationReportTable.Render(report, sourceLine, human, io.Wall);
             return report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4;
         }
-        catch (Exception) when (Death(TimeSpan.FromMilliseconds(300)) is { } death)
+        catch (Exception e) when (Death(TimeSpan.FromMilliseconds(300)) is { } death)
         {
-            // the source died (its death may reach us first as the connection it closed)
-            throw new MigrationException($"the source process {death}{(LastLine(stderr, TimeSpan.FromMilliseconds(200)) is { } said ? $": {said}" : "")}");
+            // the source died (its death may reach us first as the connection it closed, or as the rejoin it cancelled)
+            var msg = $"the source process {death}{(LastLine(stderr, TimeSpan.FromMilliseconds(200)) is { } said ? $": {said}" : "")}";
+            if (e is MigrationFailedException f)
+            {
+                var failure = f.Failure with { Cause = msg };
+                json?.Write(io.Stdout, failure.ToJson());
+                throw new MigrationFailedException(msg, failure, e);
+            }
+            throw new MigrationException(msg, e);
         }
-        catch (Exception) when (!child.HasExited)
+        catch (Exception e) when (!child.HasExited)
         {
             // interrupted: the source goes at once; the destination failed: the source has been told (Abort) or has seen
             // the socket close; give it a moment to say why
             if (ct.IsCancellationRequested || !child.WaitForExit(TimeSpan.FromSeconds(10))) child.Kill(entireProcessTree: true);
+            if (e is MigrationFailedException f) json?.Write(io.Stdout, f.Failure.ToJson());
             throw;
         }
         finally
         {
             File.Delete(sourceJson);
+        }
+    }
+
+    /// <summary>--inject and --recover-timeout, as the destination takes them.</summary>
+    private sealed record Recovery(InjectionPlan Inject, TimeSpan Timeout);
+
+    /// <summary>Runs <paramref name="run"/>; a migration that failed writes its <c>failure</c> object where the report would have gone.</summary>
+    private static MigrationReport WithFailureJson(OutputTarget? json, CliStreams io, Func<MigrationReport> run)
+    {
+        try { return run(); }
+        catch (MigrationFailedException e) when (json is not null)
+        {
+            json.Write(io.Stdout, e.Failure.ToJson());
+            throw;
         }
     }
 

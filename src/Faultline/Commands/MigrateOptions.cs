@@ -49,6 +49,37 @@ internal static class MigrateOptions
 
     internal static Option<OutputTarget?> Json() => CliOptions.OutputFile("--json", "Also write the report as JSON to FILE; - (or --json alone): to stdout, the report table then to stderr");
 
+    internal static Option<string?> Inject() => new("--inject")
+    {
+        Description = "Rehearse failures during the post-copy: cut-link[@POINT] (both channels cut; the destination rejoins), kill-source@POINT (migrate only); "
+            + "POINT is pages received (5000) or a share of the guest's pages (40%); cut-link alone cuts once at a random point; comma-separated",
+        HelpName = "SPEC",
+    };
+
+    internal static Option<int> RecoverTimeout() => new("--recover-timeout")
+    {
+        Description = "Destination: seconds a connection lost in post-copy is tried again (the guest keeps running) before the migration fails; 0: fail at once",
+        DefaultValueFactory = _ => (int)Faultline.Migration.Destination.DestinationOptions.DefaultRecoverTimeout.TotalSeconds, HelpName = "SECONDS",
+    };
+
+    internal static Option<int> RejoinWait() => new("--rejoin-wait")
+    {
+        Description = "Source: seconds to wait for the destination to rejoin after the connection is lost in post-copy (every page kept, no other destination taken); 0: do not wait",
+        DefaultValueFactory = _ => (int)SourceOptions.DefaultRejoinTimeout.TotalSeconds, HelpName = "SECONDS",
+    };
+
+    /// <summary>--recover-timeout / --rejoin-wait: 0..3600 seconds.</summary>
+    internal static TimeSpan Seconds(ParseResult pr, Option<int> option)
+    {
+        var v = pr.GetValue(option);
+        if (v is < 0 or > 3600) throw new UsageException($"{option.Name} {v}: use 0..3600 seconds");
+        return TimeSpan.FromSeconds(v);
+    }
+
+    /// <summary>--inject: the plan, or none.</summary>
+    internal static InjectionPlan InjectOf(ParseResult pr, Option<string?> option) =>
+        pr.GetValue(option) is { } spec ? InjectionPlan.Parse(spec) : InjectionPlan.None;
+
     internal static Option<bool> Netns() => new("--netns")
     {
         Description = "Run the two ends in two network namespaces joined by a veth pair (set up and torn down with ip); default: loopback",

@@ -1,0 +1,56 @@
+using Faultline.Migration.Transport;
+
+namespace Faultline.Migration.Destination;
+
+/// <summary>
+/// One connection of a destination session to its source: the main and urgent channels and the two threads that
+/// receive on them. It ends as a whole: when either channel breaks (<see cref="MarkLost"/>: both are shut down, and
+/// the session decides whether to rejoin over a new link) or on the session's first failure. Disposing it joins the
+/// receivers, so that everything this link brought has been taken in (the received-page bitmap is final for it).
+/// </summary>
+internal sealed class DestinationLink(PeerConnection main, PeerConnection urgent, StandbyThread mainReceiver, StandbyThread urgentReceiver) : IDisposable
+{
+    private readonly ManualResetEventSlim _lost = new(false);
+    private LinkLostException? _cause;
+    private int _disposed;
+
+    public PeerConnection Main { get; } = main;
+    public PeerConnection Urgent { get; } = urgent;
+    public StandbyThread MainReceiver { get; } = mainReceiver;
+    public StandbyThread UrgentReceiver { get; } = urgentReceiver;
+    /// <summary>Set once either channel broke.</summary>
+    public WaitHandle Lost => _lost.WaitHandle;
+    public bool IsLost => _lost.IsSet;
+    /// <summary>What broke first.</summary>
+    public LinkLostException? Cause => Volatile.Read(ref _cause);
+    /// <summary>Bytes both channels carried, both ways.</summary>
+    public long Bytes => Main.Channel.BytesReceived + Urgent.Channel.BytesReceived + Main.Channel.BytesSent + Urgent.Channel.BytesSent;
+
+    /// <summary>A channel broke with <paramref name="e"/>: the link is lost, both channels are shut down (the other receiver returns).</summary>
+    public void MarkLost(LinkLostException e)
+    {
+        if (Interlocked.CompareExchange(ref _cause, e, null) is not null) return;
+        _lost.Set();
+        Shutdown();
+    }
+
+    /// <summary>Cuts the link as a broken network would (fault injection): both channels shut down in both directions; both ends see it.</summary>
+    public void Cut() => Shutdown();
+
+    public void Shutdown()
+    {
+        Main.Shutdown();
+        Urgent.Shutdown();
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Shutdown();
+        MainReceiver.Dispose();
+        UrgentReceiver.Dispose();
+        Main.Dispose();
+        Urgent.Dispose();
+        _lost.Dispose();
+    }
+}
