@@ -41,6 +41,13 @@ public enum FrameType : byte
     Ping = 0x0E,
     /// <summary>Source → destination (urgent, version 3): the answer to a <see cref="Ping"/>, its payload echoed.</summary>
     Pong = 0x0F,
+    /// <summary>
+    /// Both ends (version 5, right after the Hellos of every connection, when the ends hold a key): 32 random bytes
+    /// the peer must answer with an <see cref="AuthProof"/> over them (Security/PeerAuth).
+    /// </summary>
+    AuthChallenge = 0x10,
+    /// <summary>Both ends (version 5): HMAC-SHA256 with the pre-shared key over both challenges, both roles, the session nonce and the TLS binding.</summary>
+    AuthProof = 0x11,
 }
 
 /// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>, <see cref="FrameType.PageRun"/>).</summary>
