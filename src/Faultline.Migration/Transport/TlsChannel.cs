@@ -3,6 +3,7 @@ using System.Security.Authentication;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Faultline.Kvm.Io;
+using Faultline.Migration.Protocol;
 
 namespace Faultline.Migration.Transport;
 
@@ -98,6 +99,7 @@ public sealed class TlsChannel : IByteChannel
         }
         catch (Exception e) when (e is AuthenticationException or IOException or MigrationException or CryptographicException or System.ComponentModel.Win32Exception)
         {
+            if (isServer && stream.StartsWithFrameSync) TellPlainPeer(inner);
             ssl.Dispose();
             inner.Dispose();
             throw HandshakeFailed(inner.Peer, e, stream.StartsWithFrameSync, isServer);
@@ -108,6 +110,13 @@ public sealed class TlsChannel : IByteChannel
             inner.Dispose();
             throw;
         }
+    }
+
+    /// <summary>A Faultline destination without TLS reads frames: it gets one Abort saying why, in the clear (best effort).</summary>
+    private static void TellPlainPeer(IByteChannel inner)
+    {
+        try { inner.Send(FrameCodec.ToArray(FrameType.Abort, 0, "this source requires TLS and its key (--tls, --psk-file)"u8)); }
+        catch (MigrationException) { /* gone already */ }
     }
 
     private static MigrationException HandshakeFailed(string peer, Exception e, bool plainFaultline, bool isServer)
@@ -201,7 +210,7 @@ public sealed class TlsChannel : IByteChannel
         private int _seen;
         private ushort _first;
 
-        public bool StartsWithFrameSync => _seen >= 2 && _first == Faultline.Migration.Protocol.Wire.Sync;
+        public bool StartsWithFrameSync => _seen >= 2 && _first == Wire.Sync;
 
         public override int Read(Span<byte> buffer)
         {
