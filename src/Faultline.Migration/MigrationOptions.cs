@@ -1,4 +1,5 @@
 using Faultline.Migration.Protocol;
+using Faultline.Migration.Security;
 using Faultline.Migration.Transport;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -26,6 +27,8 @@ public abstract record MigrationOptions
     public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Where this end logs what is not a failure of its migration (a refused stray peer); the CLI writes it to stderr.</summary>
     public ILogger Logger { get; init; } = NullLogger.Instance;
+    /// <summary>Peer authentication (a pre-shared key) and TLS, for every connection; <see cref="PeerSecurity.None"/> by default (the CLI turns both on for an address that is not loopback).</summary>
+    public PeerSecurity Security { get; init; } = PeerSecurity.None;
     /// <summary>Test seam: wraps each connection's channel (FaultPlan-style injection: disconnect, stall, corrupt).</summary>
     public Func<IByteChannel, ChannelRole, IByteChannel>? WrapChannel { get; init; }
 

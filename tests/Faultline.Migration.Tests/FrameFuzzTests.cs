@@ -51,7 +51,7 @@ public sealed class FrameFuzzTests(ITestOutputHelper output)
         {
             case FrameType.Hello:
                 p = new byte[HelloMessage.Size];
-                new HelloMessage((ushort)(r.Next(4) == 0 ? r.Next(65536) : Wire.Version), (ChannelRole)r.Next(4), (ulong)r.NextInt64()).Encode(p);
+                new HelloMessage((ushort)(r.Next(4) == 0 ? r.Next(65536) : Wire.Version), (ChannelRole)r.Next(4), (ulong)r.NextInt64(), (HelloFlags)r.Next(4)).Encode(p);
                 return p;
             case FrameType.VcpuState: return (byte[])vcpuState.Clone();
             case FrameType.Ping or FrameType.Pong:
@@ -106,6 +106,9 @@ public sealed class FrameFuzzTests(ITestOutputHelper output)
             case FrameType.Recovered: RecoveredMessage.Decode(f.Payload); break;
             case FrameType.Summary: SummaryMessage.Decode(f.Payload); break;
             case FrameType.Abort: _ = f.AbortMessage; break;
+            case FrameType.AuthChallenge or FrameType.AuthProof:
+                if (f.Payload.Length != Wire.AuthSize) throw new InvalidOperationException($"{f.Type} frame of {f.Payload.Length} bytes got past the reader");
+                break;
             case FrameType.Page when !f.Damaged: _ = f.Index; _ = f.PageBytes.Length; break;
             case FrameType.PageRun when !f.Damaged: _ = f.Index; _ = f.RunPages.Length + f.RunCrcs.Length; break;
             case FrameType.ZeroPage or FrameType.PushDone or FrameType.Resumed: _ = f.Index; break;

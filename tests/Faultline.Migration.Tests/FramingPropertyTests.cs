@@ -168,7 +168,8 @@ public sealed class FramingPropertyTests
     [InlineData(FrameType.Pong, 24u, "bad length")]
     [InlineData(FrameType.Recover, 16u, "bad length")]                            // a bitmap of no bytes
     [InlineData(FrameType.Recovered, 8u, "bad length")]
-    [InlineData((FrameType)0x12, 16u, "unknown frame type")]                     // the first type after Recovered
+    [InlineData(FrameType.AuthChallenge, 16u, "bad length")]
+    [InlineData((FrameType)0x14, 16u, "unknown frame type")]                     // the first type after AuthProof
     [InlineData((FrameType)0x77, 8u, "unknown frame type")]
     public void A_well_checksummed_header_with_a_bad_type_or_length_is_refused_before_its_payload_is_awaited(FrameType type, uint length, string expected)
     {

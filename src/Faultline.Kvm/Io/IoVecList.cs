@@ -81,6 +81,23 @@ public sealed unsafe class IoVecList
         return at;
     }
 
+    /// <summary>
+    /// Copies as many of the bytes not yet sent as fit into <paramref name="dst"/>, from the front, without dropping them
+    /// (a channel that cannot gather sends a long list through one buffer: copy, send, <see cref="Advance"/>); returns how many.
+    /// </summary>
+    public int CopyFront(Span<byte> dst)
+    {
+        var at = 0;
+        for (var i = _first; i < _count && at < dst.Length; i++)
+        {
+            var n = (int)Math.Min((long)_iov[i].IovLen, dst.Length - at);
+            // SAFETY: each segment is valid memory until the send returns (Add's contract); n is within it.
+            new ReadOnlySpan<byte>((void*)_iov[i].IovBase, n).CopyTo(dst[at..]);
+            at += n;
+        }
+        return at;
+    }
+
     /// <summary>Drops the first <paramref name="bytes"/> (what a short write took): whole segments go, a partly written one is shortened at its front.</summary>
     public void Advance(long bytes)
     {

@@ -66,12 +66,12 @@ public sealed class MigrationDestination(DestinationOptions o)
             // at nice 0, most of it waiting for a CPU after the probe lowered the thread)
             ThreadPriority.SetBase(ThreadPriority.LatencyNice);
             var sourceAddress = o.ResolveSource?.Invoke() ?? o.Source;   // may wait for a source that is still starting
-            main = new PeerConnection(o.Wrap(sourceAddress.Connect(o.HandshakeTimeout, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
-            var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout);
+            main = new PeerConnection(o.Wrap(o.Security.Connected(sourceAddress.Connect(o.HandshakeTimeout, ct), o.HandshakeTimeout), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
+            var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout, o.Security);
             var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
             DemandTrace.Hop(1_000_000, "dst-start");
-            urgent = new PeerConnection(o.Wrap(sourceAddress.Connect(o.HandshakeTimeout, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
-            urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout);
+            urgent = new PeerConnection(o.Wrap(o.Security.Connected(sourceAddress.Connect(o.HandshakeTimeout, ct), o.HandshakeTimeout), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
+            urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout, o.Security);
             DemandTrace.Hop(1_000_000, "dst-urgent");
             var rtt = LinkRttProbe.Measure(urgent, o.RttProbes, o.HandshakeTimeout);
             DemandTrace.Hop(1_000_000, "dst-rtt");
@@ -338,7 +338,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 SourceSha256 = Convert.ToHexStringLower(sum.SourceSha256), ReceivedSha256 = receivedSha,
                 GuestMismatches = g.Mismatches.Aggregate(0UL, (a, b) => a + b),
                 EngineInstalled = stats.Installed, InstalledByReceiver = s.InstalledByReceiver,
-                Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
+                Security = o.Security.Describe(link.Main), Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
                 LinkRttUs = rtt, WaitSpinUs = FaultWait.SpinMicroseconds(s.ExpectedLatency),
                 Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, o.VcpuPostcopyNice),
                 Mixed = o.Mixed is { } mixed ? MixedOf(mixed, g, en, completeNs) : null,

@@ -34,14 +34,14 @@ internal static class SessionRejoin
             try
             {
                 var wait = left < o.HandshakeTimeout ? left : o.HandshakeTimeout;
-                main = new PeerConnection(o.Wrap(source.Connect(wait, ct), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
-                var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, session.Id, wait);
+                main = new PeerConnection(o.Wrap(o.Security.Connected(source.Connect(wait, ct), wait), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
+                var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, session.Id, wait, o.Security);   // the key proves itself on a rejoin too
                 if (hello.Nonce != session.Id) throw new MigrationException($"{source} answered for session 0x{hello.Nonce:x}, not this destination's 0x{session.Id:x}");
                 var pages = session.Pages;
                 RecoverMessage.Encode(bitmap, pages.Pages, rejoin, pages.HasArrived);
                 main.Send(FrameType.Recover, 0, bitmap);
-                urgent = new PeerConnection(o.Wrap(source.Connect(wait, ct), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
-                urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, session.Id, wait);
+                urgent = new PeerConnection(o.Wrap(o.Security.Connected(source.Connect(wait, ct), wait), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
+                urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, session.Id, wait, o.Security);
                 var answer = RecoveredMessage.Decode(main.Expect(FrameType.Recovered, wait).Payload);
                 return new Rejoined(main, urgent, answer, attempt);
             }

@@ -54,7 +54,8 @@ public sealed class FrameReader
         {
             Fill(2, 0);
             var first = BinaryPrimitives.ReadUInt16LittleEndian(_buf.AsSpan(_pos));
-            if (first != Wire.Sync) throw Bad($"bad frame sync 0x{first:x4}");
+            // 0x16 0x03: a TLS record (a client hello) where this end expects frames in the clear
+            if (first != Wire.Sync) throw Bad(first == 0x0316 ? "bad frame sync 0x0316: it speaks TLS, this end runs without --tls" : $"bad frame sync 0x{first:x4}");
         }
         Fill(Wire.HeaderSize, 0);
         var h = new ReadOnlySpan<byte>(_buf, _pos, Wire.HeaderSize);

@@ -49,6 +49,13 @@ public enum FrameType : byte
     Recover = 0x10,
     /// <summary>Destination ← source (main, version 5): the answer to <see cref="Recover"/>: u64 pages it will send again, u64 pages never sent yet.</summary>
     Recovered = 0x11,
+    /// <summary>
+    /// Both ends (version 6, right after the Hellos of every connection, when the ends hold a key): 32 random bytes
+    /// the peer must answer with an <see cref="AuthProof"/> over them (Security/PeerAuth).
+    /// </summary>
+    AuthChallenge = 0x12,
+    /// <summary>Both ends (version 6): HMAC-SHA256 with the pre-shared key over both challenges, both roles, the session nonce and the TLS binding.</summary>
+    AuthProof = 0x13,
 }
 
 /// <summary>Flag bits of a page frame (<see cref="FrameType.Page"/>, <see cref="FrameType.ZeroPage"/>, <see cref="FrameType.PageRun"/>).</summary>

@@ -21,7 +21,7 @@ public static class Wire
     public const int PageSize = 4096;
     public const int PagePayloadSize = 8 + PageSize;
     /// <summary>The protocol version this build speaks (2: adds <see cref="FrameType.PageRun"/>; 3: adds <see cref="FrameType.Ping"/>/<see cref="FrameType.Pong"/> and the source's scheduling in the summary).</summary>
-    public const ushort Version = 5;   // 4: no workload section in the vCPU state; 5: Recover/Recovered (a lost connection is rejoined)
+    public const ushort Version = 6;   // 4: no workload section in the vCPU state; 5: Recover/Recovered (a lost connection is rejoined); 6: Hello flags, AuthChallenge and AuthProof
     /// <summary>Hello's magic: "FLTLNMIG".</summary>
     public static ReadOnlySpan<byte> Magic => "FLTLNMIG"u8;
     /// <summary>The largest payload any frame may have (a vCPU state frame for 256 vCPUs fits).</summary>
@@ -32,6 +32,8 @@ public static class Wire
     public const int MaxRunPages = 64;
     /// <summary>A page run's fixed preamble: u64 first index, u16 count, u16 0, u32 0; then u32 CRC-32C per page, then the pages.</summary>
     public const int RunHeaderSize = 16;
+    /// <summary>An <see cref="FrameType.AuthChallenge"/>'s random bytes and an <see cref="FrameType.AuthProof"/>'s HMAC-SHA256.</summary>
+    public const int AuthSize = 32;
 
     /// <summary>Payload bytes of a run of <paramref name="pages"/> pages.</summary>
     public static int RunPayloadSize(int pages) => RunHeaderSize + pages * (4 + PageSize);
@@ -60,6 +62,7 @@ public static class Wire
         FrameType.Ping or FrameType.Pong => length == PingMessage.Size,
         FrameType.Recover => length is >= RecoverMessage.FixedSize + 1 and <= RecoverMessage.FixedSize + MaxPayload / 2,
         FrameType.Recovered => length == RecoveredMessage.Size,
+        FrameType.AuthChallenge or FrameType.AuthProof => length == AuthSize,
         FrameType.PageRun => length >= RunPayloadSize(1) && length <= RunPayloadSize(MaxRunPages) && (length - RunHeaderSize) % (4 + PageSize) == 0,
         _ => null,
     };

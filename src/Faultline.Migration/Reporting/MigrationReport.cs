@@ -61,6 +61,8 @@ public sealed record MigrationReport
     public required long EngineInstalled { get; init; }
     public required long InstalledByReceiver { get; init; }
     public required string Link { get; init; }
+    /// <summary>Peer authentication and encryption of the connections: "none", "psk (HMAC-SHA256)", "TLS 1.3 TLS_AES_128_GCM_SHA256 + psk (HMAC-SHA256)".</summary>
+    public string Security { get; init; } = "none";
     public required double LinkDelayUs { get; init; }
     public required bool LinkDelayEmulated { get; init; }
 
@@ -199,6 +201,7 @@ public sealed record MigrationReport
             w.WriteString("kind", Link);
             w.WriteNumber("delay_us", LinkDelayUs);
             w.WriteBoolean("delay_emulated", LinkDelayEmulated);
+            w.WriteString("security", Security);
             w.WriteEndObject();
             if (RawStreamMs is { } raw)
             {

@@ -7,7 +7,8 @@ namespace Faultline.Migration.Source;
 /// <summary>
 /// The source's door: accepts connections until one opens the expected channel of this session with a good Hello.
 /// Anything else that connects (a port scanner, <c>echo hello | nc</c>, another protocol, another version, a channel
-/// of another session, a peer that says nothing within <see cref="SourceOptions.PeerHelloTimeout"/>) is refused with
+/// of another session, a peer that says nothing within <see cref="SourceOptions.PeerHelloTimeout"/>, one that fails TLS
+/// or the key's proof) is refused with
 /// one log line and closed, and the source goes on listening: a stray peer never ends a migration.
 /// </summary>
 internal sealed class PeerGate(MigrationListener listener, SourceOptions o)
@@ -30,12 +31,14 @@ internal sealed class PeerGate(MigrationListener listener, SourceOptions o)
                     : role == ChannelRole.Main
                     ? $"no destination connected to {listener.Address} within {within?.TotalSeconds:0.#} s"
                     : $"the destination did not open its urgent channel to {listener.Address} within {within?.TotalSeconds:0.#} s");
-            var peer = new PeerConnection(o.Wrap(listener.Accept(left, ct), role), role, o.LinkDelay);
-            peer.Reader.StallTimeout = o.StallTimeout;
+            var raw = listener.Accept(left, ct);
+            PeerConnection? peer = null;
             try
             {
-                using var reg = ct.Register(peer.Shutdown);
-                var hello = peer.ExchangeHello(ChannelRole.Source, role, nonce, o.PeerHelloTimeout);
+                using var reg = ct.Register(raw.Shutdown);
+                peer = new PeerConnection(o.Wrap(o.Security.Accepted(raw, o.PeerHelloTimeout), role), role, o.LinkDelay);   // TLS, if on
+                peer.Reader.StallTimeout = o.StallTimeout;
+                var hello = peer.ExchangeHello(ChannelRole.Source, role, nonce, o.PeerHelloTimeout, o.Security);   // and the key's proof
                 if (role == ChannelRole.Urgent && hello.Nonce != nonce)
                 {
                     const string m = "urgent channel belongs to another migration session";
@@ -54,13 +57,15 @@ internal sealed class PeerGate(MigrationListener listener, SourceOptions o)
             }
             catch (MigrationException e)
             {
-                peer.Dispose();
+                peer?.Dispose();
+                raw.Dispose();
                 ct.ThrowIfCancellationRequested();
                 MigrationLog.PeerRefused(o.Logger, e.Message, listener.Address.Text);
             }
             catch
             {
-                peer.Dispose();
+                peer?.Dispose();
+                raw.Dispose();
                 throw;
             }
         }

@@ -30,6 +30,7 @@ public sealed class DelayLineChannel : IByteChannel
     public string Peer => _inner.Peer;
     public long BytesSent => _inner.BytesSent;
     public long BytesReceived => _inner.BytesReceived;
+    public TlsChannel? Tls => _inner.Tls;
     public TimeSpan? ReceiveTimeout { get => _inner.ReceiveTimeout; set => _inner.ReceiveTimeout = value; }
 
     /// <param name="demandPath">The pump carries the urgent channel's demands and replies: it joins the demand path

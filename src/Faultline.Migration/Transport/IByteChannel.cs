@@ -44,4 +44,7 @@ public interface IByteChannel : IDisposable
 
     /// <summary>The peer, for messages ("127.0.0.1:7000", "unix:/tmp/x").</summary>
     string Peer { get; }
+
+    /// <summary>The TLS session this channel runs over, if any (a wrapper passes its inner channel's on).</summary>
+    TlsChannel? Tls => null;
 }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using Faultline.Kvm.Io;
 using Faultline.Migration.Protocol;
+using Faultline.Migration.Security;
 
 namespace Faultline.Migration.Transport;
 
@@ -16,6 +17,8 @@ public sealed class PeerConnection : IDisposable
     public FrameReader Reader { get; }
     public ChannelRole Role { get; }
     public string Peer => Channel.Peer;
+    /// <summary>The TLS session under this connection, if any.</summary>
+    public TlsChannel? Tls => Channel.Tls;
 
     public PeerConnection(IByteChannel channel, ChannelRole role, TimeSpan linkDelay = default)
     {
@@ -77,12 +80,14 @@ public sealed class PeerConnection : IDisposable
 
     /// <summary>
     /// Sends our Hello and reads the peer's (both ends send first, so neither waits for the other). A version
-    /// mismatch or a wrong role fails both ends: each checks, and we also tell the peer why.
+    /// mismatch or a wrong role fails both ends: each checks, and we also tell the peer why. Then the peers prove
+    /// their key to each other (<see cref="PeerAuth.Prove"/>, with <paramref name="security"/>'s key; without one,
+    /// only a peer that expects no key passes): no frame after this one reaches a peer that has not proven it.
     /// </summary>
-    public HelloMessage ExchangeHello(ChannelRole ourRole, ChannelRole expectedPeerRole, ulong nonce, TimeSpan timeout)
+    public HelloMessage ExchangeHello(ChannelRole ourRole, ChannelRole expectedPeerRole, ulong nonce, TimeSpan timeout, PeerSecurity? security = null)
     {
         Span<byte> h = stackalloc byte[HelloMessage.Size];
-        new HelloMessage(Wire.Version, ourRole, nonce).Encode(h);
+        new HelloMessage(Wire.Version, ourRole, nonce, security?.Flags ?? HelloFlags.None).Encode(h);
         Send(FrameType.Hello, 0, h);
         var peer = HelloMessage.Decode(Expect(FrameType.Hello, timeout).Payload, Peer);
         if (peer.Version != Wire.Version)
@@ -97,6 +102,7 @@ public sealed class PeerConnection : IDisposable
             TryAbort(m);
             throw new MigrationException(m);
         }
+        PeerAuth.Prove(this, security?.Key, ourRole, peer, ourRole == ChannelRole.Source ? nonce : peer.Nonce, timeout);
         return peer;
     }
 

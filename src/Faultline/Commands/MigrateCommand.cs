@@ -6,6 +6,7 @@ using Faultline.Migration.Destination;
 using Faultline.Migration.Reporting;
 using Faultline.Migration.Source;
 using Faultline.Migration.Transport;
+using Faultline.Migration.Security;
 using Faultline.Migration;
 using Faultline.Paging;
 using Faultline.Paging.AsyncPf;
@@ -39,10 +40,12 @@ public static class MigrateCommand
         {
             Description = "First stream the same number of bytes over a plain loopback socket and report total time against it",
         };
+        var security = new MigrateSecurity();
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
             vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, workload, memTasks, asyncPf, inject, recover, SourceCommand(), DestCommand(),
         };
+        foreach (var opt in security.All) migrate.Options.Add(opt);
         migrate.SetAction((pr, ct) =>
         {
             var wall = Stopwatch.StartNew();   // the user's wait, from the command's start to its report
@@ -55,8 +58,10 @@ public static class MigrateCommand
             var recovery = new Recovery(InjectOf(pr, inject), Seconds(pr, recover));
             // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
             double[]? raw = pr.GetValue(baselineOpt) ? [.. Enumerable.Range(0, 3).Select(_ => RawStream.Measure(bytes).TotalMilliseconds).Order()] : null;
+            // the rule looks at the address the source will listen on: loopback, or the veth pair's (--netns)
+            var sec = security.For(pr, MigrationAddress.Parse(pr.GetValue(netns) ? "10.200.0.2:0" : "127.0.0.1:0"), generate: true);
             return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, why, b, guest, apf, ParseDelay(pr.GetValue(delay)!),
-                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, recovery, Streams(pr, wall), ct));
+                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, recovery, sec, Streams(pr, wall), ct));
         });
         return migrate;
     }
@@ -72,17 +77,19 @@ public static class MigrateCommand
             DefaultValueFactory = _ => 60, HelpName = "SECONDS",
         };
         var rejoin = RejoinWait();
+        var security = new MigrateSecurity();
         var cmd = new Command("source", "Run a guest (a generation-stamped pattern, or the mixed workload), and migrate it to the first destination that connects and completes")
         {
             listen, vcpus, mem, delay, run, selfKick, json, workload, memTasks, waitDest, rejoin,
         };
+        foreach (var opt in security.All) cmd.Options.Add(opt);
         cmd.SetAction((pr, ct) =>
         {
             var wait = pr.GetValue(waitDest);
             if (wait is < 0 or > 86_400) throw new UsageException($"--wait-dest {wait}: use 0..86400 seconds");
             return Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
                 ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks)),
-                wait, Seconds(pr, rejoin), pr.GetValue(json), Streams(pr, null), ct));
+                wait, Seconds(pr, rejoin), security.For(pr, MigrationAddress.Parse(pr.GetValue(listen)!), generate: false), pr.GetValue(json), Streams(pr, null), ct));
         });
         return cmd;
     }
@@ -94,10 +101,12 @@ public static class MigrateCommand
         var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption(); var inject = Inject(); var recover = RecoverTimeout();
         var vcpus = new Option<int?>("--vcpus") { Description = "The guest's vCPUs, if known: with --mem, the destination builds its VM before it connects (QEMU's -incoming); a source of another shape is refused" };
         var mem = GuestSizes.OptionalRam("--mem", "The guest's RAM, if known (see --vcpus)");
+        var security = new MigrateSecurity();
         var cmd = new Command("dest", "Take over a guest from a source: resume it at once, fetch pages on demand while the rest is pushed")
         {
             connect, engine, delay, json, backing, vcpus, mem, workload, memTasks, asyncPf, inject, recover,
         };
+        foreach (var opt in security.All) cmd.Options.Add(opt);
         cmd.SetAction((pr, ct) =>
         {
             var io = Streams(pr, Stopwatch.StartNew());
@@ -105,7 +114,7 @@ public static class MigrateCommand
             var address = MigrationAddress.Parse(pr.GetValue(connect)!);
             var guest = new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks));
             var o = DestOptions(address, e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), address.IsUnix ? "unix" : "tcp", guest,
-                AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with { EngineReason = why, Inject = InjectOf(pr, inject), RecoverTimeout = Seconds(pr, recover), Logger = new MigrateLog(io.Stderr) };
+                AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with { EngineReason = why, Inject = InjectOf(pr, inject), RecoverTimeout = Seconds(pr, recover), Logger = new MigrateLog(io.Stderr), Security = security.For(pr, address, generate: false) };
             if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
             if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = m.Bytes };
             if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er)
@@ -127,7 +136,7 @@ public static class MigrateCommand
     // ---- the three actions --------------------------------------------------------------------------------------
 
     private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, GuestChoice guest, int waitDest,
-        TimeSpan rejoinWait, OutputTarget? json, CliStreams io, CancellationToken ct)
+        TimeSpan rejoinWait, PeerSecurity security, OutputTarget? json, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
@@ -141,7 +150,7 @@ public static class MigrateCommand
         {
             LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = guest.Order, Mixed = guest.Mixed,
             Trace = TraceSetting(), ThreadSlice = SliceSetting(),
-            Logger = new MigrateLog(io.Stderr), AcceptTimeout = TimeSpan.FromSeconds(waitDest > 0 ? waitDest : 60), RejoinTimeout = rejoinWait,
+            Logger = new MigrateLog(io.Stderr), Security = security, AcceptTimeout = TimeSpan.FromSeconds(waitDest > 0 ? waitDest : 60), RejoinTimeout = rejoinWait,
         });
         source.WaitUntilWarm(ct);
         human.WriteLine($"{ListeningPrefix}{listener.Address}");
@@ -195,7 +204,7 @@ public static class MigrateCommand
     }
 
     private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, GuestChoice guest, AsyncPfMode asyncPf, TimeSpan delay,
-        OutputTarget? json, bool netns, int pushRun, TimeSpan selfKick, double[]? rawMs, Recovery recovery, CliStreams io, CancellationToken ct)
+        OutputTarget? json, bool netns, int pushRun, TimeSpan selfKick, double[]? rawMs, Recovery recovery, PeerSecurity security, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
@@ -219,6 +228,9 @@ public static class MigrateCommand
                      "--workload", guest.Name })
             psi.ArgumentList.Add(a);
         if (guest.Mixed is { } mx) { psi.ArgumentList.Add("--mem-tasks"); psi.ArgumentList.Add(mx.MemoryTasks.ToString(CultureInfo.InvariantCulture)); }
+        var keyFile = Path.Combine(Path.GetTempPath(), $"faultline-key-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        foreach (var a in MigrateSecurity.ChildArguments(security, keyFile)) psi.ArgumentList.Add(a);
+        using var removeKey = new KeyFileRemoval(keyFile);
         using var child = Process.Start(psi) ?? throw new MigrationException($"cannot start the source process ({file})");
         using var cutShort = Interrupts.OnCutShort(() => child.Kill());   // one process (no tree walk: /proc is slow while memory is being populated)
         var stderr = child.StandardError.ReadToEndAsync(CancellationToken.None);
@@ -251,7 +263,7 @@ public static class MigrateCommand
                     with
                     {
                         ExpectVcpus = vcpus, ExpectRamBytes = mem, EngineReason = engineReason, ResolveSource = Resolve,
-                        Inject = recovery.Inject, RecoverTimeout = recovery.Timeout, KillSource = () => child.Kill(), Logger = new MigrateLog(io.Stderr),
+                        Inject = recovery.Inject, RecoverTimeout = recovery.Timeout, KillSource = () => child.Kill(), Logger = new MigrateLog(io.Stderr), Security = security,
                     };
                 return RunDestination(o, view, ct, () => resolved ?? o.Source);
             });
@@ -396,6 +408,12 @@ public static class MigrateCommand
         var lines = text.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var last = lines.LastOrDefault(l => l.StartsWith("faultline:", StringComparison.Ordinal)) ?? lines.LastOrDefault();
         return last?.StartsWith("faultline: ", StringComparison.Ordinal) == true ? last["faultline: ".Length..] : last;
+    }
+
+    /// <summary>Deletes the key file handed to the child once the run ends, however it ends.</summary>
+    private sealed class KeyFileRemoval(string path) : IDisposable
+    {
+        public void Dispose() => File.Delete(path);
     }
 
     private sealed class InlineProgress(Action<MigrationProgress> report) : IProgress<MigrationProgress>

@@ -24,6 +24,7 @@ internal static class MigrationReportTable
         t.AddRow("guest", Markup.Escape($"{r.Vcpus} vCPU(s), {r.RamBytes >> 20} MiB, workload {r.Workload}, engine {r.Engine}"));
         if (r.EngineReason.Length > 0) t.AddRow("engine", Markup.Escape($"{r.EngineMechanism} ({r.EngineReason})"));
         t.AddRow("link", Markup.Escape($"{r.Link}{(r.LinkDelayEmulated ? $", +{r.LinkDelayUs:0} µs each way (emulated in user space)" : ", no added delay")}"));
+        t.AddRow("security", Markup.Escape(r.Security));
         t.AddRow("downtime (source pause → vCPUs running)", F(r.DowntimeMs, "ms"));
         t.AddRow("total (destination connected → every page present)", F(r.TotalMs, "ms"));
         t.AddRow("  of which post-copy (pause → every page present)", F(r.PostcopyMs, "ms"));
