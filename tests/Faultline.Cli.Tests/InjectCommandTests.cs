@@ -19,6 +19,16 @@ public sealed class InjectCommandTests
     }
 
     [KvmFact]
+    public void A_cut_TLS_link_is_rejoined_through_TLS_and_the_key_proof_again()
+    {
+        var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--mem", "64M", "--workload", "random", "--tls", "on", "--inject", "cut-link@2000", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("\"reconnects\": 1", r.Stdout);
+        Assert.Contains("TLS 1.3", r.Stdout);
+        Assert.Contains("\"digests_match\": true", r.Stdout);
+    }
+
+    [KvmFact]
     public void A_killed_source_ends_the_migration_with_one_line_and_a_failure_object()
     {
         var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--mem", "64M", "--workload", "random", "--inject", "kill-source@3000", "--json", "-");

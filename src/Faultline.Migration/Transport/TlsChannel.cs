@@ -126,9 +126,14 @@ public sealed class TlsChannel : IByteChannel
                 ? $"{peer} is a Faultline peer without TLS: this end requires TLS (--tls)"
                 : $"{peer} answered without TLS: it does not run with --tls");
         var inner = Unwrap(e);
-        return inner is MigrationException m
-            ? new MigrationException($"TLS handshake with {peer} failed: {m.Message}", m)
-            : new MigrationException($"TLS handshake with {peer} failed: {OneLine(inner.Message)}", e);
+        // the transport broke under the handshake (a rejoin tries again); anything else is the peer's answer
+        return inner switch
+        {
+            LinkLostException l => new LinkLostException($"TLS handshake with {peer} failed: {l.Message}", l),
+            MigrationException m => new MigrationException($"TLS handshake with {peer} failed: {m.Message}", m),
+            IOException => new LinkLostException($"TLS handshake with {peer} failed: {OneLine(inner.Message)}", e),
+            _ => new MigrationException($"TLS handshake with {peer} failed: {OneLine(inner.Message)}", e),
+        };
     }
 
     private static Exception Unwrap(Exception e)
@@ -186,8 +191,8 @@ public sealed class TlsChannel : IByteChannel
     private MigrationException Lost(Exception e) => Unwrap(e) switch
     {
         MigrationException m => m,
-        ObjectDisposedException => new MigrationException($"connection to {Peer} is closed"),
-        var i => new MigrationException($"TLS connection to {Peer} lost: {OneLine(i.Message)}", e),
+        ObjectDisposedException => new LinkLostException($"connection to {Peer} is closed"),
+        var i => new LinkLostException($"TLS connection to {Peer} lost: {OneLine(i.Message)}", e),
     };
 
     public void Shutdown() => _inner.Shutdown();
