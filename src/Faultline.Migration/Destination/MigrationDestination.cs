@@ -108,6 +108,10 @@ public sealed class MigrationDestination(DestinationOptions o)
             void MainLoop(DestinationLink l)
             {
                 var m = l.Main;
+                // until the vCPU state is handed over the receiver is on the downtime's path, then a bulk receiver (a
+                // rejoined link's receiver is one from the start)
+                if (Volatile.Read(ref pauseNs) == 0) ThreadPriority.RaiseForDowntime();
+                else ThreadPriority.SetBase(ThreadPriority.BulkNice);
                 while (true)
                 {
                     var f = m.Read();
