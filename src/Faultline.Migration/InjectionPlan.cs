@@ -14,7 +14,10 @@ public enum InjectionKind
 /// <summary>One injection: what, and after how many pages received at the destination (or at which fraction of the guest's pages; null: a random point).</summary>
 public sealed record Injection(InjectionKind Kind, long? AtPages, double? AtFraction)
 {
-    public string Word => Kind switch { InjectionKind.CutLink => "cut-link", _ => "kill-source" };
+    public string Word => WordOf(Kind);
+
+    /// <summary>The word <c>--inject</c> spells a kind with.</summary>
+    public static string WordOf(InjectionKind kind) => kind switch { InjectionKind.CutLink => "cut-link", _ => "kill-source" };
 }
 
 /// <summary>

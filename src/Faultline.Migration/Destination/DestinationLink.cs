@@ -1,3 +1,4 @@
+using Faultline.Migration.Protocol;
 using Faultline.Migration.Transport;
 
 namespace Faultline.Migration.Destination;
@@ -18,6 +19,10 @@ internal sealed class DestinationLink(PeerConnection main, PeerConnection urgent
     public PeerConnection Urgent { get; } = urgent;
     public StandbyThread MainReceiver { get; } = mainReceiver;
     public StandbyThread UrgentReceiver { get; } = urgentReceiver;
+    /// <summary>Connects one channel of a link to <paramref name="source"/>: the socket, TLS if on, the test seam, the emulated delay (the Hello is the caller's).</summary>
+    public static PeerConnection Open(DestinationOptions o, MigrationAddress source, ChannelRole role, TimeSpan timeout, CancellationToken ct) =>
+        new(o.Wrap(o.Security.Connected(source.Connect(timeout, ct), timeout), role), role, o.LinkDelay);
+
     /// <summary>Set once either channel broke.</summary>
     public WaitHandle Lost => _lost.WaitHandle;
     public bool IsLost => _lost.IsSet;

@@ -66,11 +66,11 @@ public sealed class MigrationDestination(DestinationOptions o)
             // at nice 0, most of it waiting for a CPU after the probe lowered the thread)
             ThreadPriority.SetBase(ThreadPriority.LatencyNice);
             var sourceAddress = o.ResolveSource?.Invoke() ?? o.Source;   // may wait for a source that is still starting
-            main = new PeerConnection(o.Wrap(o.Security.Connected(sourceAddress.Connect(o.HandshakeTimeout, ct), o.HandshakeTimeout), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
+            main = DestinationLink.Open(o, sourceAddress, ChannelRole.Main, o.HandshakeTimeout, ct);
             var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, 0, o.HandshakeTimeout, o.Security);
             var startNs = Clock.NowNs(); // the source answers once it accepted us: the migration starts
             DemandTrace.Hop(1_000_000, "dst-start");
-            urgent = new PeerConnection(o.Wrap(o.Security.Connected(sourceAddress.Connect(o.HandshakeTimeout, ct), o.HandshakeTimeout), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
+            urgent = DestinationLink.Open(o, sourceAddress, ChannelRole.Urgent, o.HandshakeTimeout, ct);
             urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, hello.Nonce, o.HandshakeTimeout, o.Security);
             DemandTrace.Hop(1_000_000, "dst-urgent");
             var rtt = LinkRttProbe.Measure(urgent, o.RttProbes, o.HandshakeTimeout);
@@ -149,7 +149,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                     if (next >= cuts.Length || s.ReceivedCount < cuts[next].AtPages) return;
                     if (Interlocked.CompareExchange(ref nextCut, next + 1, next) != next) continue;
                     var kind = cuts[next].Kind;
-                    MigrationLog.Injected(o.Logger, kind == InjectionKind.CutLink ? "cut-link" : "kill-source", s.ReceivedCount);
+                    MigrationLog.Injected(o.Logger, Injection.WordOf(kind), s.ReceivedCount);
                     if (kind == InjectionKind.CutLink) l.Cut(); else o.KillSource!();
                 }
             }
@@ -200,10 +200,12 @@ public sealed class MigrationDestination(DestinationOptions o)
                         }
                     }
                 });
-            // the link broke in post-copy: stop its receivers, then a new connection to the same session (SessionRejoin)
+            // the link broke: past the vCPU state, stop its receivers, then a new connection to the same session
+            // (SessionRejoin); before it, the break is the failure
             void Rejoin()
             {
                 var cause = link!.Cause!;
+                if (!Recoverable()) throw cause;
                 var lostNs = Clock.NowNs();
                 if (rejoins.Count >= o.MaxRejoins)
                     throw new MigrationException($"the link was lost {rejoins.Count + 1} times in post-copy, giving up: {cause.Message}");
@@ -233,11 +235,10 @@ public sealed class MigrationDestination(DestinationOptions o)
                     if (i == 1 || failure.IsSet) failure.ThrowIfSet();
                     if (i == 2)
                     {
-                        if (!Recoverable()) throw link.Cause!;
                         Rejoin();
                         continue;
                     }
-                    throw new MigrationException($"{what} within {timeout.TotalSeconds:0.#} s{(detail?.Invoke() is { Length: > 0 } d ? $" ({d})" : "")}");
+                    throw TimedOut(what, timeout, detail);
                 }
             }
             void SendComplete(PeerConnection m)
@@ -284,11 +285,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             {
                 var i = WaitHandle.WaitAny([s.AllReceived, failure.WaitHandle, link.Lost], 100);
                 if (i == 1) failure.ThrowIfSet();
-                if (i == 2)
-                {
-                    if (!Recoverable()) throw link.Cause!;
-                    Rejoin();
-                }
+                if (i == 2) Rejoin();
                 if (progress is not null && Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 100)
                 {
                     lastReport = Stopwatch.GetTimestamp();
@@ -421,6 +418,9 @@ public sealed class MigrationDestination(DestinationOptions o)
     {
         var i = WaitHandle.WaitAny([h, failure.WaitHandle], timeout);
         if (i == 1 || failure.IsSet) failure.ThrowIfSet();
-        if (i == WaitHandle.WaitTimeout) throw new MigrationException($"{what} within {timeout.TotalSeconds:0.#} s{(detail?.Invoke() is { Length: > 0 } d ? $" ({d})" : "")}");
+        if (i == WaitHandle.WaitTimeout) throw TimedOut(what, timeout, detail);
     }
+
+    private static MigrationException TimedOut(string what, TimeSpan timeout, Func<string>? detail) =>
+        new($"{what} within {timeout.TotalSeconds:0.#} s{(detail?.Invoke() is { Length: > 0 } d ? $" ({d})" : "")}");
 }

@@ -34,13 +34,13 @@ internal static class SessionRejoin
             try
             {
                 var wait = left < o.HandshakeTimeout ? left : o.HandshakeTimeout;
-                main = new PeerConnection(o.Wrap(o.Security.Connected(source.Connect(wait, ct), wait), ChannelRole.Main), ChannelRole.Main, o.LinkDelay);
+                main = DestinationLink.Open(o, source, ChannelRole.Main, wait, ct);
                 var hello = main.ExchangeHello(ChannelRole.Main, ChannelRole.Source, session.Id, wait, o.Security);   // the key proves itself on a rejoin too
                 if (hello.Nonce != session.Id) throw new MigrationException($"{source} answered for session 0x{hello.Nonce:x}, not this destination's 0x{session.Id:x}");
                 var pages = session.Pages;
                 RecoverMessage.Encode(bitmap, pages.Pages, rejoin, pages.HasArrived);
                 main.Send(FrameType.Recover, 0, bitmap);
-                urgent = new PeerConnection(o.Wrap(o.Security.Connected(source.Connect(wait, ct), wait), ChannelRole.Urgent), ChannelRole.Urgent, o.LinkDelay);
+                urgent = DestinationLink.Open(o, source, ChannelRole.Urgent, wait, ct);
                 urgent.ExchangeHello(ChannelRole.Urgent, ChannelRole.Source, session.Id, wait, o.Security);
                 var answer = RecoveredMessage.Decode(main.Expect(FrameType.Recovered, wait).Payload);
                 return new Rejoined(main, urgent, answer, attempt);
