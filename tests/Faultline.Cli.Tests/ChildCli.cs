@@ -42,6 +42,22 @@ internal static class ChildCli
     public static int[] ChildrenOf(int pid) =>
         [.. Directory.GetDirectories($"/proc/{pid}/task").SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries)).Select(int.Parse)];
 
+    /// <summary>
+    /// Waits until process <paramref name="pid"/> has started a child (migrate's source), so a signal timed from here lands
+    /// in the run whatever the host's load made of the start-up; fails the test if none comes within <paramref name="timeout"/>.
+    /// </summary>
+    public static int[] WaitForChildren(int pid, TimeSpan timeout)
+    {
+        var waited = Stopwatch.StartNew();
+        while (true)
+        {
+            var children = Directory.Exists($"/proc/{pid}") ? ChildrenOf(pid) : [];
+            if (children.Length > 0) return children;
+            if (waited.Elapsed > timeout) Assert.Fail($"process {pid} started no child within {timeout.TotalSeconds} s");
+            Thread.Sleep(10);
+        }
+    }
+
     public static void Signal(int pid, string signal)
     {
         using var k = Process.Start("kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
