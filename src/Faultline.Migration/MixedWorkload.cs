@@ -1,4 +1,5 @@
 using Faultline.Guest.Tasks;
+using Faultline.Paging.AsyncPf;
 
 namespace Faultline.Migration;
 
@@ -7,8 +8,9 @@ namespace Faultline.Migration;
 /// and <see cref="MemoryTasks"/> memory tasks that check their share of the vCPU's pages in passes, yielding to each
 /// other every slice. The source fills guest RAM with the pattern the tasks check; the destination lets each memory
 /// task finish the pass it was in and one whole pass more (every page checked after the resume), then the guest ends.
-/// With <see cref="GuestAsyncPf"/> the guest enables x86 async page faults at boot; whether a fault is async is the
-/// destination's choice (its --async-pf policy).
+/// With <see cref="GuestAsyncPf"/> the guest enables async page faults at boot with <see cref="Protocol"/>'s guest ABI
+/// (x86's MSRs, or arm's SMCCC calls and SDEI registration); whether a fault is async is the destination's choice (its
+/// --async-pf policy).
 /// </summary>
 public sealed record MixedWorkload(int MemoryTasks = 1)
 {
@@ -17,6 +19,12 @@ public sealed record MixedWorkload(int MemoryTasks = 1)
     public ulong CpuChunk { get; init; } = DefaultChunk;
     public bool GuestAsyncPf { get; init; } = true;
     public ulong Seed { get; init; } = 0x5eed;
+    /// <summary>The guest's async-PF ABI (its handlers and registration calls); both ends must run the same.</summary>
+    public AsyncPfProtocol Protocol { get; init; } = AsyncPfProtocol.X86;
+
+    /// <summary>The task kernel of <see cref="Protocol"/>, its "page ready" vector <paramref name="options"/>' (arm: SET_IRQ's).</summary>
+    internal TaskKernel Kernel(AsyncPfOptions options) =>
+        Protocol == AsyncPfProtocol.Arm ? new TaskKernel(options.ArmReadyVector, TaskProtocol.Arm) : new TaskKernel();
 
     internal TaskConfig TaskConfig => new(MemoryTasks, CpuChunk, GuestAsyncPf, Seed) { Continuous = true };
 

@@ -36,7 +36,7 @@ internal static class Warmup
     /// Before the state arrives (mixed workload): the task kernel's restore (run by the receiver in
     /// DestinationGuest.Resume) and the async-PF import (run by each vCPU thread) once, with what is there (no change).
     /// </summary>
-    public static void TaskRestorePath(TaskProgram tasks, int vcpu, UserspaceAsyncPf? asyncPf)
+    public static void TaskRestorePath(TaskProgram tasks, int vcpu, AsyncPfHost? asyncPf)
     {
         tasks.Restore(vcpu, tasks.Capture(vcpu));
         tasks.CpuIterationsDone(vcpu);

@@ -19,19 +19,21 @@ public sealed class MixedMigrationTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Delay = TimeSpan.FromMilliseconds(1);
 
-    private MigrationHarness.Outcome Migrate(int vcpus, int memTasks, AsyncPfMode policy, bool guestEnables = true)
+    private MigrationHarness.Outcome Migrate(int vcpus, int memTasks, AsyncPfMode policy, bool guestEnables = true, AsyncPfProtocol protocol = AsyncPfProtocol.X86)
     {
-        var mixed = new MixedWorkload(memTasks) { GuestAsyncPf = guestEnables };
+        var mixed = new MixedWorkload(memTasks) { GuestAsyncPf = guestEnables, Protocol = protocol };
         return MigrationHarness.Run(new SourceOptions(vcpus, 16 * MiB) { Mixed = mixed, LinkDelay = Delay },
             a => new DestinationOptions(a, PagingMode.Exits, Backing.Anonymous) { Mixed = mixed, AsyncPf = new AsyncPfOptions(policy), LinkDelay = Delay, GuestTimeout = TimeSpan.FromSeconds(60) });
     }
 
     [KvmTheory]
-    [InlineData(1, 1, AsyncPfMode.Always)]
-    [InlineData(2, 2, AsyncPfMode.Auto)]
-    public void Faults_go_async_during_a_real_post_copy_and_every_page_is_checked(int vcpus, int memTasks, AsyncPfMode policy)
+    [InlineData(1, 1, AsyncPfMode.Always, AsyncPfProtocol.X86)]
+    [InlineData(2, 2, AsyncPfMode.Auto, AsyncPfProtocol.X86)]
+    [InlineData(1, 1, AsyncPfMode.Always, AsyncPfProtocol.Arm)]   // the SDEI registration and the ENABLE word travel
+    [InlineData(2, 2, AsyncPfMode.Auto, AsyncPfProtocol.Arm)]
+    public void Faults_go_async_during_a_real_post_copy_and_every_page_is_checked(int vcpus, int memTasks, AsyncPfMode policy, AsyncPfProtocol protocol)
     {
-        var o = Migrate(vcpus, memTasks, policy);
+        var o = Migrate(vcpus, memTasks, policy, protocol: protocol);
         using var src = o.SourceEnd;
         Assert.Null(o.DestinationError);
         Assert.Null(o.SourceError);
@@ -42,6 +44,14 @@ public sealed class MixedMigrationTests(ITestOutputHelper output)
         Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
         var m = r.Mixed!;
         Assert.True(m.GuestEnabled, "the guest's async-PF registration did not travel");
+        Assert.Equal(protocol == AsyncPfProtocol.Arm ? "arm" : "x86", m.Protocol);
+        if (protocol == AsyncPfProtocol.Arm)
+        {
+            // each "not present" entered the handler the guest had registered on the source, and each handler completed
+            Assert.Equal(m.AsyncPf!.NotPresent, m.Sdei!.Value.Dispatched);
+            Assert.Equal(m.Sdei.Value.Dispatched, m.Sdei.Value.Completed);
+        }
+        else Assert.Null(m.Sdei);
         var a = m.AsyncPf!;
         // a 1 ms link: the first access of each vCPU after its resume finds its page on the wire, and auto finds 2 ms worth it
         Assert.True(a.NotPresent >= vcpus, $"{a.NotPresent} async faults");
@@ -84,10 +94,13 @@ public sealed class MixedMigrationTests(ITestOutputHelper output)
             a => new DestinationOptions(a, PagingMode.Exits, Backing.Anonymous) { Mixed = new MixedWorkload(1) });
         using var src = o.SourceEnd;
         Assert.NotNull(o.DestinationError);
-        Assert.Contains("the source runs the mixed workload with 2 memory task(s) per vCPU, this destination expects the mixed workload with 1", o.DestinationError.Message);
+        Assert.Contains("the source runs the mixed workload with 2 memory task(s) per vCPU (x86 async PF), this destination expects the mixed workload with 1", o.DestinationError.Message);
         Assert.False(src.Paused);
         o = MigrationHarness.Run(src, a => new DestinationOptions(a, PagingMode.Exits, Backing.Anonymous));
         Assert.Contains("this destination expects the generation workload", o.DestinationError!.Message);
+        Assert.False(src.Paused);
+        o = MigrationHarness.Run(src, a => new DestinationOptions(a, PagingMode.Exits, Backing.Anonymous) { Mixed = new MixedWorkload(2) { Protocol = AsyncPfProtocol.Arm } });
+        Assert.Contains("this destination expects the mixed workload with 2 memory task(s) per vCPU (arm async PF)", o.DestinationError!.Message);
         Assert.False(src.Paused);
     }
 }

@@ -7,6 +7,7 @@ using Faultline.Migration.Protocol;
 using Faultline.Migration.Reporting;
 using Faultline.Paging.Engines;
 using Faultline.Paging.AsyncPf;
+using Faultline.Paging.AsyncPf.Arm;
 
 namespace Faultline.Migration.Destination;
 
@@ -154,7 +155,7 @@ internal sealed class DestinationGuest : IDisposable
         {
             var vcpu = loop.Vcpu;
             Warmup.RestorePath(vcpu);
-            if (g._tasks is { } t) Warmup.TaskRestorePath(t, id, ((g._engine as PagingEngine)?.AsyncPf as UserspaceAsyncPf));
+            if (g._tasks is { } t) Warmup.TaskRestorePath(t, id, (g._engine as PagingEngine)?.AsyncPf);
             // the restore is inside the downtime: wake at once when the state lands, then run the guest below the transfer
             ThreadPriority.RaiseForDowntime();
             g._waiting.Signal();
@@ -181,8 +182,13 @@ internal sealed class DestinationGuest : IDisposable
         private void ImportAsyncPf(VcpuState s)
         {
             if (s.AsyncPf is not { } apf) return;
-            if (id == 0) g.GuestAsyncPfEnabled = (apf.EnableMsr & Faultline.Kvm.KvmPvAsyncPf.Enabled) != 0;
-            if (((g._engine as PagingEngine)?.AsyncPf as UserspaceAsyncPf) is { } host) host.Import(id, apf);
+            var host = (g._engine as PagingEngine)?.AsyncPf;
+            // the layout said which protocol the guest speaks and the engine's host was built for it: the sections must agree
+            if (host is not null && (s.Sdei is not null) != (host.Protocol == AsyncPfProtocol.Arm))
+                throw new MigrationException($"vCPU {id} state: {(s.Sdei is null ? "no SDEI section for the arm" : "an SDEI section for the x86")} async-PF protocol");
+            if (id == 0) g.GuestAsyncPfEnabled = (apf.EnableMsr & 1) != 0;   // ENABLED is bit 0 of both protocols' enable word
+            if (host is ArmAsyncPf arm && s.Sdei is { } sdei) arm.ImportSdei(id, sdei);
+            if (host is not null) host.Import(id, apf);
             else if (apf.Outstanding.Count > 0)
                 throw new MigrationException($"vCPU {id} has {apf.Outstanding.Count} async page fault(s) outstanding and this destination runs with --async-pf never");
         }
@@ -246,7 +252,7 @@ internal sealed class DestinationGuest : IDisposable
     {
         if (_tasks is not { } tasks) return "";
         var guest = tasks.Read();
-        var host = (_engine as PagingEngine)?.AsyncPf as UserspaceAsyncPf;
+        var host = (_engine as PagingEngine)?.AsyncPf;
         var parts = new List<string>();
         for (var v = 0; v < guest.Count; v++)
         {

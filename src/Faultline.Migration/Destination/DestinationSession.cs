@@ -67,14 +67,14 @@ internal sealed class DestinationSession : IDisposable
         try
         {
             o.Mixed?.Validate(vcpus);
-            var kernel = o.Mixed is null ? null : new TaskKernel();
+            var kernel = o.Mixed?.Kernel(o.AsyncPf);
             machine = GuestMachine.Create(new MachineConfig(vcpus, ramBytes, o.Backing) { Kernel = kernel?.Kernel });
             if (o.Backing == Backing.Shmem) machine.Ram.MapBackingView();   // the page cache, allocated now (the engine finds it mapped)
             var digest = new PageDigest(machine.Ram.PageCount);
             pages = new RemotePageSource(machine.Ram, digest, machine.Config.Vcpus);
             engine = EngineFactory.Create(new PagingOptions(o.Engine, o.Backing, Readers: machine.Config.Vcpus)
             {
-                PrefillPageCache = false, PageTimeout = o.IdleTimeout + o.RecoverTimeout, AsyncPf = o.Mixed is null ? new AsyncPfOptions() : o.AsyncPf,
+                PrefillPageCache = false, PageTimeout = o.IdleTimeout + o.RecoverTimeout, AsyncPf = o.Mixed is null ? new AsyncPfOptions() : o.AsyncPf with { Protocol = o.Mixed.Protocol },
             });
             engine.Start(machine, pages);
             Warmup.StatePath(vcpus);

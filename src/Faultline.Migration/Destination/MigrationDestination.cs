@@ -8,6 +8,8 @@ using Faultline.Migration.Transport;
 using Faultline.Paging;
 using Faultline.Paging.Engines;
 
+using Faultline.Paging.AsyncPf;
+
 namespace Faultline.Migration.Destination;
 
 /// <summary>
@@ -387,17 +389,25 @@ public sealed class MigrationDestination(DestinationOptions o)
         var apf = (en as PagingEngine)?.AsyncPf;
         return new MixedReport
         {
-            MemoryTasks = mixed.MemoryTasks, AsyncPfPolicy = o.AsyncPf.Mode.ToString().ToLowerInvariant(),
+            MemoryTasks = mixed.MemoryTasks, AsyncPfPolicy = o.AsyncPf.Mode.ToString().ToLowerInvariant(), Protocol = mixed.Protocol == AsyncPfProtocol.Arm ? "arm" : "x86",
             GuestEnabled = g.GuestAsyncPfEnabled,
             CpuIterPerSecPostcopy = during, CpuIterPerSecAfter = afterNs >= 5e6 ? after : null, AsyncPf = apf?.Snapshot(),
+            Sdei = apf is Faultline.Paging.AsyncPf.Arm.ArmAsyncPf arm ? SdeiTotals(arm, g.ResumedNs.Length) : null,
         };
+    }
+
+    private static (long, long) SdeiTotals(Faultline.Paging.AsyncPf.Arm.ArmAsyncPf arm, int vcpus)
+    {
+        long dispatched = 0, completed = 0;
+        for (var v = 0; v < vcpus; v++) { var c = arm.Sdei.CountsOf(v); dispatched += c.Dispatched; completed += c.Completed + c.Resumed; }
+        return (dispatched, completed);
     }
 
     private void CheckLayout(LayoutMessage l, ulong nonce)
     {
-        var (program, tasks) = o.Mixed is { } mx ? (GuestProgramKind.Tasks, mx.MemoryTasks) : (GuestProgramKind.Generations, 0);
-        if (l.Program != program || l.MemoryTasks != tasks)
-            throw new MigrationException($"layout mismatch: the source runs {LayoutMessage.DescribeProgram(l.Program, l.MemoryTasks)}, this destination expects {LayoutMessage.DescribeProgram(program, tasks)} (--workload, --mem-tasks)");
+        var (program, tasks, apf) = o.Mixed is { } mx ? (GuestProgramKind.Tasks, mx.MemoryTasks, mx.Protocol) : (GuestProgramKind.Generations, 0, AsyncPfProtocol.X86);
+        if (l.Program != program || l.MemoryTasks != tasks || (program == GuestProgramKind.Tasks && l.AsyncPf != apf))
+            throw new MigrationException($"layout mismatch: the source runs {LayoutMessage.DescribeProgram(l.Program, l.MemoryTasks, l.AsyncPf)}, this destination expects {LayoutMessage.DescribeProgram(program, tasks, apf)} (--workload, --mem-tasks, --protocol)");
         if (l.Nonce != nonce) throw new MigrationException("layout mismatch: the layout belongs to another session");
         if (l.PageSize != Wire.PageSize) throw new MigrationException($"layout mismatch: source pages are {l.PageSize} bytes, this destination uses {Wire.PageSize}");
         if (l.RamBase != GuestLayout.RamBase) throw new MigrationException($"layout mismatch: source RAM starts at 0x{l.RamBase:x}, this build's guest at 0x{GuestLayout.RamBase:x}");

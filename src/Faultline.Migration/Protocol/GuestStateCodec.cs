@@ -1,14 +1,20 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using Faultline.Guest.Tasks;
+using Faultline.Kvm.Interop;
 using Faultline.Paging.AsyncPf;
+using Faultline.Paging.AsyncPf.Arm;
 
 namespace Faultline.Migration.Protocol;
 
 /// <summary>
 /// The wire form of the guest state beyond the kernel's structs (sections of <see cref="VcpuStateMessage"/>):
 /// <code>
-/// AsyncPf:    u64 MSR_KVM_ASYNC_PF_EN, u64 MSR_KVM_ASYNC_PF_INT, u32 token counter, u32 n, n × (u32 token, u8 stage, u8[3] 0, u64 page)
+/// AsyncPf:    u64 enable word (x86 MSR_KVM_ASYNC_PF_EN, arm ENABLE), u64 "page ready" interrupt (x86 MSR_KVM_ASYNC_PF_INT,
+///             arm the PPI's vector), u32 token counter, u32 n, n × (u32 token, u8 stage, u8[3] 0, u64 page)
 /// TaskKernel: u32 n, n × (u64 GPA, u32 length, bytes)
+/// Sdei:       u32 async-PF event number, u8 PE masked, u8 n, u16 0, the handlers' CS and SS (struct kvm_segment,
+///             24 bytes each), n × (u32 number, u8 registered, u8 enabled, u8 pending, u8 0, u64 entry, u64 argument)
 /// </code>
 /// </summary>
 public static class GuestStateCodec
@@ -82,6 +88,50 @@ public static class GuestStateCodec
         }
         if (o != d.Length) throw Bad(vcpu, $"task-kernel section has {d.Length - o} trailing bytes");
         return new TaskSystemState(ranges);
+    }
+
+    private const int MaxSdeiEvents = 16, SdeiHeader = 56;
+
+    public static byte[] Encode(ArmSdeiRegistration r)
+    {
+        var events = r.Events.Events;
+        var d = new byte[SdeiHeader + 24 * events.Count];
+        BinaryPrimitives.WriteUInt32LittleEndian(d, r.AsyncPfEvent);
+        d[4] = r.Events.Masked ? (byte)1 : (byte)0;
+        d[5] = (byte)events.Count;
+        var (cs, ss) = (r.HandlerCs, r.HandlerSs);
+        MemoryMarshal.Write(d.AsSpan(8), in cs);
+        MemoryMarshal.Write(d.AsSpan(32), in ss);
+        for (var i = 0; i < events.Count; i++)
+        {
+            var o = d.AsSpan(SdeiHeader + 24 * i);
+            var e = events[i];
+            BinaryPrimitives.WriteUInt32LittleEndian(o, e.Number);
+            o[4] = e.Registered ? (byte)1 : (byte)0;
+            o[5] = e.Enabled ? (byte)1 : (byte)0;
+            o[6] = e.Pending ? (byte)1 : (byte)0;
+            BinaryPrimitives.WriteUInt64LittleEndian(o[8..], e.Entry);
+            BinaryPrimitives.WriteUInt64LittleEndian(o[16..], e.Arg);
+        }
+        return d;
+    }
+
+    public static ArmSdeiRegistration DecodeSdei(ReadOnlySpan<byte> d, int vcpu)
+    {
+        if (d.Length < SdeiHeader) throw Bad(vcpu, "SDEI section is truncated");
+        int n = d[5];
+        if (n > MaxSdeiEvents || d.Length != SdeiHeader + 24 * n) throw Bad(vcpu, $"SDEI section is {d.Length} bytes for {n} events");
+        if (d[4] > 1 || d[6] != 0 || d[7] != 0) throw Bad(vcpu, $"SDEI section has header bytes {d[4]} {d[6]} {d[7]}");
+        var events = new SdeiEventState[n];
+        for (var i = 0; i < n; i++)
+        {
+            var o = d[(SdeiHeader + 24 * i)..];
+            if (o[4] > 1 || o[5] > 1 || o[6] > 1 || o[7] != 0) throw Bad(vcpu, $"SDEI event {i} has flag bytes {o[4]} {o[5]} {o[6]} {o[7]}");
+            events[i] = new SdeiEventState(BinaryPrimitives.ReadUInt32LittleEndian(o), o[4] == 1, o[5] == 1, o[6] == 1,
+                BinaryPrimitives.ReadUInt64LittleEndian(o[8..]), BinaryPrimitives.ReadUInt64LittleEndian(o[16..]));
+        }
+        return new ArmSdeiRegistration(BinaryPrimitives.ReadUInt32LittleEndian(d), new SdeiState(d[4] == 1, events),
+            MemoryMarshal.Read<KvmSegment>(d[8..]), MemoryMarshal.Read<KvmSegment>(d[32..]));
     }
 
     private static MigrationException Bad(int vcpu, string what) => new($"vCPU {vcpu} state: {what}");

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Faultline.Guest.Tasks;
 using Faultline.Kvm.Interop;
 using Faultline.Paging.AsyncPf;
+using Faultline.Paging.AsyncPf.Arm;
 
 namespace Faultline.Migration.Protocol;
 
@@ -29,8 +30,9 @@ public static class VcpuStateMessage
         foreach (var v in vcpus)
             size += 4 + 3 * 8 + Unsafe.SizeOf<KvmRegs>() + Unsafe.SizeOf<KvmSregs>() + Unsafe.SizeOf<KvmVcpuEvents>()
                 + v.UnknownOptional.Sum(s => 8 + s.Data.Length);
-        var extra = vcpus.Select(v => (AsyncPf: v.AsyncPf is { } a ? GuestStateCodec.Encode(a) : null, Tasks: v.TaskKernel is { } t ? GuestStateCodec.Encode(t) : null)).ToArray();
-        foreach (var (a, t) in extra) size += (a is null ? 0 : 8 + a.Length) + (t is null ? 0 : 8 + t.Length);
+        var extra = vcpus.Select(v => (AsyncPf: v.AsyncPf is { } a ? GuestStateCodec.Encode(a) : null, Tasks: v.TaskKernel is { } t ? GuestStateCodec.Encode(t) : null,
+            Sdei: v.Sdei is { } e ? GuestStateCodec.Encode(e) : null)).ToArray();
+        foreach (var (a, t, e) in extra) size += (a is null ? 0 : 8 + a.Length) + (t is null ? 0 : 8 + t.Length) + (e is null ? 0 : 8 + e.Length);
         var buf = new byte[size];
         var d = buf.AsSpan();
         BinaryPrimitives.WriteInt64LittleEndian(d, pauseTimestampNs);
@@ -40,8 +42,8 @@ public static class VcpuStateMessage
         for (var i = 0; i < vcpus.Count; i++)
         {
             var v = vcpus[i];
-            var (apf, tasks) = extra[i];
-            var sections = 3 + v.UnknownOptional.Count + (apf is null ? 0 : 1) + (tasks is null ? 0 : 1);
+            var (apf, tasks, sdei) = extra[i];
+            var sections = 3 + v.UnknownOptional.Count + (apf is null ? 0 : 1) + (tasks is null ? 0 : 1) + (sdei is null ? 0 : 1);
             BinaryPrimitives.WriteUInt16LittleEndian(d[o..], (ushort)v.Id);
             BinaryPrimitives.WriteUInt16LittleEndian(d[(o + 2)..], (ushort)sections);
             o += 4;
@@ -50,6 +52,7 @@ public static class VcpuStateMessage
             o = Section(d, o, StateSection.Events, 0, MemoryMarshal.AsBytes(new ReadOnlySpan<KvmVcpuEvents>(in v.Events)));
             if (apf is not null) o = Section(d, o, StateSection.AsyncPf, 0, apf);
             if (tasks is not null) o = Section(d, o, StateSection.TaskKernel, 0, tasks);
+            if (sdei is not null) o = Section(d, o, StateSection.Sdei, 0, sdei);
             foreach (var (tag, data) in v.UnknownOptional) o = Section(d, o, tag, StateSection.Optional, data);
         }
         return buf;
@@ -85,6 +88,7 @@ public static class VcpuStateMessage
             var seen = 0;
             AsyncPfVcpuState? apf = null;
             TaskSystemState? tasks = null;
+            ArmSdeiRegistration? sdei = null;
             var unknown = new List<(ushort, byte[])>();
             for (var s = 0; s < sections; s++)
             {
@@ -104,7 +108,8 @@ public static class VcpuStateMessage
                     case StateSection.Events: events = Read<KvmVcpuEvents>(data, id, "events"); seen |= 4; break;
                     case StateSection.AsyncPf when apf is null: apf = GuestStateCodec.DecodeAsyncPf(data, id); break;
                     case StateSection.TaskKernel when tasks is null: tasks = GuestStateCodec.DecodeTaskKernel(data, id); break;
-                    case StateSection.AsyncPf or StateSection.TaskKernel: throw new MigrationException($"vCPU {id} state: section 0x{tag:x4} appears twice");
+                    case StateSection.Sdei when sdei is null: sdei = GuestStateCodec.DecodeSdei(data, id); break;
+                    case StateSection.AsyncPf or StateSection.TaskKernel or StateSection.Sdei: throw new MigrationException($"vCPU {id} state: section 0x{tag:x4} appears twice");
                     default:
                         if ((flags & StateSection.Optional) == 0)
                             throw new MigrationException($"vCPU {id} state: section 0x{tag:x4} is not understood by this version and is not optional");
@@ -113,7 +118,7 @@ public static class VcpuStateMessage
                 }
             }
             if (seen != 7) throw new MigrationException($"vCPU {id} state lacks {((seen & 1) == 0 ? "regs" : (seen & 2) == 0 ? "sregs" : "events")}");
-            result[i] = new VcpuState { Id = id, Regs = regs, Sregs = sregs, Events = events, AsyncPf = apf, TaskKernel = tasks, UnknownOptional = unknown };
+            result[i] = new VcpuState { Id = id, Regs = regs, Sregs = sregs, Events = events, AsyncPf = apf, TaskKernel = tasks, Sdei = sdei, UnknownOptional = unknown };
         }
         if (o != d.Length) throw new MigrationException($"vCPU state frame has {d.Length - o} trailing bytes");
         return (pause, result);

@@ -21,7 +21,7 @@ public static class Wire
     public const int PageSize = 4096;
     public const int PagePayloadSize = 8 + PageSize;
     /// <summary>The protocol version this build speaks (2: adds <see cref="FrameType.PageRun"/>; 3: adds <see cref="FrameType.Ping"/>/<see cref="FrameType.Pong"/> and the source's scheduling in the summary).</summary>
-    public const ushort Version = 6;   // 4: no workload section in the vCPU state; 5: Recover/Recovered (a lost connection is rejoined); 6: Hello flags, AuthChallenge and AuthProof
+    public const ushort Version = 7;   // 4: no workload section in the vCPU state; 5: Recover/Recovered (a lost connection is rejoined); 6: Hello flags, AuthChallenge and AuthProof; 7: the layout's async-PF protocol, the SDEI state section
     /// <summary>Hello's magic: "FLTLNMIG".</summary>
     public static ReadOnlySpan<byte> Magic => "FLTLNMIG"u8;
     /// <summary>The largest payload any frame may have (a vCPU state frame for 256 vCPUs fits).</summary>

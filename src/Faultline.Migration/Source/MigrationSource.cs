@@ -8,6 +8,8 @@ using Faultline.Kvm.Threads;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Transport;
 
+using Faultline.Paging.AsyncPf;
+
 namespace Faultline.Migration.Source;
 
 /// <summary>
@@ -53,7 +55,7 @@ public sealed class MigrationSource : IDisposable
         var write = (ulong)Math.Round(perVcpu / 4096 * Math.Clamp(o.WriteFraction, 0, 1)) * 4096;
         _guest = kernel is null
             ? new SourceGuest(m, o.QwordsPerPage, write, o.SelfKickPeriod, o.Order)
-            : new SourceGuest(m, new TaskProgram(m, kernel, o.Mixed!.TaskConfig), o.SelfKickPeriod);
+            : new SourceGuest(m, new TaskProgram(m, kernel, o.Mixed!.TaskConfig), IAsyncPfRegistration.For(o.Mixed.Protocol, m, new AsyncPfOptions()), o.SelfKickPeriod);
     }
 
     /// <summary>Builds the VM (anonymous RAM, CPL3 workload) and starts its vCPUs.</summary>
@@ -64,7 +66,7 @@ public sealed class MigrationSource : IDisposable
         if (o.SelfKickPeriod != TimeSpan.Zero && o.SelfKickPeriod < MinSelfKickPeriod)
             throw new UsageException($"a self-kick period must be 0 (off) or at least {MinSelfKickPeriod.TotalMicroseconds:0} µs, not {o.SelfKickPeriod.TotalMicroseconds:0.###} µs");
         o.Mixed?.Validate(o.Vcpus);
-        var kernel = o.Mixed is null ? null : new TaskKernel();
+        var kernel = o.Mixed?.Kernel(new AsyncPfOptions());
         var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous) { Kernel = kernel?.Kernel });
         MigrationSource s;
         try { s = new MigrationSource(o, m, kernel); }
@@ -114,7 +116,8 @@ public sealed class MigrationSource : IDisposable
             var ram = Machine.Ram;
             Span<byte> lb = stackalloc byte[LayoutMessage.Size];
             new LayoutMessage(Wire.PageSize, (uint)Machine.Config.Vcpus, ram.Base.Value, ram.Size, Backing.Anonymous,
-                _imageCrc, nonce, _o.Mixed is null ? GuestProgramKind.Generations : GuestProgramKind.Tasks, _o.Mixed?.MemoryTasks ?? 0).Encode(lb);
+                _imageCrc, nonce, _o.Mixed is null ? GuestProgramKind.Generations : GuestProgramKind.Tasks, _o.Mixed?.MemoryTasks ?? 0,
+                _o.Mixed?.Protocol ?? AsyncPfProtocol.X86).Encode(lb);
             main.Send(FrameType.Layout, 0, lb);
             _guest.OpenPauseWindow();   // the destination builds its VM now; Ready (and the pause) may follow at any moment
             // the last vCPU to park sends the state from its own thread (see SourceGuest.Pause), JIT-compiled now

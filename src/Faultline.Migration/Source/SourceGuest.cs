@@ -4,6 +4,7 @@ using Faultline.Guest.Tasks;
 using Faultline.Kvm;
 using Faultline.Kvm.Memory;
 using Faultline.Paging.AsyncPf;
+using Faultline.Paging.AsyncPf.Arm;
 using Faultline.Paging.Sources;
 using Faultline.Migration.Protocol;
 
@@ -28,7 +29,7 @@ internal sealed class SourceGuest : IDisposable
     private readonly long[] _passesDone;
     private readonly AccessOrder _order;
     private readonly TaskProgram? _tasks;             // the mixed workload, else the generation program
-    private readonly AsyncPfRegisters? _asyncPf;
+    private readonly IAsyncPfRegistration? _asyncPf;
     private readonly VcpuState?[] _captured;
     private readonly bool[] _parkedFlags;
     private readonly CountdownEvent _parked;
@@ -55,13 +56,13 @@ internal sealed class SourceGuest : IDisposable
 
     /// <summary>
     /// The mixed workload: guest RAM is filled with the pattern its memory tasks check, the task kernel booted on every
-    /// vCPU (here, before the vCPU threads start) and its async-PF MSRs kept (<see cref="AsyncPfRegisters"/>) to travel
-    /// with the state, beside each vCPU's part of the task kernel.
+    /// vCPU (here, before the vCPU threads start) and its async-PF registration kept (<paramref name="asyncPf"/>: x86's
+    /// MSRs, or arm's ENABLE word and SDEI events) to travel with the state, beside each vCPU's part of the task kernel.
     /// </summary>
-    public SourceGuest(GuestMachine machine, TaskProgram tasks, TimeSpan selfKickPeriod) : this(machine, selfKickPeriod)
+    public SourceGuest(GuestMachine machine, TaskProgram tasks, IAsyncPfRegistration asyncPf, TimeSpan selfKickPeriod) : this(machine, selfKickPeriod)
     {
         _tasks = tasks;
-        _asyncPf = new AsyncPfRegisters(machine);
+        _asyncPf = asyncPf;
         var ram = machine.Ram;
         for (ulong off = 0; off < ram.Size; off += GuestAddress.PageSize)
             PatternPageSource.Fill(ram.Base + off, tasks.Config.Seed, ram.Span(ram.Base + off, (int)GuestAddress.PageSize));
@@ -300,7 +301,7 @@ internal sealed class SourceGuest : IDisposable
         _captured[id] = new VcpuState
         {
             Id = id, Regs = vcpu.GetRegs(), Sregs = vcpu.GetSregs(), Events = vcpu.GetEvents(),
-            AsyncPf = _asyncPf?.Export(id), TaskKernel = _tasks?.Capture(id),
+            AsyncPf = _asyncPf?.Export(id), TaskKernel = _tasks?.Capture(id), Sdei = (_asyncPf as ArmAsyncPfRegisters)?.ExportSdei(id),
         };
     }
 

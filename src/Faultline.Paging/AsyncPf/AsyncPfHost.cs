@@ -264,6 +264,79 @@ public abstract class AsyncPfHost : IAsyncPageFaults, IPresentObserver
         BinaryPrimitives.WriteUInt32LittleEndian(region.Span(new GuestAddress(gpa), 4), value);
     }
 
+    /// <summary>Import: a registration this protocol would refuse from the guest (reserved bits) is refused here too.</summary>
+    private protected abstract void CheckRegistration(int vcpu, AsyncPfVcpuState state);
+
+    /// <summary>Import: the guest holds the "page ready" of an imported fault (the protocol's block or area says so).</summary>
+    private protected virtual void OnImportedDelivered(AsyncPfVcpu s) { }
+
+    /// <summary>
+    /// vCPU <paramref name="vcpu"/>'s registration and outstanding faults, oldest first (its vCPU stopped), for a
+    /// migration or a snapshot: <see cref="Import"/> on the other side carries on with the same tokens.
+    /// </summary>
+    public AsyncPfVcpuState Export(int vcpu)
+    {
+        var s = Vcpus[vcpu];
+        lock (s.Lock)
+        {
+            var list = new List<(long, AsyncPfOutstanding)>();
+            for (var i = 0; i < s.States.Length; i++)
+                if (s.States[i] != AsyncPfVcpu.Free) list.Add((s.Accepted[i], new AsyncPfOutstanding(s.Tokens[i], s.Pages[i], (AsyncPfStage)s.States[i])));
+            return new AsyncPfVcpuState(s.EnableMsr, s.IntMsr, s.Counter, list.OrderBy(x => x.Item1).Select(x => x.Item2).ToList());
+        }
+    }
+
+    /// <summary>
+    /// Takes a registration captured elsewhere (<see cref="Export"/>, or a VM whose memory was all present: <see cref="IAsyncPfRegistration"/>) on vCPU
+    /// <paramref name="vcpu"/>'s own thread, after its loop started and before it runs: the MSRs as the guest wrote
+    /// them, the token counter, and each outstanding fault: one whose "page ready" the guest holds stays delivered
+    /// (its ACK releases the next); the others are requested here and get their "page ready" once present, in order.
+    /// </summary>
+    public void Import(int vcpu, AsyncPfVcpuState state)
+    {
+        var s = Vcpus[vcpu];
+        if (state.Outstanding.Count > s.Tokens.Length)
+            throw new UsageException($"vCPU {vcpu}: {state.Outstanding.Count} outstanding async page faults, this host allows {s.Tokens.Length}");
+        CheckRegistration(vcpu, state);
+        var now = Stopwatch.GetTimestamp();
+        var requests = new List<ulong>();
+        lock (s.Lock)
+        {
+            if (s.Outstanding != 0) throw new InvalidOperationException($"vCPU {vcpu}: async page faults are outstanding already");
+            s.EnableMsr = state.EnableMsr;
+            s.IntMsr = state.InterruptMsr;
+            s.Counter = state.TokenCounter;
+            foreach (var f in state.Outstanding)
+            {
+                if (f.Page >= Tracker.Pages) throw new UsageException($"vCPU {vcpu}: async page fault token 0x{f.Token:x} is for page {f.Page}, the guest has {Tracker.Pages}");
+                var slot = s.FreeSlot();
+                s.Tokens[slot] = f.Token;
+                s.Pages[slot] = f.Page;
+                s.Accepted[slot] = now;
+                s.Present[slot] = 0;
+                s.Outstanding++;
+                if (f.Stage == AsyncPfStage.Delivered && s.InFlight < 0)
+                {
+                    s.States[slot] = AsyncPfVcpu.Delivered;
+                    s.InFlight = slot;
+                    s.ReadyPosted = now;
+                    OnImportedDelivered(s);
+                }
+                else
+                {
+                    s.States[slot] = AsyncPfVcpu.Waiting;
+                    requests.Add(f.Page);
+                }
+            }
+        }
+        foreach (var page in requests)
+        {
+            var present = Tracker.Watch(page);
+            if (!present) present = Path.RequestOnly(page);
+            if (present) MarkPresent(s, page);
+        }
+    }
+
     public AsyncPfStats Snapshot()
     {
         long Sum(Func<AsyncPfVcpu, long> f) { long t = 0; foreach (var v in Vcpus) lock (v.Lock) t += f(v); return t; }

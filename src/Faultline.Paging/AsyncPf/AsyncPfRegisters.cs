@@ -4,12 +4,10 @@ using Faultline.Kvm;
 namespace Faultline.Paging.AsyncPf;
 
 /// <summary>
-/// The guest's async-PF MSRs on a VM whose memory is all present (a migration source, a guest being snapshotted): the
-/// VMM keeps what the guest writes, per vCPU, so that it can carry the registration to where pages will be missing
-/// (<see cref="UserspaceAsyncPf.Import"/>). Nothing is ever missing here, so no notification is ever sent; the MSRs
-/// are intercepted with the same filter and checked as <see cref="UserspaceAsyncPf"/> checks them (reserved bits: #GP).
+/// x86's <see cref="IAsyncPfRegistration"/>: the guest's async-PF MSRs, intercepted with the same filter and checked as
+/// <see cref="UserspaceAsyncPf"/> checks them (reserved bits: #GP).
 /// </summary>
-public sealed class AsyncPfRegisters : IExitHandler
+public sealed class AsyncPfRegisters : IAsyncPfRegistration
 {
     private readonly ulong[] _enable, _interrupt;
 
@@ -20,6 +18,8 @@ public sealed class AsyncPfRegisters : IExitHandler
         _interrupt = new ulong[machine.Config.Vcpus];
         UserspaceAsyncPf.InterceptMsrs(machine.Vm);
     }
+
+    public AsyncPfProtocol Protocol => AsyncPfProtocol.X86;
 
     public bool TryHandleExit(Vcpu vcpu, in VcpuExit exit)
     {

@@ -34,7 +34,7 @@ public static class MigrateCommand
     public static Command Create()
     {
         var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun(); var backing = BackingOption();
-        var selfKick = SelfKick(); var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption();
+        var selfKick = SelfKick(); var guestOptions = new GuestOptions(); var asyncPf = AsyncPfOption();
         var inject = Inject(); var recover = RecoverTimeout();
         var baselineOpt = new Option<bool>("--baseline")
         {
@@ -43,9 +43,9 @@ public static class MigrateCommand
         var security = new MigrateSecurity();
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, workload, memTasks, asyncPf, inject, recover, SourceCommand(), DestCommand(),
+            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, asyncPf, inject, recover, SourceCommand(), DestCommand(),
         };
-        foreach (var opt in security.All) migrate.Options.Add(opt);
+        foreach (var opt in security.All.Concat(guestOptions.All)) migrate.Options.Add(opt);
         migrate.SetAction((pr, ct) =>
         {
             var wall = Stopwatch.StartNew();   // the user's wait, from the command's start to its report
@@ -53,7 +53,7 @@ public static class MigrateCommand
             var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
             var b = BackingFor(e, pr.GetValue(backing));
             var kick = ParseSelfKick(pr.GetValue(selfKick)!);
-            var guest = new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks));
+            var guest = guestOptions.Of(pr);
             var apf = AsyncPfModeOf(pr, asyncPf, e, guest.Mixed);
             var recovery = new Recovery(InjectOf(pr, inject), Seconds(pr, recover));
             // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
@@ -69,8 +69,7 @@ public static class MigrateCommand
     private static Command SourceCommand()
     {
         var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
-        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json(); var workload = WorkloadOption();
-        var memTasks = MemTasks();
+        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json(); var guestOptions = new GuestOptions();
         var waitDest = new Option<int>("--wait-dest")
         {
             Description = "Seconds to wait for a destination, and again for a new one after a destination is lost (the guest and every page are kept); 0: do not wait again",
@@ -80,15 +79,15 @@ public static class MigrateCommand
         var security = new MigrateSecurity();
         var cmd = new Command("source", "Run a guest (a generation-stamped pattern, or the mixed workload), and migrate it to the first destination that connects and completes")
         {
-            listen, vcpus, mem, delay, run, selfKick, json, workload, memTasks, waitDest, rejoin,
+            listen, vcpus, mem, delay, run, selfKick, json, waitDest, rejoin,
         };
-        foreach (var opt in security.All) cmd.Options.Add(opt);
+        foreach (var opt in security.All.Concat(guestOptions.All)) cmd.Options.Add(opt);
         cmd.SetAction((pr, ct) =>
         {
             var wait = pr.GetValue(waitDest);
             if (wait is < 0 or > 86_400) throw new UsageException($"--wait-dest {wait}: use 0..86400 seconds");
             return Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
-                ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks)),
+                ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), guestOptions.Of(pr),
                 wait, Seconds(pr, rejoin), security.For(pr, MigrationAddress.Parse(pr.GetValue(listen)!), generate: false), pr.GetValue(json), Streams(pr, null), ct));
         });
         return cmd;
@@ -98,21 +97,21 @@ public static class MigrateCommand
     {
         var connect = new Option<string>("--connect") { Description = "Address of the source: HOST:PORT or unix:PATH", Required = true };
         var engine = Engine(); var delay = Delay(); var json = Json(); var backing = BackingOption();
-        var workload = WorkloadOption(); var memTasks = MemTasks(); var asyncPf = AsyncPfOption(); var inject = Inject(); var recover = RecoverTimeout();
+        var guestOptions = new GuestOptions(); var asyncPf = AsyncPfOption(); var inject = Inject(); var recover = RecoverTimeout();
         var vcpus = new Option<int?>("--vcpus") { Description = "The guest's vCPUs, if known: with --mem, the destination builds its VM before it connects (QEMU's -incoming); a source of another shape is refused" };
         var mem = GuestSizes.OptionalRam("--mem", "The guest's RAM, if known (see --vcpus)");
         var security = new MigrateSecurity();
         var cmd = new Command("dest", "Take over a guest from a source: resume it at once, fetch pages on demand while the rest is pushed")
         {
-            connect, engine, delay, json, backing, vcpus, mem, workload, memTasks, asyncPf, inject, recover,
+            connect, engine, delay, json, backing, vcpus, mem, asyncPf, inject, recover,
         };
-        foreach (var opt in security.All) cmd.Options.Add(opt);
+        foreach (var opt in security.All.Concat(guestOptions.All)) cmd.Options.Add(opt);
         cmd.SetAction((pr, ct) =>
         {
             var io = Streams(pr, Stopwatch.StartNew());
             var (e, why) = ChooseEngine(pr.GetValue(engine)!, pr.GetValue(backing));
             var address = MigrationAddress.Parse(pr.GetValue(connect)!);
-            var guest = new GuestChoice(pr.GetValue(workload)!, MixedOf(pr, workload, memTasks));
+            var guest = guestOptions.Of(pr);
             var o = DestOptions(address, e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), address.IsUnix ? "unix" : "tcp", guest,
                 AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with { EngineReason = why, Inject = InjectOf(pr, inject), RecoverTimeout = Seconds(pr, recover), Logger = new MigrateLog(io.Stderr), Security = security.For(pr, address, generate: false) };
             if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
@@ -225,9 +224,9 @@ public static class MigrateCommand
                      "--wait-dest", "0",   // this command's own destination is the only one: a lost one ends both
                      // a lost link is rejoined; the source waits longer than the destination tries, so the destination gives up first
                      "--rejoin-wait", (recovery.Timeout > TimeSpan.Zero ? (int)recovery.Timeout.TotalSeconds + 30 : 0).ToString(CultureInfo.InvariantCulture),
-                     "--workload", guest.Name })
+                     })
             psi.ArgumentList.Add(a);
-        if (guest.Mixed is { } mx) { psi.ArgumentList.Add("--mem-tasks"); psi.ArgumentList.Add(mx.MemoryTasks.ToString(CultureInfo.InvariantCulture)); }
+        foreach (var a in guest.Arguments()) psi.ArgumentList.Add(a);
         var keyFile = Path.Combine(Path.GetTempPath(), $"faultline-key-{Environment.ProcessId}-{Guid.NewGuid():N}");
         foreach (var a in MigrateSecurity.ChildArguments(security, keyFile)) psi.ArgumentList.Add(a);
         using var removeKey = new KeyFileRemoval(keyFile);
@@ -360,12 +359,6 @@ public static class MigrateCommand
             LinkDelay = delay, LinkKind = link, RealTimeDemandPath = RealTimeSetting(), Trace = TraceSetting(), ThreadSlice = SliceSetting(),
             VcpuPostcopyNice = int.TryParse(Environment.GetEnvironmentVariable("FAULTLINE_VCPU_NICE"), out var nice) ? nice : DestinationOptions.DefaultVcpuPostcopyNice,
         };
-
-    /// <summary>--workload (and --mem-tasks): the word, the generation order, and the mixed workload if that is the choice.</summary>
-    private sealed record GuestChoice(string Name, AccessOrder Order, MixedWorkload? Mixed)
-    {
-        public GuestChoice(Choice<AccessOrder?> c, MixedWorkload? mixed) : this(c.Word, c.Value ?? AccessOrder.Sequential, mixed) { }
-    }
 
     // ---- rendering ----------------------------------------------------------------------------------------------
 

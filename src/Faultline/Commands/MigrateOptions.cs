@@ -165,30 +165,12 @@ internal static class MigrateOptions
             + "or mixed: a CPU task and --mem-tasks memory tasks per vCPU under a small guest kernel that enables async page faults",
             ("sequential", AccessOrder.Sequential), ("random", AccessOrder.Random), ("hotset", AccessOrder.Hotset), ("mixed", null));
 
-    internal static Option<int> MemTasks() => new("--mem-tasks")
-    {
-        Description = "--workload mixed: memory tasks per vCPU (1..4), each checking its share of the vCPU's pages in passes", DefaultValueFactory = _ => 1,
-    };
-
     internal static Option<string?> AsyncPfOption() => new("--async-pf")
     {
         Description = "--workload mixed: answer a fault the guest can take asynchronously with \"page not present\", then \"page ready\": "
             + "auto (where the expected wait beats the measured notification cost; --async-pf alone), always, never. Default: auto on an engine whose faults exit, else never",
         HelpName = "auto|always|never", Arity = ArgumentArity.ZeroOrOne,
     };
-
-    /// <summary>The mixed workload the options describe, or null for a generation workload (then --mem-tasks must not be given).</summary>
-    internal static MixedWorkload? MixedOf(ParseResult pr, Option<Choice<AccessOrder?>> workload, Option<int> memTasks)
-    {
-        var n = pr.GetValue(memTasks);
-        if (pr.GetValue(workload)!.Value is not null)
-        {
-            if (pr.GetResult(memTasks) is { Implicit: false }) throw new UsageException("--mem-tasks: only the mixed workload has memory tasks (use --workload mixed)");
-            return null;
-        }
-        if (n is < 1 or > Faultline.Guest.Tasks.TaskLayout.MaxMemoryTasks) throw new UsageException($"--mem-tasks {n}: use 1..{Faultline.Guest.Tasks.TaskLayout.MaxMemoryTasks}");
-        return new MixedWorkload(n);
-    }
 
     /// <summary>--async-pf for the destination: given, it must fit the workload and the engine; not given, auto where the engine can, else never.</summary>
     internal static AsyncPfMode AsyncPfModeOf(ParseResult pr, Option<string?> option, PagingMode engine, MixedWorkload? mixed)

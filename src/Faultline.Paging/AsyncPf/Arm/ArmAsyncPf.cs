@@ -27,7 +27,7 @@ namespace Faultline.Paging.AsyncPf.Arm;
 /// <see cref="GetVersion"/> … <see cref="SetControl"/>, with <see cref="CaptureVcpu"/>/<see cref="RestoreVcpu"/> for what
 /// a migration carries.
 /// </summary>
-public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener
+public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener, IAsyncPfServiceHost
 {
     private const byte BlockFree = 0, BlockNotPresent = 1, BlockReady = 2;
     private readonly byte[] _block;
@@ -85,6 +85,14 @@ public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener
 
     private protected override void OnDisabled(AsyncPfVcpu s) => _block[s.Id] = BlockFree;
 
+    private protected override void CheckRegistration(int vcpu, AsyncPfVcpuState state)
+    {
+        if ((state.EnableMsr & ReservedBits) != 0) throw new UsageException($"vCPU {vcpu}: the async-PF control word 0x{state.EnableMsr:x} has reserved bits set");
+        if (state.InterruptMsr is < 32 or > 255) throw new UsageException($"vCPU {vcpu}: the page-ready interrupt {state.InterruptMsr} is not a vector of 32..255");
+    }
+
+    private protected override void OnImportedDelivered(AsyncPfVcpu s) => _block[s.Id] = BlockReady;   // the guest's until its IRQ_ACK
+
     private protected override bool TryHandleProtocolExit(Vcpu vcpu, in VcpuExit exit) => Sdei.TryHandleExit(vcpu, exit);
 
     void ISdeiListener.OnCompleted(Vcpu vcpu, uint number)
@@ -98,33 +106,16 @@ public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener
         }
     }
 
-    /// <summary>The vendor-hypervisor async-PF service: x1 (RCX) = sub-function; results x0 (RAX), x1 (RCX).</summary>
-    bool ISmcccService.TryCall(Vcpu vcpu, uint function, ref KvmRegs r)
+    bool ISmcccService.TryCall(Vcpu vcpu, uint function, ref KvmRegs r) => AsyncPfService.TryCall(this, vcpu, function, ref r);
+    int IAsyncPfServiceHost.Slots => Options.Limit;
+    uint IAsyncPfServiceHost.EventOf(int vcpu) => GetSdei(vcpu);
+    byte IAsyncPfServiceHost.IrqOf(int vcpu) => (byte)Vcpus[vcpu].IntMsr;
+    void IAsyncPfServiceHost.Enable(int vcpu, ulong word) => SetEnableWord(Vcpus[vcpu], word);
+    void IAsyncPfServiceHost.IrqAck(int vcpu)
     {
-        if (function != AsyncPfFunctionId) return false;
-        var s = Vcpus[vcpu.Id];
-        var x0 = SmcccSuccess;
-        switch (r.Rcx)
-        {
-            case FnVersion: r.Rcx = ArmPvAsyncPf.Version; break;
-            case FnSlots: r.Rcx = (ulong)Options.Limit; break;
-            case FnSdei: r.Rcx = Sdei.EventsOf(s.Id).NumberOf(EventSlot); break;
-            case FnIrq: r.Rcx = s.IntMsr; break;
-            case FnEnable:
-            {
-                var word = (r.Rdx & 0xFFFFFFFF) | (r.Rsi << 32);
-                if ((word & ReservedBits) != 0) { x0 = SmcccInvalidParameter; break; }
-                SetEnableWord(s, word);
-                break;
-            }
-            case FnIrqAck:
-                lock (s.Lock) if (_block[s.Id] == BlockReady) _block[s.Id] = BlockFree;
-                OnAck(s);
-                break;
-            default: x0 = SmcccNotSupported; break;
-        }
-        r.Rax = unchecked((ulong)x0);
-        return true;
+        var s = Vcpus[vcpu];
+        lock (s.Lock) if (_block[s.Id] == BlockReady) _block[s.Id] = BlockFree;
+        OnAck(s);
     }
 
     // the VMM's control path (seed 003): per vCPU, before it runs or while it is stopped
@@ -152,6 +143,29 @@ public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener
         lock (s.Lock) s.EnableMsr = word;
     }
 
+    /// <summary>
+    /// What a migration carries of vCPU <paramref name="vcpu"/>'s SDEI beside <see cref="AsyncPfHost.Export"/> (which
+    /// holds the ENABLE word, the PPI and the outstanding tokens): the async-PF event's number and every event's
+    /// registration. A vCPU stopped inside an SDEI handler is refused: its interrupted context is the dispatcher's, not
+    /// the guest's, and does not travel (a migration source never dispatches one: all its memory is present).
+    /// </summary>
+    public ArmSdeiRegistration ExportSdei(int vcpu)
+    {
+        var ev = Sdei.EventsOf(vcpu);
+        if (ev.Running >= 0 || _block[vcpu] == BlockNotPresent)
+            throw new InvalidOperationException($"vCPU {vcpu} is inside its SDEI handler: stop it outside one to carry its state");
+        var (cs, ss) = Sdei.HandlerSegmentsOf(vcpu);
+        return new(GetSdei(vcpu), ev.Capture(), cs, ss);
+    }
+
+    /// <summary>Takes <see cref="ExportSdei"/>'s (or <see cref="ArmAsyncPfRegisters.ExportSdei"/>'s) on a vCPU that has not run; before <see cref="AsyncPfHost.Import"/>.</summary>
+    public void ImportSdei(int vcpu, ArmSdeiRegistration r)
+    {
+        if (GetSdei(vcpu) != r.AsyncPfEvent) SetSdei(vcpu, r.AsyncPfEvent);
+        Sdei.EventsOf(vcpu).Restore(r.Events);
+        Sdei.SetHandlerSegments(vcpu, r.HandlerCs, r.HandlerSs);
+    }
+
     /// <summary>Everything the VMM carries for one vCPU: the service's configuration and the SDEI registrations.</summary>
     public ArmAsyncPfState CaptureVcpu(int vcpu) => new(GetSdei(vcpu), GetIrq(vcpu), GetControl(vcpu), Sdei.EventsOf(vcpu).Capture());
 
@@ -166,3 +180,9 @@ public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener
 
 /// <summary>One vCPU's arm async-PF state as the VMM's control path reads and writes it.</summary>
 public sealed record ArmAsyncPfState(uint Event, byte Irq, ulong Control, SdeiState Sdei);
+
+/// <summary>
+/// One vCPU's SDEI side of the arm protocol as a migration carries it: the async-PF event's number, the PE's events, and
+/// the code and stack segments its handlers run with (those it registered from).
+/// </summary>
+public sealed record ArmSdeiRegistration(uint AsyncPfEvent, SdeiState Events, KvmSegment HandlerCs, KvmSegment HandlerSs);

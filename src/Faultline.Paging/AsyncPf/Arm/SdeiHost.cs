@@ -55,6 +55,16 @@ public sealed class SdeiHost : IExitHandler
     internal ISdeiListener? Listener { get; set; }
 
     public SdeiEvents EventsOf(int vcpu) => _pes[vcpu].Events;
+
+    /// <summary>The code and stack segments vCPU <paramref name="vcpu"/>'s handlers run with: those of the context that registered (SDEI's client EL).</summary>
+    public (KvmSegment Cs, KvmSegment Ss) HandlerSegmentsOf(int vcpu) => (_pes[vcpu].HandlerCs, _pes[vcpu].HandlerSs);
+
+    /// <summary>Where a registration made elsewhere (a migration) runs its handlers; the vCPU has not run here.</summary>
+    public void SetHandlerSegments(int vcpu, in KvmSegment cs, in KvmSegment ss)
+    {
+        _pes[vcpu].HandlerCs = cs;
+        _pes[vcpu].HandlerSs = ss;
+    }
     /// <summary>Handlers entered, COMPLETEs, COMPLETE_AND_RESUMEs and conduit calls on a vCPU (read after the run).</summary>
     public (long Dispatched, long Completed, long Resumed, long Calls) CountsOf(int vcpu)
     {
