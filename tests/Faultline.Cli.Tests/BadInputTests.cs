@@ -28,6 +28,8 @@ public sealed class BadInputTests
     [InlineData("--mem-tasks", new[] { "migrate", "--mem-tasks", "2" })]                          // only the mixed workload has them
     [InlineData("--mem-tasks 5", new[] { "migrate", "--workload", "mixed", "--mem-tasks", "5" })]
     [InlineData("--mem-tasks 0", new[] { "migrate", "source", "--listen", "127.0.0.1:0", "--workload", "mixed", "--mem-tasks", "0" })]
+    [InlineData("--protocol", new[] { "migrate", "--protocol", "arm" })]                            // only the mixed workload's guest speaks one
+    [InlineData("--protocol takes x86 or arm", new[] { "migrate", "--workload", "mixed", "--protocol", "ppc" })]
     [InlineData("--async-pf", new[] { "migrate", "--async-pf" })]                                   // the generation program never enables it
     [InlineData("--async-pf", new[] { "migrate", "--workload", "mixed", "--async-pf", "sometimes" })]
     [InlineData("needs an engine whose faults exit", new[] { "migrate", "--workload", "mixed", "--engine", "missing", "--async-pf", "always" })]

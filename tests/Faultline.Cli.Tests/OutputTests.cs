@@ -66,7 +66,23 @@ public sealed partial class OutputTests
         Assert.Equal(mixed.GetProperty("not_present").GetInt64(), mixed.GetProperty("ready").GetInt64());
         Assert.True(mixed.GetProperty("cpu_iter_per_s_postcopy").GetDouble() > 0);
         Assert.Single(r.StderrLines, l => l.Contains("CPU task, all vCPUs") && l.Contains("during post-copy"));
-        Assert.Single(r.StderrLines, l => l.Contains("async page faults") && l.Contains("--async-pf auto, guest enabled"));
+        Assert.Single(r.StderrLines, l => l.Contains("async page faults") && l.Contains("--async-pf auto, x86 protocol, guest enabled"));
+    }
+
+    [KvmFact]
+    public void Migrate_mixed_with_the_arm_protocol_carries_it_to_the_source_child_and_reports_its_sdei_handlers()
+    {
+        var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--workload", "mixed", "--mem", "32M",
+            "--link-delay", "1ms", "--async-pf", "always", "--protocol", "arm", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var mixed = doc.RootElement.GetProperty("mixed");
+        Assert.Equal(0, doc.RootElement.GetProperty("guest_mismatches").GetInt64());
+        Assert.Equal("arm", mixed.GetProperty("protocol").GetString());
+        Assert.True(mixed.GetProperty("guest_enabled").GetBoolean());
+        Assert.True(mixed.GetProperty("not_present").GetInt64() > 0, mixed.ToString());
+        Assert.Equal(mixed.GetProperty("not_present").GetInt64(), mixed.GetProperty("sdei_dispatched").GetInt64());
+        Assert.Single(r.StderrLines, l => l.Contains("async page faults") && l.Contains("arm protocol") && l.Contains("SDEI handlers entered"));
     }
 
     [KvmFact]

@@ -168,7 +168,11 @@ public sealed class FrameFuzzTests(ITestOutputHelper output)
         var channel = new FeedChannel(r);
         var reader = new FrameReader(channel, bufferSize: 1) { KeepDamagedPages = r.Next(2) == 0 };
         var regs = new Faultline.Kvm.Interop.KvmRegs { Rip = 0x1000 };
-        var vcpuState = VcpuStateMessage.Encode(1, [new VcpuState { Id = 0, Regs = regs }, new VcpuState { Id = 1, Regs = regs }]);
+        // vCPU 0 carries the arm protocol's sections too (async-PF registration with outstanding faults, SDEI events)
+        var sdei = new Faultline.Paging.AsyncPf.Arm.ArmSdeiRegistration(0x40000001,
+            new Faultline.Paging.AsyncPf.Arm.SdeiState(false, [new(0, false, false, false, 0, 0), new(0x40000001, true, true, false, 0x2345, 77)]), default, default);
+        var apf = new Faultline.Paging.AsyncPf.AsyncPfVcpuState(0x9001, 0xED, 3, [new(0x1000, 5, Faultline.Paging.AsyncPf.AsyncPfStage.Waiting)]);
+        var vcpuState = VcpuStateMessage.Encode(1, [new VcpuState { Id = 0, Regs = regs, AsyncPf = apf, Sdei = sdei }, new VcpuState { Id = 1, Regs = regs }]);
         var hello = new byte[HelloMessage.Size];
         new HelloMessage(Wire.Version, ChannelRole.Main, 7).Encode(hello);
         var helloFrame = FrameCodec.ToArray(FrameType.Hello, 0, hello);

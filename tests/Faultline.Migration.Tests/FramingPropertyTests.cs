@@ -356,6 +356,41 @@ public sealed class FramingPropertyTests
         Assert.ThrowsAny<MigrationException>(() => VcpuStateMessage.Decode(VcpuStateMessage.Encode(1, states), 3));
     }
 
+    [Fact]
+    public void The_arm_protocols_sdei_section_round_trips_beside_the_async_pf_one_and_damage_is_one_MigrationException()
+    {
+        var cs = new KvmSegment { Selector = 0x08, L = 1, Present = 1, S = 1, Type = 11 };
+        var ss = new KvmSegment { Selector = 0x10, Db = 1, Present = 1, S = 1, Type = 3 };
+        var sdei = new Faultline.Paging.AsyncPf.Arm.ArmSdeiRegistration(0x40000001,
+            new Faultline.Paging.AsyncPf.Arm.SdeiState(false, [new(0, false, false, false, 0, 0), new(0x40000001, true, true, false, 0x2345, 77)]), cs, ss);
+        var apf = new Faultline.Paging.AsyncPf.AsyncPfVcpuState(0x9000 | 1, 0xED, 12,
+            [new(0x1000, 5, Faultline.Paging.AsyncPf.AsyncPfStage.Waiting), new(0x2000, 9, Faultline.Paging.AsyncPf.AsyncPfStage.Delivered)]);
+        var bytes = VcpuStateMessage.Encode(5, [new VcpuState { Id = 0, AsyncPf = apf, Sdei = sdei }]);
+        var back = VcpuStateMessage.Decode(bytes, 1).Vcpus[0];
+        Assert.Equal(sdei.AsyncPfEvent, back.Sdei!.AsyncPfEvent);
+        Assert.Equal(sdei.Events.Events, back.Sdei.Events.Events);
+        Assert.False(back.Sdei.Events.Masked);
+        Assert.Equal(cs.Selector, back.Sdei.HandlerCs.Selector);
+        Assert.Equal(ss.Selector, back.Sdei.HandlerSs.Selector);
+        Assert.Equal(1, back.Sdei.HandlerCs.L);
+        Assert.Equal(apf.EnableMsr, back.AsyncPf!.EnableMsr);
+        Assert.Equal(apf.Outstanding, back.AsyncPf.Outstanding);
+        // every byte of the frame damaged in turn, and every truncation: a state or one MigrationException, nothing else
+        var r = new Random(BaseSeed);
+        for (var i = 0; i < bytes.Length; i++)
+        {
+            var d = (byte[])bytes.Clone();
+            d[i] ^= (byte)r.Next(1, 256);
+            try { VcpuStateMessage.Decode(d, 1); } catch (MigrationException) { }
+            Assert.ThrowsAny<MigrationException>(() => VcpuStateMessage.Decode(bytes.AsSpan(0, i), 1));
+        }
+        // a section shorter than its header, and one whose event count disagrees with its length
+        Assert.Contains("SDEI section is truncated", Assert.ThrowsAny<MigrationException>(() => GuestStateCodec.DecodeSdei(new byte[20], 0)).Message);
+        var counted = GuestStateCodec.Encode(sdei);
+        counted[5] = 3;
+        Assert.Contains("for 3 events", Assert.ThrowsAny<MigrationException>(() => GuestStateCodec.DecodeSdei(counted, 0)).Message);
+    }
+
     /// <summary>Serves its bytes, then blocks on the next Receive (a live peer that stopped talking): proves the reader never waits on a bad length.</summary>
     private sealed class BlockingAfterEndChannel(byte[] data) : Faultline.Migration.Transport.IByteChannel
     {

@@ -60,7 +60,8 @@ internal static class MigrationReportTable
                 $"{mx.CpuIterPerSecPostcopy / 1e6:0.0} during post-copy{(mx.CpuIterPerSecAfter is { } after ? $", {after / 1e6:0.0} after it (every page present)" : "")}"));
             t.AddRow("async page faults", Markup.Escape(mx.AsyncPf is { } a
                 ? string.Create(CultureInfo.InvariantCulture,
-                    $"--async-pf {mx.AsyncPfPolicy}, guest {(mx.GuestEnabled ? "enabled" : "did not enable")}: {a.NotPresent} not present, {a.ReadyDelivered} ready; "
+                    $"--async-pf {mx.AsyncPfPolicy}, {mx.Protocol} protocol, guest {(mx.GuestEnabled ? "enabled" : "did not enable")}: {a.NotPresent} not present, {a.ReadyDelivered} ready"
+                    + $"{(mx.Sdei is { } e ? $" ({e.Dispatched} SDEI handlers entered, {e.Completed} completed)" : "")}; "
                     + $"{a.SyncTotal} synchronous (policy {a.SyncPolicy}, limit {a.SyncLimit}, interrupts off {a.SyncInterruptsOff}, kernel mode {a.SyncKernelMode}, not enabled {a.SyncNotEnabled}); "
                     + $"notification cost used {a.PolicyNotifyCostUs:0} µs")
                 : $"--async-pf never (guest {(mx.GuestEnabled ? "enabled" : "did not enable")} them): every fault waits"));
