@@ -19,6 +19,20 @@ public sealed class InjectCommandTests
     }
 
     [KvmFact]
+    public void A_delay_and_a_corrupted_frame_from_the_command_line_are_survived_on_the_same_connection()
+    {
+        var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--mem", "64M", "--workload", "random", "--inject", "delay@2000:300ms,corrupt@4000", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("\"injected\": \"delay@2000:300ms,corrupt@4000\"", r.Stdout);
+        Assert.Contains("\"reconnects\": 0", r.Stdout);
+        Assert.Contains("\"frames_damaged\": 1", r.Stdout);
+        Assert.Contains("\"digests_match\": true", r.Stdout);
+        Assert.Contains("\"guest_mismatches\": 0", r.Stdout);
+        Assert.Contains("injected delay at ", r.Stderr);
+        Assert.Contains("injected corrupt at ", r.Stderr);
+    }
+
+    [KvmFact]
     public void A_cut_TLS_link_is_rejoined_through_TLS_and_the_key_proof_again()
     {
         var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--mem", "64M", "--workload", "random", "--tls", "on", "--inject", "cut-link@2000", "--json", "-");

@@ -35,3 +35,9 @@ public sealed class UsageException(string message) : FaultlineException(message,
 
 /// <summary>A page a fault needs can't be had: its source failed or went silent. Exit code 5, as a failed migration.</summary>
 public sealed class PageUnavailableException(string message, Exception? inner = null) : FaultlineException(message, 5, inner);
+
+/// <summary>The migration peer ended the migration itself (an Abort frame) and said why (<see cref="Reason"/>).</summary>
+public sealed class PeerAbortedException(string reason) : MigrationException($"peer aborted: {reason}")
+{
+    public string Reason { get; } = reason;
+}

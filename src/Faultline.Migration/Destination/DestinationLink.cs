@@ -42,6 +42,20 @@ internal sealed class DestinationLink(PeerConnection main, PeerConnection urgent
     /// <summary>Cuts the link as a broken network would (fault injection): both channels shut down in both directions; both ends see it.</summary>
     public void Cut() => Shutdown();
 
+    private long _holdUntil;   // Stopwatch ticks: neither receiver reads before it (--inject delay)
+
+    /// <summary>Holds the link for <paramref name="hold"/>: each receiver stops reading after the frame in hand.</summary>
+    public void Hold(TimeSpan hold) => Volatile.Write(ref _holdUntil, System.Diagnostics.Stopwatch.GetTimestamp() + (long)(hold.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
+
+    /// <summary>A receiver, before it reads its next frame: waits out a hold, if one is on.</summary>
+    public void WaitOutHold()
+    {
+        var until = Volatile.Read(ref _holdUntil);
+        if (until == 0) return;
+        var left = System.Diagnostics.Stopwatch.GetElapsedTime(System.Diagnostics.Stopwatch.GetTimestamp(), until);
+        if (left > TimeSpan.Zero && !_lost.IsSet) _lost.Wait(left);   // a link lost meanwhile ends the hold
+    }
+
     public void Shutdown()
     {
         Main.Shutdown();

@@ -54,7 +54,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 var t0 = Clock.NowNs();
                 try
                 {
-                    CheckMappable(o.ExpectRamBytes!.Value);
+                    DestinationChecks.Mappable(o, o.ExpectRamBytes!.Value);
                     Build(o.ExpectVcpus!.Value, o.ExpectRamBytes.Value);
                 }
                 catch (FaultlineException e) { prepareError = e; }   // told to the source below, before it pauses
@@ -85,7 +85,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             try
             {
                 if (prepareError is not null) throw prepareError;
-                CheckLayout(layout, hello.Nonce);
+                DestinationChecks.Layout(o, layout, hello.Nonce);
                 if (session is null) Build((int)layout.Vcpus, layout.RamSize);
                 var crc = ImageHash.Crc32C(session!.Machine.System);
                 if (crc != layout.ImageCrc)
@@ -116,6 +116,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 else ThreadPriority.SetBase(ThreadPriority.BulkNice);
                 while (true)
                 {
+                    l.WaitOutHold();
                     var f = m.Read();
                     if (f.Damaged) { s.OnDamaged($"checksum mismatch on a {f.Type} frame from {m.Peer}"); continue; }
                     switch (f.Type)
@@ -150,9 +151,15 @@ public sealed class MigrationDestination(DestinationOptions o)
                     var next = Volatile.Read(ref nextCut);
                     if (next >= cuts.Length || s.ReceivedCount < cuts[next].AtPages) return;
                     if (Interlocked.CompareExchange(ref nextCut, next + 1, next) != next) continue;
-                    var kind = cuts[next].Kind;
+                    var (_, kind, hold) = cuts[next];
                     MigrationLog.Injected(o.Logger, Injection.WordOf(kind), s.ReceivedCount);
-                    if (kind == InjectionKind.CutLink) l.Cut(); else o.KillSource!();
+                    switch (kind)
+                    {
+                        case InjectionKind.CutLink: l.Cut(); break;
+                        case InjectionKind.Delay: l.Hold(hold); break;
+                        case InjectionKind.Corrupt: l.Main.Reader.DamageNextPageFrame(); break;
+                        default: o.KillSource!(); break;
+                    }
                 }
             }
             void UrgentLoop(DestinationLink l)
@@ -164,6 +171,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                     while (true)
                     {
                         Frame f;
+                        l.WaitOutHold();
                         try { f = u.Read(); }
                         catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
                         if (f.Damaged) { s.OnDamaged($"checksum mismatch on a {f.Type} frame from {u.Peer}"); continue; }
@@ -344,7 +352,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 Security = o.Security.Describe(link.Main), Link = o.LinkKind, LinkDelayUs = o.LinkDelay.TotalMicroseconds, LinkDelayEmulated = o.LinkDelay > TimeSpan.Zero,
                 LinkRttUs = rtt, WaitSpinUs = FaultWait.SpinMicroseconds(s.ExpectedLatency),
                 Scheduling = new DemandPathScheduling(ThreadPriority.Policy, ThreadPriority.PolicyDetail, sum.SourcePolicy, o.VcpuPostcopyNice),
-                Mixed = o.Mixed is { } mixed ? MixedOf(mixed, g, en, completeNs) : null,
+                Mixed = o.Mixed is { } mixed ? DestinationChecks.MixedOf(o, mixed, g, en, completeNs) : null,
                 Rejoins = [.. rejoins], Injected = o.Inject.IsEmpty ? null : o.Inject.ToString(),
             };
         }
@@ -354,7 +362,9 @@ public sealed class MigrationDestination(DestinationOptions o)
             var resumed = Volatile.Read(ref pauseNs) != 0;
             if (first is OperationCanceledException)
                 throw new MigrationFailedException("migration cancelled", MigrationFailure.Of("migration cancelled", session, resumed, rejoins), first);
-            var msg = first is FaultlineException ? first.Message : $"internal error: {first.Message}";
+            // a source that gives up after the pause takes the guest's missing pages with it, whatever it says
+            var msg = first is PeerAbortedException pa && resumed ? $"the source is gone: it ended the migration in post-copy ({pa.Reason}); the guest could not be completed"
+                : first is FaultlineException ? first.Message : $"internal error: {first.Message}";
             (link?.Main ?? main)?.TryAbort(msg);
             (link?.Urgent ?? urgent)?.TryAbort(msg);
             if (first is FaultlineException and not MigrationException) throw first;
@@ -375,53 +385,6 @@ public sealed class MigrationDestination(DestinationOptions o)
             urgent?.Dispose();
             summaryArrived.Dispose();
         }
-    }
-
-    private MixedReport MixedOf(MixedWorkload mixed, DestinationGuest g, IPagingEngine en, long completeNs)
-    {
-        double during = 0, after = 0, afterNs = 0;
-        for (var i = 0; i < g.ResumedNs.Length; i++)
-        {
-            during += (g.CpuAtPostcopyDone[i] - g.CpuAtResume[i]) / Math.Max(1e-9, (completeNs - g.ResumedNs[i]) / 1e9);
-            var tail = g.FinishedNs[i] - completeNs;
-            if (tail > 0) { after += (g.CpuAtFinish[i] - g.CpuAtPostcopyDone[i]) / (tail / 1e9); afterNs = Math.Max(afterNs, tail); }
-        }
-        var apf = (en as PagingEngine)?.AsyncPf;
-        return new MixedReport
-        {
-            MemoryTasks = mixed.MemoryTasks, AsyncPfPolicy = o.AsyncPf.Mode.ToString().ToLowerInvariant(), Protocol = mixed.Protocol == AsyncPfProtocol.Arm ? "arm" : "x86",
-            GuestEnabled = g.GuestAsyncPfEnabled,
-            CpuIterPerSecPostcopy = during, CpuIterPerSecAfter = afterNs >= 5e6 ? after : null, AsyncPf = apf?.Snapshot(),
-            Sdei = apf is Faultline.Paging.AsyncPf.Arm.ArmAsyncPf arm ? SdeiTotals(arm, g.ResumedNs.Length) : null,
-        };
-    }
-
-    private static (long, long) SdeiTotals(Faultline.Paging.AsyncPf.Arm.ArmAsyncPf arm, int vcpus)
-    {
-        long dispatched = 0, completed = 0;
-        for (var v = 0; v < vcpus; v++) { var c = arm.Sdei.CountsOf(v); dispatched += c.Dispatched; completed += c.Completed + c.Resumed; }
-        return (dispatched, completed);
-    }
-
-    private void CheckLayout(LayoutMessage l, ulong nonce)
-    {
-        var (program, tasks, apf) = o.Mixed is { } mx ? (GuestProgramKind.Tasks, mx.MemoryTasks, mx.Protocol) : (GuestProgramKind.Generations, 0, AsyncPfProtocol.X86);
-        if (l.Program != program || l.MemoryTasks != tasks || (program == GuestProgramKind.Tasks && l.AsyncPf != apf))
-            throw new MigrationException($"layout mismatch: the source runs {LayoutMessage.DescribeProgram(l.Program, l.MemoryTasks, l.AsyncPf)}, this destination expects {LayoutMessage.DescribeProgram(program, tasks, apf)} (--workload, --mem-tasks, --protocol)");
-        if (l.Nonce != nonce) throw new MigrationException("layout mismatch: the layout belongs to another session");
-        if (l.PageSize != Wire.PageSize) throw new MigrationException($"layout mismatch: source pages are {l.PageSize} bytes, this destination uses {Wire.PageSize}");
-        if (l.RamBase != GuestLayout.RamBase) throw new MigrationException($"layout mismatch: source RAM starts at 0x{l.RamBase:x}, this build's guest at 0x{GuestLayout.RamBase:x}");
-        if (l.Vcpus is 0 or > GuestLayout.MaxVcpus) throw new MigrationException($"layout mismatch: {l.Vcpus} vCPUs");
-        if (l.RamSize == 0 || l.RamSize % (l.Vcpus * (ulong)Wire.PageSize) != 0) throw new MigrationException($"layout mismatch: {l.RamSize} bytes of RAM do not split into pages per vCPU");
-        if (o.ExpectVcpus is { } v && v != l.Vcpus) throw new MigrationException($"layout mismatch: source has {l.Vcpus} vCPU(s), this destination expects {v}");
-        if (o.ExpectRamBytes is { } r && r != l.RamSize) throw new MigrationException($"layout mismatch: source has {l.RamSize >> 20} MiB, this destination expects {r >> 20} MiB");
-        CheckMappable(l.RamSize);
-    }
-
-    private void CheckMappable(ulong ramBytes)
-    {
-        if (o.MaxRamBytes is { } max && ramBytes > max)
-            throw new MigrationException($"cannot map {ramBytes >> 20} MiB of guest memory (this destination allows {max >> 20} MiB)");
     }
 
     private static void Wait(WaitHandle h, FirstFailure failure, TimeSpan timeout, string what, Func<string>? detail = null)

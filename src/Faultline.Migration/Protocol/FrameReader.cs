@@ -30,6 +30,12 @@ public sealed class FrameReader
     /// the stream is still in step, and the destination can ask for the pages again. Off: a checksum mismatch throws.
     /// </summary>
     public bool KeepDamagedPages { get; set; }
+    private volatile bool _damageNext;
+    /// <summary>
+    /// Fault injection (<c>--inject corrupt</c>), any thread: the next Page or PageRun frame gets its last payload byte
+    /// flipped in the buffer before its checksum is checked, as a link that damaged it would; the check then finds it.
+    /// </summary>
+    public void DamageNextPageFrame() => _damageNext = true;
     public string Peer => _ch.Peer;
 
     public FrameReader(IByteChannel channel, int bufferSize = 2 << 20)
@@ -74,6 +80,11 @@ public sealed class FrameReader
         }
         if (_first && type != FrameType.Hello && type != FrameType.Abort) throw Bad($"first frame is {type}, not Hello");
         Fill(Wire.HeaderSize + (int)length, Wire.HeaderSize);
+        if (_damageNext && type is FrameType.Page or FrameType.PageRun && !_first)
+        {
+            _damageNext = false;
+            _buf[_pos + Wire.HeaderSize + (int)length - 1] ^= 0x5A;
+        }
         var payload = new ReadOnlySpan<byte>(_buf, _pos + Wire.HeaderSize, (int)length);
         // a checksum that fails: the payload was damaged on its way (the header, and so the length, are sound)
         var damage = type == FrameType.PageRun ? CheckRun(payload, crc)

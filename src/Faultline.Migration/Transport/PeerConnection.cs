@@ -60,7 +60,7 @@ public sealed class PeerConnection : IDisposable
     public Frame Read()
     {
         var f = Reader.Read();
-        if (f.Type == FrameType.Abort) throw new MigrationException($"peer aborted: {f.AbortMessage}");
+        if (f.Type == FrameType.Abort) throw new PeerAbortedException(f.AbortMessage);
         return f;
     }
 

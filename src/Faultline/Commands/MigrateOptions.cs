@@ -51,8 +51,9 @@ internal static class MigrateOptions
 
     internal static Option<string?> Inject() => new("--inject")
     {
-        Description = "Rehearse failures during the post-copy: cut-link[@POINT] (both channels cut; the destination rejoins), kill-source@POINT (migrate only); "
-            + "POINT is pages received (5000) or a share of the guest's pages (40%); cut-link alone cuts once at a random point; comma-separated",
+        Description = "Rehearse failures during the post-copy: cut-link[@POINT] (both channels cut; the destination rejoins), delay[@POINT][:DURATION] "
+            + "(the link held, 500ms unless said, at most 5s), corrupt[@POINT] (the next page frame damaged: its checksum catches it, its pages come again), "
+            + "kill-source@POINT (migrate only); POINT is pages received (5000) or a share of the guest's pages (40%), a random point when not said; comma-separated",
         HelpName = "SPEC",
     };
 
