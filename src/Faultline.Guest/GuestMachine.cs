@@ -44,7 +44,7 @@ public sealed class GuestMachine : IDisposable
             var system = GuestRegion.Create(new GuestAddress(0), GuestLayout.SystemSize, Backing.Anonymous, "faultline-system");
             vm.AddMemory(system);
             image.WriteTo(system);
-            var ram = GuestRegion.Create(new GuestAddress(GuestLayout.RamBase), config.RamBytes, config.Backing, "faultline-ram");
+            var ram = GuestRegion.Create(new GuestAddress(GuestLayout.RamBase), config.RamBytes, config.Backing, "faultline-ram", config.HugePages);
             var slot = vm.AddMemory(ram);
             for (var i = 0; i < config.Vcpus; i++) vm.CreateVcpu(i);
             return new GuestMachine(config, kvm, vm, system, ram, slot, image);

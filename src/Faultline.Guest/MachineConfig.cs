@@ -6,6 +6,8 @@ namespace Faultline.Guest;
 public sealed record MachineConfig(int Vcpus, ulong RamBytes, Backing Backing = Backing.Anonymous)
 {
     public GuestKernel? Kernel { get; init; }
+    /// <summary>RAM in transparent huge pages where the host has them: only for a guest whose memory is never paged on demand (a migration source).</summary>
+    public bool HugePages { get; init; }
 
     public void Validate()
     {

@@ -215,10 +215,12 @@ public sealed class FailureTests(ITestOutputHelper output)
         // vCPUs are faulting on right then, so run pages reach fault paths that own them, and demands hit pages in flight
         // (with 100 µs each way, emulated, so a demand is still unanswered when the run carrying its page lands).
         // Whether a run page meets its fault path is timing: every migration must be exact, and within 5 one must show it
-        // (the exits engine's vCPUs run below the transfer; 2 of 24 single attempts there showed none).
+        // (the exits engine's vCPUs run below the transfer; 2 of 24 single attempts there showed none). Up to 10 attempts:
+        // with the source in huge pages the whole run is shorter, and one full-suite run of 5 attempts (uffd, loaded
+        // host) showed none.
         var delay = TimeSpan.FromMicroseconds(100);
         long runRace = 0;
-        for (var attempt = 1; attempt <= 5 && runRace == 0; attempt++)
+        for (var attempt = 1; attempt <= 10 && runRace == 0; attempt++)
         {
             var o = MigrationHarness.Run(new SourceOptions(2, 8 * MiB) { WriteFraction = 0.75, PushFromResumePoint = true, PrefetchWindowPages = 1, LinkDelay = delay },
                 a => new DestinationOptions(a, mode, backing) { LinkDelay = delay });
@@ -238,6 +240,6 @@ public sealed class FailureTests(ITestOutputHelper output)
             runRace = r.RunPagesToFaultPath;
         }
         // and on the run path itself: a run brought a page a fault path had requested
-        Assert.True(runRace > 0, "no run page answered a fault path's request in 5 migrations");
+        Assert.True(runRace > 0, "no run page answered a fault path's request in 10 migrations");
     }
 }

@@ -34,8 +34,13 @@ public sealed unsafe class GuestRegion : IDisposable
         Base = @base; Size = size; Backing = backing; _memfd = memfd; _host = host;
     }
 
-    /// <summary>Maps a new region. Size must be a non-zero multiple of 4 KiB.</summary>
-    public static GuestRegion Create(GuestAddress @base, ulong size, Backing backing, string name = "faultline-ram")
+    /// <summary>
+    /// Maps a new region. Size must be a non-zero multiple of 4 KiB. Guest memory is mapped with 4 KiB pages (one
+    /// fault per page, as the paging engines expect), unless <paramref name="hugePages"/> (anonymous memory that is
+    /// never paged on demand, as a migration source's): then transparent huge pages where the host has them, so the
+    /// guest's first touch of it costs one host fault per 2 MiB instead of one per 4 KiB.
+    /// </summary>
+    public static GuestRegion Create(GuestAddress @base, ulong size, Backing backing, string name = "faultline-ram", bool hugePages = false)
     {
         if (size == 0 || size % GuestAddress.PageSize != 0) throw new UsageException($"guest memory size {size} is not a positive multiple of 4 KiB");
         if (@base.Value % GuestAddress.PageSize != 0) throw new UsageException($"guest memory base {@base} is not page-aligned");
@@ -62,7 +67,7 @@ public sealed unsafe class GuestRegion : IDisposable
                 ? new UsageException($"cannot map {size >> 20} MiB of guest memory on this host (mmap: ENOMEM)")
                 : new KvmException("mmap(guest memory)", e);
         }
-        Libc.Madvise(host, (nuint)size, Libc.MADV_NOHUGEPAGE); // 4 KiB pages: one fault per page, as the paging engines expect
+        Libc.Madvise(host, (nuint)size, hugePages && backing == Backing.Anonymous ? Libc.MADV_HUGEPAGE : Libc.MADV_NOHUGEPAGE);   // advisory both
         if (backing == Backing.Anonymous) Libc.NameAnonymousMapping(host, (nuint)size, name); // "[anon:faultline-ram]" in /proc/self/maps
         return new GuestRegion(@base, size, backing, memfd, host);
     }

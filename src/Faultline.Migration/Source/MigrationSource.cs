@@ -67,7 +67,8 @@ public sealed class MigrationSource : IDisposable
             throw new UsageException($"a self-kick period must be 0 (off) or at least {MinSelfKickPeriod.TotalMicroseconds:0} µs, not {o.SelfKickPeriod.TotalMicroseconds:0.###} µs");
         o.Mixed?.Validate(o.Vcpus);
         var kernel = o.Mixed?.Kernel(new AsyncPfOptions());
-        var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous) { Kernel = kernel?.Kernel });
+        // nothing is paged on demand here: huge pages make the guest's first pass over its memory (before "listening") cheap
+        var m = GuestMachine.Create(new MachineConfig(o.Vcpus, o.RamBytes, Backing.Anonymous) { Kernel = kernel?.Kernel, HugePages = o.HugePages });
         MigrationSource s;
         try { s = new MigrationSource(o, m, kernel); }
         catch { m.Dispose(); throw; }

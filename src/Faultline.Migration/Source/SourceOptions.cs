@@ -26,6 +26,8 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     /// KVM_RUN this often, so the pause does not wait for a cross-CPU kick's host-tick tail. Zero: no timer, only the kick.
     /// </summary>
     public TimeSpan SelfKickPeriod { get; init; } = DefaultSelfKickPeriod;
+    /// <summary>Guest RAM in transparent huge pages (the host's THP permitting); off: 4 KiB pages, as before (A/B: FAULTLINE_SOURCE_THP=0).</summary>
+    public bool HugePages { get; init; } = true;
     /// <summary>
     /// The default <see cref="SelfKickPeriod"/>: 500 µs. Measured here (docs/migration.md, "The pause"): 250, 500 and 1000 µs
     /// all cut the pause's median from ~1.2 ms to ~0.4 ms; 1000 µs left a 4.5 ms tail in 18 runs, and each timer exit

@@ -148,7 +148,7 @@ public static class MigrateCommand
         using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
         {
             LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = guest.Order, Mixed = guest.Mixed,
-            Trace = TraceSetting(), ThreadSlice = SliceSetting(),
+            Trace = TraceSetting(), ThreadSlice = SliceSetting(), HugePages = Environment.GetEnvironmentVariable("FAULTLINE_SOURCE_THP") != "0",
             Logger = new MigrateLog(io.Stderr), Security = security, AcceptTimeout = TimeSpan.FromSeconds(waitDest > 0 ? waitDest : 60), RejoinTimeout = rejoinWait,
         });
         source.WaitUntilWarm(ct);
