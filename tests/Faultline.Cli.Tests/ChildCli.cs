@@ -17,10 +17,17 @@ internal static class ChildCli
         return Wait(psi, timeout);
     }
 
-    /// <summary>Starts the CLI and returns at once (the caller signals it, then <see cref="Finish"/>es it).</summary>
+    /// <summary>
+    /// Starts the CLI and returns at once (the caller signals it, then <see cref="Finish"/>es it). SIGINT and SIGTERM
+    /// are reset to their default first (coreutils' <c>env --default-signal</c>): a test run started in the background
+    /// of a non-interactive shell inherits SIGINT ignored, and .NET keeps a signal ignored that was ignored at exec, as
+    /// a shell's background job expects; the CLI would then never see the test's Ctrl-C.
+    /// </summary>
     public static (Process Process, Task<string> Stdout, Task<string> Stderr) Start(params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add("--default-signal=INT,TERM");
+        psi.ArgumentList.Add("dotnet");
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "faultline.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         var p = Process.Start(psi)!;
