@@ -35,11 +35,13 @@ public sealed class SourceRewaitTests
             Assert.StartsWith("listening on ", listening);
             var address = listening["listening on ".Length..];
 
-            var first = ChildCli.Start("migrate", "dest", "--connect", address, "--link-delay", "1ms");
+            // a 10 ms link: the whole migration takes about 3.5 s here (with 1 ms it ends about 2 s after the connection,
+            // and the kill below came after the source had sent everything)
+            var first = ChildCli.Start("migrate", "dest", "--connect", address, "--link-delay", "10ms");
             var port = int.Parse(address[(address.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
             var connected = Stopwatch.StartNew();
             while (!Connected(port) && connected.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(20);
-            Thread.Sleep(1500);   // layout, the destination's build, maybe the pause: lost either side of it, the source waits again
+            Thread.Sleep(1000);   // layout, the destination's build, maybe the pause: lost either side of it, the source waits again
             first.Process.Kill();
             ChildCli.Finish(first, TimeSpan.FromSeconds(30));
             Assert.True(lost.Wait(TimeSpan.FromSeconds(60)), $"the source did not notice its destination was gone: {SourceErr()}");
