@@ -13,6 +13,8 @@ public sealed record SaveOptions(int Vcpus, ulong RamBytes, AccessOrder Order = 
     /// <summary>Whole passes every vCPU finishes before the pause (0: pause at once, in pass 0).</summary>
     public long Passes { get; init; } = 1;
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>Guest RAM in transparent huge pages (the host's THP permitting); off: 4 KiB pages.</summary>
+    public bool HugePages { get; init; } = true;
 }
 
 /// <summary>
@@ -24,7 +26,8 @@ public static class SnapshotSaver
 {
     public static SaveResult Save(string directory, SaveOptions o)
     {
-        var config = new MachineConfig(o.Vcpus, o.RamBytes);
+        // all of this guest is present (nothing is paged on demand): huge pages make its first pass cheap; holes are found by content
+        var config = new MachineConfig(o.Vcpus, o.RamBytes) { HugePages = o.HugePages };
         config.Validate();
         var perVcpu = o.RamBytes / (ulong)o.Vcpus;
         var used = o.UsedBytesPerVcpu == 0 ? perVcpu : o.UsedBytesPerVcpu;

@@ -44,7 +44,7 @@ internal static class SnapshotCommand
             GuestSizes.CheckSplit("--mem", bytes, n);
             var perVcpu = bytes / (ulong)n;
             var usedBytes = Math.Max(GuestAddress.PageSize, perVcpu * (ulong)pr.GetValue(used) / 100 / GuestAddress.PageSize * GuestAddress.PageSize);
-            var o = new SaveOptions(n, bytes, pr.GetValue(workload).Value, pr.GetValue(qwords)) { UsedBytesPerVcpu = usedBytes, Passes = pr.GetValue(passes) };
+            var o = new SaveOptions(n, bytes, pr.GetValue(workload).Value, pr.GetValue(qwords)) { UsedBytesPerVcpu = usedBytes, Passes = pr.GetValue(passes), HugePages = Environment.GetEnvironmentVariable("FAULTLINE_SAVE_THP") != "0" };
             var r = SnapshotSaver.Save(pr.GetValue(dir)!, o);
             var j = pr.GetValue(json);
             j?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(r, pr.GetValue(dir)!));
