@@ -55,7 +55,7 @@ public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener, IAsy
     private protected override bool Enabled(AsyncPfVcpu s) => (s.EnableMsr & ArmPvAsyncPf.Enabled) != 0;
     private protected override bool SendAlways(AsyncPfVcpu s) => (s.EnableMsr & ArmPvAsyncPf.SendAlways) != 0;
     private protected override bool InUserMode(Vcpu vcpu) => (vcpu.HasSyncedSregs ? vcpu.SyncedSregs.Cs.Dpl : vcpu.GetSregs().Cs.Dpl) == 3;
-    private int EventSlot => 1;   // SdeiEvents: slot 0 is the software-signalled event, 1 the VMM's
+    internal const int EventSlot = 1;   // SdeiEvents: slot 0 is the software-signalled event, 1 the VMM's
 
     private protected override SyncReason? Gate(Vcpu vcpu, AsyncPfVcpu s)
     {
@@ -151,20 +151,12 @@ public sealed class ArmAsyncPf : AsyncPfHost, ISmcccService, ISdeiListener, IAsy
     /// </summary>
     public ArmSdeiRegistration ExportSdei(int vcpu)
     {
-        var ev = Sdei.EventsOf(vcpu);
-        if (ev.Running >= 0 || _block[vcpu] == BlockNotPresent)
-            throw new InvalidOperationException($"vCPU {vcpu} is inside its SDEI handler: stop it outside one to carry its state");
-        var (cs, ss) = Sdei.HandlerSegmentsOf(vcpu);
-        return new(GetSdei(vcpu), ev.Capture(), cs, ss);
+        if (_block[vcpu] == BlockNotPresent) throw new InvalidOperationException($"vCPU {vcpu} is inside its SDEI handler: stop it outside one to carry its state");
+        return Sdei.Export(vcpu, EventSlot);
     }
 
     /// <summary>Takes <see cref="ExportSdei"/>'s (or <see cref="ArmAsyncPfRegisters.ExportSdei"/>'s) on a vCPU that has not run; before <see cref="AsyncPfHost.Import"/>.</summary>
-    public void ImportSdei(int vcpu, ArmSdeiRegistration r)
-    {
-        if (GetSdei(vcpu) != r.AsyncPfEvent) SetSdei(vcpu, r.AsyncPfEvent);
-        Sdei.EventsOf(vcpu).Restore(r.Events);
-        Sdei.SetHandlerSegments(vcpu, r.HandlerCs, r.HandlerSs);
-    }
+    public void ImportSdei(int vcpu, ArmSdeiRegistration r) => Sdei.Import(vcpu, EventSlot, r);
 
     /// <summary>Everything the VMM carries for one vCPU: the service's configuration and the SDEI registrations.</summary>
     public ArmAsyncPfState CaptureVcpu(int vcpu) => new(GetSdei(vcpu), GetIrq(vcpu), GetControl(vcpu), Sdei.EventsOf(vcpu).Capture());

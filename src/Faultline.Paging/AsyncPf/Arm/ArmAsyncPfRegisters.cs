@@ -12,7 +12,7 @@ namespace Faultline.Paging.AsyncPf.Arm;
 /// </summary>
 public sealed class ArmAsyncPfRegisters : IAsyncPfRegistration, ISmcccService, IAsyncPfServiceHost
 {
-    private const int EventSlot = 1;   // as ArmAsyncPf's: slot 0 is the software-signalled event
+    private const int EventSlot = ArmAsyncPf.EventSlot;
     private readonly ulong[] _control;
     private readonly byte _irq;
 
@@ -41,11 +41,5 @@ public sealed class ArmAsyncPfRegisters : IAsyncPfRegistration, ISmcccService, I
     public AsyncPfVcpuState Export(int vcpu) => new(Volatile.Read(ref _control[vcpu]), _irq, 0, []);
 
     /// <summary>The async-PF event's number and the PE's events (the vCPU stopped).</summary>
-    public ArmSdeiRegistration ExportSdei(int vcpu)
-    {
-        var ev = Sdei.EventsOf(vcpu);
-        if (ev.Running >= 0) throw new InvalidOperationException($"vCPU {vcpu} is inside an SDEI handler: stop it outside one to carry its state");
-        var (cs, ss) = Sdei.HandlerSegmentsOf(vcpu);
-        return new(ev.NumberOf(EventSlot), ev.Capture(), cs, ss);
-    }
+    public ArmSdeiRegistration ExportSdei(int vcpu) => Sdei.Export(vcpu, EventSlot);
 }

@@ -56,15 +56,28 @@ public sealed class SdeiHost : IExitHandler
 
     public SdeiEvents EventsOf(int vcpu) => _pes[vcpu].Events;
 
-    /// <summary>The code and stack segments vCPU <paramref name="vcpu"/>'s handlers run with: those of the context that registered (SDEI's client EL).</summary>
-    public (KvmSegment Cs, KvmSegment Ss) HandlerSegmentsOf(int vcpu) => (_pes[vcpu].HandlerCs, _pes[vcpu].HandlerSs);
-
-    /// <summary>Where a registration made elsewhere (a migration) runs its handlers; the vCPU has not run here.</summary>
-    public void SetHandlerSegments(int vcpu, in KvmSegment cs, in KvmSegment ss)
+    /// <summary>
+    /// vCPU <paramref name="vcpu"/>'s events as a migration carries them (the vCPU stopped outside any handler): the
+    /// number of the event in <paramref name="slot"/> (the async-PF one), every event's registration, and the code and
+    /// stack segments its handlers run with (those of the context that registered: SDEI's client EL).
+    /// </summary>
+    public ArmSdeiRegistration Export(int vcpu, int slot)
     {
-        _pes[vcpu].HandlerCs = cs;
-        _pes[vcpu].HandlerSs = ss;
+        var pe = _pes[vcpu];
+        if (pe.Events.Running >= 0) throw new InvalidOperationException($"vCPU {vcpu} is inside an SDEI handler: stop it outside one to carry its state");
+        return new(pe.Events.NumberOf(slot), pe.Events.Capture(), pe.HandlerCs, pe.HandlerSs);
     }
+
+    /// <summary>Takes <see cref="Export"/>'s on a vCPU that has not run here: <paramref name="slot"/> renumbered to the carried event if needed.</summary>
+    public void Import(int vcpu, int slot, ArmSdeiRegistration r)
+    {
+        var pe = _pes[vcpu];
+        if (pe.Events.NumberOf(slot) != r.AsyncPfEvent) pe.Events.Renumber(slot, r.AsyncPfEvent);
+        pe.Events.Restore(r.Events);
+        pe.HandlerCs = r.HandlerCs;
+        pe.HandlerSs = r.HandlerSs;
+    }
+
     /// <summary>Handlers entered, COMPLETEs, COMPLETE_AND_RESUMEs and conduit calls on a vCPU (read after the run).</summary>
     public (long Dispatched, long Completed, long Resumed, long Calls) CountsOf(int vcpu)
     {
