@@ -13,6 +13,8 @@ public enum InjectionKind
     Delay,
     /// <summary>Damage the next page frame on the main channel: one payload byte flipped before its checksum is checked, as a link would.</summary>
     Corrupt,
+    /// <summary>Kill the destination process (SIGKILL, a crash: nothing of it unwinds): only where the destination is a process of its own.</summary>
+    KillDestination,
 }
 
 /// <summary>One injection: what, and after how many pages received at the destination (or at which fraction of the guest's pages; null: a random point).</summary>
@@ -34,14 +36,16 @@ public sealed record Injection(InjectionKind Kind, long? AtPages, double? AtFrac
         InjectionKind.CutLink => "cut-link",
         InjectionKind.KillSource => "kill-source",
         InjectionKind.Delay => "delay",
+        InjectionKind.KillDestination => "kill-dest",
         _ => "corrupt",
     };
 }
 
 /// <summary>
 /// Failures to rehearse during a post-copy (<c>--inject cut-link[@POINT],delay[@POINT][:DURATION],corrupt[@POINT],
-/// kill-source@POINT,…</c>), each at a point of the transfer: POINT is pages received at the destination (<c>@5000</c>)
-/// or a share of the guest's pages (<c>@40%</c>); without one, cut-link, delay and corrupt fire at a random point. A
+/// kill-source@POINT,kill-dest@POINT,…</c>), each at a point of the transfer: POINT is pages received at the destination
+/// (<c>@5000</c>) or a share of the guest's pages (<c>@40%</c>); without one, cut-link, delay and corrupt fire at a
+/// random point (a kill must say when). A
 /// delay holds the link for DURATION (<c>:300ms</c>, <c>:1.5s</c>; 500 ms when not said, at most 5 s). Points are resolved against the guest's size when
 /// the migration starts (<see cref="Resolve"/>) and fire in order, each once.
 /// </summary>
@@ -52,6 +56,9 @@ public sealed class InjectionPlan
     public IReadOnlyList<Injection> Injections { get; }
     public bool IsEmpty => Injections.Count == 0;
 
+    /// <summary>Whether the plan holds an injection of <paramref name="kind"/>.</summary>
+    public bool Has(InjectionKind kind) => Injections.Any(i => i.Kind == kind);
+
     public InjectionPlan(IReadOnlyList<Injection> injections) => Injections = injections;
 
     /// <summary>Parses a comma-separated list; bad input is a <see cref="UsageException"/> naming the part.</summary>
@@ -60,7 +67,7 @@ public sealed class InjectionPlan
         var list = new List<Injection>();
         foreach (var raw in spec.Split(',', StringSplitOptions.TrimEntries))
         {
-            if (raw.Length == 0) throw new UsageException($"--inject {spec}: an empty item (use e.g. cut-link, cut-link@5000, delay@20%:300ms, corrupt, kill-source@50%)");
+            if (raw.Length == 0) throw new UsageException($"--inject {spec}: an empty item (use e.g. cut-link, cut-link@5000, delay@20%:300ms, corrupt, kill-source@50%, kill-dest@30%)");
             var item = raw;
             var hold = Injection.DefaultHold;
             var colon = item.IndexOf(':');
@@ -77,12 +84,13 @@ public sealed class InjectionPlan
                 "kill-source" => InjectionKind.KillSource,
                 "delay" => InjectionKind.Delay,
                 "corrupt" => InjectionKind.Corrupt,
-                _ => throw new UsageException($"--inject {raw}: unknown failure '{word}' (use cut-link, delay, corrupt or kill-source)"),
+                "kill-dest" => InjectionKind.KillDestination,
+                _ => throw new UsageException($"--inject {raw}: unknown failure '{word}' (use cut-link, delay, corrupt, kill-source or kill-dest)"),
             };
             if (colon >= 0 && kind != InjectionKind.Delay) throw new UsageException($"--inject {raw}: only a delay takes a duration");
             if (at < 0)
             {
-                if (kind == InjectionKind.KillSource) throw new UsageException($"--inject {raw}: say when, e.g. {word}@5000 (pages received) or {word}@50%");
+                if (kind is InjectionKind.KillSource or InjectionKind.KillDestination) throw new UsageException($"--inject {raw}: say when, e.g. {word}@5000 (pages received) or {word}@50%");
                 list.Add(new Injection(kind, null, null) { Hold = hold });
                 continue;
             }

@@ -34,6 +34,10 @@ public sealed class BadInputTests
     [InlineData("--async-pf", new[] { "migrate", "--workload", "mixed", "--async-pf", "sometimes" })]
     [InlineData("needs an engine whose faults exit", new[] { "migrate", "--workload", "mixed", "--engine", "missing", "--async-pf", "always" })]
     [InlineData("--async-pf", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--async-pf", "auto" })]
+    // under migrate this process is the destination: the kill is refused with the two commands that rehearse it
+    [InlineData("migrate source --listen ADDR [--rejoin-wait 2], then migrate dest --connect ADDR --inject kill-dest@POINT", new[] { "migrate", "--inject", "kill-dest@30%" })]
+    [InlineData("say when, e.g. kill-dest@5000", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--inject", "kill-dest" })]
+    [InlineData("only a delay takes a duration", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--inject", "kill-dest@10:5ms" })]
     public void Bad_input_is_one_line_and_exit_code_2(string mentioned, string[] args)
     {
         var r = CliRunner.Run(args);

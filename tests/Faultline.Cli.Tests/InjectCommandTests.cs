@@ -1,8 +1,14 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
 using Faultline.TestKit;
 
 namespace Faultline.Cli.Tests;
 
-/// <summary>`migrate --inject`: a cut link is rejoined and the migration completes; a killed source ends it with one line and a failure object.</summary>
+/// <summary>
+/// `migrate --inject`: a cut link is rejoined and the migration completes; a killed source ends it with one line and a
+/// failure object; a killed destination leaves the source its paused guest, and a second destination completes it.
+/// </summary>
 public sealed class InjectCommandTests
 {
     [KvmFact]
@@ -52,6 +58,40 @@ public sealed class InjectCommandTests
         Assert.Contains("\"phase\": \"postcopy\"", r.Stdout);
         Assert.Contains("\"guest_state\": \"stopped on the destination with ", r.Stdout);
         Assert.DoesNotContain("   at ", r.Stderr);
+    }
+
+    [KvmFact]
+    public void A_destination_killed_by_its_injection_leaves_the_source_its_guest_and_a_second_destination_completes_it()
+    {
+        const ulong mem = 64 << 20;
+        var pages = (long)(mem / 4096);
+        using var source = SourceProcess.Start("--mem", "64M", "--workload", "random", "--wait-dest", "30", "--rejoin-wait", "2");
+
+        // the destination dies by SIGKILL at 30% of the pages: a crash, so nothing of it unwinds and nothing is reported
+        var first = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "dest", "--connect", source.Address, "--workload", "random", "--inject", "kill-dest@30%", "--json", "-");
+        Assert.True(first.ExitCode == 128 + 9, first.ToString());
+        var at = Regex.Match(first.Stderr, @"faultline: injected kill-dest at (\d+) pages received");
+        Assert.True(at.Success, first.ToString());
+        Assert.InRange(long.Parse(at.Groups[1].Value, CultureInfo.InvariantCulture), (long)Math.Round(pages * 0.3), pages - 1);
+        Assert.Equal("", first.Stdout);   // no report, no failure object: the process was gone before it could write one
+
+        // the source keeps the paused guest and every page, waits out --rejoin-wait, then takes the next destination
+        Assert.True(source.WaitForStderr("waiting up to 30 s for another", TimeSpan.FromSeconds(60)), $"the source did not wait for another destination: {source.Stderr}");
+        Assert.Contains($"the source keeps the paused guest and all {pages} pages", source.Stderr);
+        Assert.Contains("the destination did not rejoin within 2 s", source.Stderr);
+
+        var second = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "dest", "--connect", source.Address, "--workload", "random", "--json", "-");
+        Assert.True(second.ExitCode == 0, second.ToString());
+        using var report = JsonDocument.Parse(second.Stdout);
+        var r = report.RootElement;
+        Assert.Equal(pages, r.GetProperty("pages_total").GetInt64());
+        Assert.Equal(0, r.GetProperty("guest_mismatches").GetInt64());
+        var received = r.GetProperty("received_sha256").GetString();
+        Assert.Equal(r.GetProperty("source_sha256").GetString(), received);
+        var (code, stdout) = source.Finish(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, code);
+        // the source's own digest of its paused image, in its own words, is the one the second destination received
+        Assert.EndsWith($"image digest {received}", stdout.Trim());
     }
 
     [Fact]

@@ -14,51 +14,28 @@ public sealed class SourceRewaitTests
     [KvmFact]
     public void A_source_whose_destination_is_killed_serves_the_next_one_to_completion()
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "faultline.dll"), "migrate", "source", "--listen", "127.0.0.1:0", "--mem", "512M",
-                     "--workload", "random", "--wait-dest", "30", "--rejoin-wait", "2" })
-            psi.ArgumentList.Add(a);
-        using var source = Process.Start(psi)!;
-        var err = new System.Text.StringBuilder();
-        using var lost = new ManualResetEventSlim(false);
-        source.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            lock (err) err.AppendLine(e.Data);
-            if (e.Data.Contains("destination lost")) lost.Set();
-        };
-        source.BeginErrorReadLine();
-        string SourceErr() { lock (err) return err.ToString(); }
-        try
-        {
-            var listening = source.StandardOutput.ReadLine() ?? throw new Xunit.Sdk.XunitException($"the source said nothing: {SourceErr()}");
-            Assert.StartsWith("listening on ", listening);
-            var address = listening["listening on ".Length..];
+        using var source = SourceProcess.Start("--mem", "512M", "--workload", "random", "--wait-dest", "30", "--rejoin-wait", "2");
+        var address = source.Address;
 
-            // a 10 ms link: the whole migration takes about 3.5 s here (with 1 ms it ends about 2 s after the connection,
-            // and the kill below came after the source had sent everything)
-            var first = ChildCli.Start("migrate", "dest", "--connect", address, "--link-delay", "10ms");
-            var port = int.Parse(address[(address.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-            var connected = Stopwatch.StartNew();
-            while (!Connected(port) && connected.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(20);
-            Thread.Sleep(1000);   // layout, the destination's build, maybe the pause: lost either side of it, the source waits again
-            first.Process.Kill();
-            ChildCli.Finish(first, TimeSpan.FromSeconds(30));
-            Assert.True(lost.Wait(TimeSpan.FromSeconds(60)), $"the source did not notice its destination was gone: {SourceErr()}");
+        // a 10 ms link: the whole migration takes about 3.5 s here (with 1 ms it ends about 2 s after the connection,
+        // and the kill below came after the source had sent everything)
+        var first = ChildCli.Start("migrate", "dest", "--connect", address, "--link-delay", "10ms");
+        var port = int.Parse(address[(address.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        var connected = Stopwatch.StartNew();
+        while (!Connected(port) && connected.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(20);
+        Thread.Sleep(1000);   // layout, the destination's build, maybe the pause: lost either side of it, the source waits again
+        first.Process.Kill();
+        ChildCli.Finish(first, TimeSpan.FromSeconds(30));
+        Assert.True(source.WaitForStderr("destination lost", TimeSpan.FromSeconds(60)), $"the source did not notice its destination was gone: {source.Stderr}");
 
-            var second = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "dest", "--connect", address, "--json", "-");
-            Assert.True(second.ExitCode == 0, second.ToString());
-            Assert.Contains("\"guest_mismatches\": 0", second.Stdout);
-            Assert.Contains("\"digests_match\": true", second.Stdout);
-            Assert.True(source.WaitForExit(TimeSpan.FromSeconds(30)), "the source did not end after the completed migration");
-            Assert.Equal(0, source.ExitCode);
-            Assert.Contains("waiting up to 30 s for another at " + address, SourceErr());
-            Assert.StartsWith("source: 131072 pages sent once each", source.StandardOutput.ReadToEnd().Trim());
-        }
-        finally
-        {
-            if (!source.HasExited) source.Kill();
-        }
+        var second = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "dest", "--connect", address, "--json", "-");
+        Assert.True(second.ExitCode == 0, second.ToString());
+        Assert.Contains("\"guest_mismatches\": 0", second.Stdout);
+        Assert.Contains("\"digests_match\": true", second.Stdout);
+        var (code, stdout) = source.Finish(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, code);
+        Assert.Contains("waiting up to 30 s for another at " + address, source.Stderr);
+        Assert.StartsWith("source: 131072 pages sent once each", stdout.Trim());
     }
 
     /// <summary>Whether an established TCP connection to <paramref name="port"/> exists (/proc/net/tcp: remote address, state 01).</summary>

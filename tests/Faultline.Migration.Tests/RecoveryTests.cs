@@ -214,12 +214,15 @@ public sealed class RecoveryTests(ITestOutputHelper output)
     [Theory]
     [InlineData("cut-link", "cut-link")]
     [InlineData("cut-link@5000,kill-source@40%", "cut-link@5000,kill-source@40%")]
+    [InlineData("KILL-DEST@30%, delay@10", "kill-dest@30%,delay@10")]
     [InlineData("delay@20%:300ms,corrupt@100,delay:1.5s,delay@7", "delay@20%:300ms,corrupt@100,delay:1500ms,delay@7")]
     public void An_injection_plan_reads_back_as_written(string spec, string expected) => Assert.Equal(expected, InjectionPlan.Parse(spec).ToString());
 
     [Theory]
     [InlineData("cut", "unknown failure 'cut'")]
     [InlineData("kill-source", "say when")]
+    [InlineData("kill-dest", "say when")]
+    [InlineData("kill-dst@10", "use cut-link, delay, corrupt, kill-source or kill-dest")]
     [InlineData("cut-link@-3", "is not a point of the transfer")]
     [InlineData("cut-link@100%", "is not a point of the transfer")]
     [InlineData("cut-link,,", "an empty item")]
@@ -229,6 +232,17 @@ public sealed class RecoveryTests(ITestOutputHelper output)
     public void A_bad_injection_plan_is_refused_in_one_line(string spec, string expected)
     {
         var e = Assert.Throws<UsageException>(() => InjectionPlan.Parse(spec));
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Theory]
+    [InlineData("kill-source@10", "only where the source is this command's own child")]
+    [InlineData("cut-link,kill-dest@40%", "only where the destination is a process of its own")]
+    public void A_kill_with_no_way_to_kill_is_refused_before_the_destination_connects(string inject, string expected)
+    {
+        // nothing listens on the discard port: a plan checked only after connecting would fail as a refused connection
+        var o = new DestinationOptions(MigrationAddress.Parse("127.0.0.1:9")) { Inject = InjectionPlan.Parse(inject) };
+        var e = Assert.Throws<UsageException>(() => new MigrationDestination(o).Run());
         Assert.Contains(expected, e.Message);
     }
 

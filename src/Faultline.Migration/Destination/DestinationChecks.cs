@@ -9,11 +9,20 @@ using Faultline.Paging.Engines;
 namespace Faultline.Migration.Destination;
 
 /// <summary>
-/// What the destination checks of the source's layout before it builds anything (a guest it can't run is refused
-/// before the source pauses), and the mixed workload's part of its report.
+/// What the destination checks before it builds anything: its injection plan against its options, and the source's
+/// layout (a guest it can't run is refused before the source pauses); and the mixed workload's part of its report.
 /// </summary>
 internal static class DestinationChecks
 {
+    /// <summary>A plan that kills a process is refused, before anything runs, where the options give no way to kill it.</summary>
+    public static void Injections(DestinationOptions o)
+    {
+        if (o.Inject.Has(InjectionKind.KillSource) && o.KillSource is null)
+            throw new UsageException("--inject kill-source: only where the source is this command's own child (migrate, not migrate dest)");
+        if (o.Inject.Has(InjectionKind.KillDestination) && o.KillDestination is null)
+            throw new UsageException("--inject kill-dest: only where the destination is a process of its own that may die (migrate dest)");
+    }
+
     public static void Layout(DestinationOptions o, LayoutMessage l, ulong nonce)
     {
         var (program, tasks, apf) = o.Mixed is { } mx ? (GuestProgramKind.Tasks, mx.MemoryTasks, mx.Protocol) : (GuestProgramKind.Generations, 0, AsyncPfProtocol.X86);

@@ -56,6 +56,11 @@ public sealed record DestinationOptions(MigrationAddress Source, PagingMode Engi
     public InjectionPlan Inject { get; init; } = InjectionPlan.None;
     /// <summary>How a <see cref="InjectionKind.KillSource"/> injection kills the source (where it is this process's child); null: such a plan is refused.</summary>
     public Action? KillSource { get; init; }
+    /// <summary>
+    /// How a <see cref="InjectionKind.KillDestination"/> injection kills this destination: the process it runs in dies
+    /// (SIGKILL, nothing unwinds), as a crashed host would; the action does not return. Null: such a plan is refused.
+    /// </summary>
+    public Action? KillDestination { get; init; }
     /// <summary>How the link is described in the report ("loopback", "veth", "unix").</summary>
     public string LinkKind { get; init; } = "loopback";
 }

@@ -44,8 +44,7 @@ public sealed class MigrationDestination(DestinationOptions o)
         if (o.Trace) DemandTrace.Enable();
         ThreadPriority.UseSlice(o.ThreadSlice);
         if (o.RttProbes is < 1 or > (int)PingMessage.MaxCount) throw new UsageException($"round-trip probes must be within 1..{PingMessage.MaxCount}, not {o.RttProbes}");
-        if (o.Inject.Injections.Any(i => i.Kind == InjectionKind.KillSource) && o.KillSource is null)
-            throw new UsageException("--inject kill-source: only where the source is this command's own child (migrate, not migrate dest)");
+        DestinationChecks.Injections(o);
         try
         {
             // ---- prepared incoming (QEMU's -incoming): a destination told the guest's shape builds everything first -----
@@ -158,7 +157,8 @@ public sealed class MigrationDestination(DestinationOptions o)
                         case InjectionKind.CutLink: l.Cut(); break;
                         case InjectionKind.Delay: l.Hold(hold); break;
                         case InjectionKind.Corrupt: l.Main.Reader.DamageNextPageFrame(); break;
-                        default: o.KillSource!(); break;
+                        case InjectionKind.KillSource: o.KillSource!(); break;
+                        default: o.KillDestination!(); break;
                     }
                 }
             }

@@ -50,6 +50,7 @@ public static class MigrateCommand
             var guest = guestOptions.Of(pr);
             var apf = AsyncPfModeOf(pr, asyncPf, e, guest.Mixed);
             var recovery = new Recovery(InjectOf(pr, inject), Seconds(pr, recover));
+            if (recovery.Inject.Has(InjectionKind.KillDestination)) throw new UsageException(KillDestUnderMigrate);
             // the baseline is the median of three streams: one stream's time swings 2x from run to run on this host
             double[]? raw = pr.GetValue(baselineOpt) ? [.. Enumerable.Range(0, 3).Select(_ => RawStream.Measure(bytes).TotalMilliseconds).Order()] : null;
             // the rule looks at the address the source will listen on: loopback, or the veth pair's (--netns)

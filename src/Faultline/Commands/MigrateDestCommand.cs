@@ -39,7 +39,11 @@ internal static class MigrateDestCommand
             var address = MigrationAddress.Parse(pr.GetValue(connect)!);
             var guest = guestOptions.Of(pr);
             var o = DestOptions(address, e, BackingFor(e, pr.GetValue(backing)), ParseDelay(pr.GetValue(delay)!), address.IsUnix ? "unix" : "tcp", guest,
-                AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with { EngineReason = why, Inject = InjectOf(pr, inject), RecoverTimeout = Seconds(pr, recover), Logger = new MigrateLog(io.Stderr), Security = security.For(pr, address, generate: false) };
+                AsyncPfModeOf(pr, asyncPf, e, guest.Mixed)) with
+                {
+                    EngineReason = why, Inject = InjectOf(pr, inject), RecoverTimeout = Seconds(pr, recover), KillDestination = KillThisProcess,
+                    Logger = new MigrateLog(io.Stderr), Security = security.For(pr, address, generate: false),
+                };
             if (pr.GetValue(vcpus) is { } v) o = o with { ExpectVcpus = v };
             if (pr.GetValue(mem) is { } m) o = o with { ExpectRamBytes = m.Bytes };
             if (o.ExpectVcpus is { } ev && o.ExpectRamBytes is { } er)
@@ -56,6 +60,17 @@ internal static class MigrateDestCommand
             return Task.FromResult(report.GuestMismatches == 0 && report.DigestsMatch ? 0 : 4);
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// <c>--inject kill-dest</c>: SIGKILL to this process (<see cref="Process.Kill()"/> on itself), a crash as a host
+    /// failure would be: no finally block, no Abort frame, no report. The source sees only its connections end.
+    /// </summary>
+    private static void KillThisProcess()
+    {
+        using var self = Process.GetCurrentProcess();
+        self.Kill();
+        Thread.Sleep(Timeout.Infinite);   // the signal is on its way: nothing more of the migration runs on this thread
     }
 
     /// <summary>Runs <paramref name="run"/>; a migration that failed writes its <c>failure</c> object where the report would have gone.</summary>

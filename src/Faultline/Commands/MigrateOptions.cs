@@ -53,7 +53,8 @@ internal static class MigrateOptions
     {
         Description = "Rehearse failures during the post-copy: cut-link[@POINT] (both channels cut; the destination rejoins), delay[@POINT][:DURATION] "
             + "(the link held, 500ms unless said, at most 5s), corrupt[@POINT] (the next page frame damaged: its checksum catches it, its pages come again), "
-            + "kill-source@POINT (migrate only); POINT is pages received (5000) or a share of the guest's pages (40%), a random point when not said; comma-separated",
+            + "kill-source@POINT (SIGKILL to the source: migrate only), kill-dest@POINT (SIGKILL to this destination: migrate dest only; the source keeps the paused guest for the next one); "
+            + "POINT is pages received (5000) or a share of the guest's pages (40%), a random point when not said (a kill must say it); comma-separated",
         HelpName = "SPEC",
     };
 
@@ -76,6 +77,13 @@ internal static class MigrateOptions
         if (v is < 0 or > 3600) throw new UsageException($"{option.Name} {v}: use 0..3600 seconds");
         return TimeSpan.FromSeconds(v);
     }
+
+    /// <summary>
+    /// Under <c>migrate</c> this process is the destination and the one that reports: killed, nothing would be left to
+    /// report, and the source child could not tell its death from a cut link (it would first wait --rejoin-wait for it).
+    /// </summary>
+    internal const string KillDestUnderMigrate = "--inject kill-dest: under migrate the destination is this process, which reports; "
+        + "rehearse it with the two commands: migrate source --listen ADDR [--rejoin-wait 2], then migrate dest --connect ADDR --inject kill-dest@POINT and a second migrate dest";
 
     /// <summary>--inject: the plan, or none.</summary>
     internal static InjectionPlan InjectOf(ParseResult pr, Option<string?> option) =>
