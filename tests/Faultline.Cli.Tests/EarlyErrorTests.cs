@@ -37,6 +37,7 @@ public sealed class EarlyErrorTests
         Assert.Contains(args[^1], line);
         Assert.True(after.Fds <= before.Fds, $"fds {before.Fds} → {after.Fds}");
         Assert.Equal(before.OurMappings, after.OurMappings);   // no guest RAM, no kvm_run page was ever mapped and left
+        after.AssertKernelObjectsWithin(before);                // nor a VM, vCPU or userfaultfd
         Assert.False(File.Exists("/proc/fl-cannot-create.json"));
     }
 

@@ -96,6 +96,7 @@ public sealed unsafe class LeakTests
                 var live = ProcessResources.Now();
                 var shmem = m.Ram.Backing == Backing.Shmem ? 1 : 0;
                 Assert.True(live.Fds >= baseline.Fds + 4 + shmem, $"a live machine holds {live.Fds - baseline.Fds} more fds");
+                Assert.Equal(baseline.Kernel with { Vms = baseline.Kernel.Vms + 1, Vcpus = baseline.Kernel.Vcpus + Vcpus }, live.Kernel);
                 Assert.True(OwnMappings.Count(_anonymous) >= Vcpus + shmem + 1, "a live machine's mappings are not seen");
             });
         }
@@ -103,6 +104,7 @@ public sealed unsafe class LeakTests
         var after = ProcessResources.Settled(baseline);
 
         Assert.Equal(baseline.Fds, after.Fds);
+        Assert.Equal(baseline.Kernel, after.Kernel);
         Assert.Equal(baseline.FaultlineThreads, after.FaultlineThreads);
         Assert.Equal(0, OwnMappings.Count(_anonymous));
         Assert.True(after.Mappings <= baseline.Mappings + RuntimeMappingSlack,

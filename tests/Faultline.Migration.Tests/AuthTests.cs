@@ -80,6 +80,7 @@ public sealed class AuthTests
     [KvmFact]
     public void An_unauthenticated_and_a_wrongly_keyed_peer_get_no_page_and_the_source_then_serves_a_keyed_destination()
     {
+        var before = ProcessResources.Now();
         var key = PeerKey.Generate();
         var log = new ListLogger();
         using var src = MigrationSource.Create(new SourceOptions(2, 8 * MiB) { Logger = log, PeerHelloTimeout = TimeSpan.FromSeconds(2), Security = new PeerSecurity(key, tls: false) });
@@ -98,6 +99,7 @@ public sealed class AuthTests
             WaitForLines(log, 2);
             Assert.True(t.IsAlive, $"the source stopped: {error()?.Message}");
             Assert.False(src.Paused);
+            Leaks.OnlyTheSource(before, src);   // the refused destinations built nothing, or released all of it
 
             var r = new MigrationDestination(new DestinationOptions(listener.Address, PagingMode.Exits) { Security = new PeerSecurity(key, tls: false) }).Run();
             t.Join();
@@ -106,6 +108,8 @@ public sealed class AuthTests
             Assert.Equal(0UL, r.GuestMismatches);
             Assert.Equal("psk (HMAC-SHA256)", r.Security);
         }
+        src.Dispose();
+        Leaks.NoneLeft(before);
         var lines = log.Lines;
         Assert.Equal(2, lines.Length);
         Assert.Matches(@"^refused a connection: 127\.0\.0\.1:\d+ did not authenticate \(it has no key: --psk-file\); still listening on ", lines[0]);
@@ -115,6 +119,7 @@ public sealed class AuthTests
     [KvmFact]
     public void A_TLS_migration_completes_with_matching_digests_after_a_peer_without_TLS_is_refused()
     {
+        var before = ProcessResources.Now();
         var key = PeerKey.Generate();
         var log = new ListLogger();
         var security = new PeerSecurity(key, tls: true);
@@ -137,6 +142,8 @@ public sealed class AuthTests
             Assert.StartsWith("TLS 1.3 TLS_AES_128_GCM_SHA256", r.Security);
             Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
         }
+        src.Dispose();
+        Leaks.NoneLeft(before);
         var lines = log.Lines;
         Assert.Single(lines);
         Assert.Matches(@"^refused a connection: 127\.0\.0\.1:\d+ is a Faultline peer without TLS: this end requires TLS \(--tls\); still listening on ", lines[0]);

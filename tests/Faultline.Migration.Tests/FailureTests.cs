@@ -50,30 +50,13 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Contains($"the source keeps the paused guest and all {source.Pages} pages", se.Message);
         Assert.True(source.Paused);
 
-        // the destination is gone: only the source's 2 parked vCPU threads remain of ours
-        var mid = ProcessResources.Settled(before);
-        Assert.True(mid.FaultlineThreads <= before.FaultlineThreads + 2, $"fl- threads: {before.FaultlineThreads} → {mid.FaultlineThreads}");
-
-        // no guest data lost: the same source migrates again, to a fresh destination, and the digests match
-        var held = source.RamSha256();
-        using var listener = new Transport.MigrationListener(Transport.MigrationAddress.Parse("127.0.0.1:0"));
-        SourceResult? sr = null;
-        Exception? retryError = null;
-        var t = new Thread(() => { try { sr = source.Serve(listener); } catch (Exception e) { retryError = e; } });
-        t.Start();
-        var r = new MigrationDestination(new DestinationOptions(listener.Address, PagingMode.Exits)).Run();
-        t.Join();
-        Assert.Null(retryError);
-        Assert.Equal(held, r.SourceSha256);
-        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
-        Assert.Equal(0UL, r.GuestMismatches);
-        Assert.Equal(sr!.SourceSha256, r.ReceivedSha256);
+        // the destination is gone (its userfaultfd, VM, vCPUs and threads): only the source's VM and parked vCPUs remain
+        Leaks.OnlyTheSource(before, source);
+        ServesAgainToAMatch(source);
 
         // and once the source is disposed, nothing at all is left: no VM, uffd, socket, mapping or thread
-        listener.Dispose();
         source.Dispose();
-        var after = ProcessResources.Settled(before);
-        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads: {before.FaultlineThreads} → {after.FaultlineThreads}");
+        var after = Leaks.NoneLeft(before);
         var leaked = FdTargets().Except(fdsBefore).Where(t => !t.EndsWith(".dll", StringComparison.Ordinal)).ToList(); // assemblies loaded on first use are not leaks
         Assert.True(leaked.Count == 0, $"fds: {before.Fds} → {after.Fds}: new {string.Join(", ", leaked)}");
     }
@@ -109,8 +92,65 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Equal(source.RamSha256(), r.ReceivedSha256);
         Assert.Equal((long)r.PagesTotal, r.EngineInstalled);   // every page installed once, the damaged one from its second copy
         source.Dispose();
-        var after = ProcessResources.Settled(before);
-        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads: {before.FaultlineThreads} → {after.FaultlineThreads}");
+        Leaks.NoneLeft(before);
+    }
+
+    [KvmFact]
+    public void A_destination_cancelled_in_postcopy_stops_its_guest_leaves_nothing_and_the_source_retries_to_a_match()
+    {
+        Transport.RawStream.Measure(1 << 16);   // the runtime's socket engine exists before the baseline
+        var before = ProcessResources.Now();
+        var destLog = new ListLogger();
+        using var cts = new CancellationTokenSource();
+        ProcessResources? live = null;
+        // the link is held for 3 s at 30% of the pages: the cancel lands inside the post-copy, however fast the host is
+        var canceller = new Thread(() =>
+        {
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (!destLog.Lines.Any(l => l.StartsWith("injected delay at ", StringComparison.Ordinal)) && waited.Elapsed < TimeSpan.FromSeconds(60)) Thread.Sleep(5);
+            live = ProcessResources.Now();   // both ends alive: what the counts below must see go
+            cts.Cancel();
+        }) { IsBackground = true };
+        canceller.Start();
+        // the source cannot tell a cancelled destination from a lost link: it waits 1 s for a rejoin, then gives up on it
+        var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, Order = Guest.AccessOrder.Random, RejoinTimeout = TimeSpan.FromSeconds(1) },
+            a => new DestinationOptions(a, PagingMode.Exits) { Inject = InjectionPlan.Parse("delay@30%:3s"), Logger = destLog }, cts.Token);
+        using var source = o.SourceEnd;
+        canceller.Join();
+        var de = Assert.IsType<MigrationFailedException>(o.DestinationError);
+        var se = Assert.IsAssignableFrom<MigrationException>(o.SourceError);
+        output.WriteLine($"destination: {de.Message}\n{de.Failure.ToJson()}\nsource: {se.Message}");
+        Assert.Equal("migration cancelled", de.Message);
+        Assert.Equal("postcopy", de.Failure.Phase);
+        Assert.StartsWith("stopped on the destination with ", de.Failure.GuestState);
+        Assert.InRange(de.Failure.PagesPresent, (long)(source.Pages * 3 / 10), (long)source.Pages - 1);
+        Assert.Contains($"the source keeps the paused guest and all {source.Pages} pages", se.Message);
+
+        // while both ran, the counts saw both VMs with their 2 vCPUs each and the destination's userfaultfd
+        Assert.Equal((before.Kernel.Vms + 2, before.Kernel.Vcpus + 4), (live!.Kernel.Vms, live.Kernel.Vcpus));
+        Assert.True(live.Kernel.Userfaultfds > before.Kernel.Userfaultfds, $"no userfaultfd seen in post-copy: {live.Kernel}");
+        Leaks.OnlyTheSource(before, source);
+        ServesAgainToAMatch(source);
+        source.Dispose();
+        Leaks.NoneLeft(before);
+    }
+
+    /// <summary>No guest data lost: the same (paused) source migrates again, to a fresh destination, and the digests match.</summary>
+    private static void ServesAgainToAMatch(MigrationSource source)
+    {
+        var held = source.RamSha256();
+        using var listener = new Transport.MigrationListener(Transport.MigrationAddress.Parse("127.0.0.1:0"));
+        SourceResult? sr = null;
+        Exception? retryError = null;
+        var t = new Thread(() => { try { sr = source.Serve(listener); } catch (Exception e) { retryError = e; } });
+        t.Start();
+        var r = new MigrationDestination(new DestinationOptions(listener.Address, PagingMode.Exits)).Run();
+        t.Join();
+        Assert.Null(retryError);
+        Assert.Equal(held, r.SourceSha256);
+        Assert.Equal(r.SourceSha256, r.ReceivedSha256);
+        Assert.Equal(0UL, r.GuestMismatches);
+        Assert.Equal(sr!.SourceSha256, r.ReceivedSha256);
     }
 
     [KvmFact]
@@ -118,6 +158,7 @@ public sealed class FailureTests(ITestOutputHelper output)
     {
         // the urgent channel has no receive timeout (a guest may need nothing for long), so only the stall bound ends this;
         // the stalled connection counts as lost and the session goes on over a new one
+        var before = ProcessResources.Now();
         var plan = new FaultPlan(FaultKind.StallMidFrame, 2);
         FaultyChannel? faulty = null;
         var sw = System.Diagnostics.Stopwatch.StartNew();
@@ -138,6 +179,8 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Equal(0UL, r.GuestMismatches);
         Assert.Equal(r.SourceSha256, r.ReceivedSha256);
         Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
+        source.Dispose();
+        Leaks.NoneLeft(before);
     }
 
     private static List<string> FdTargets() => Directory.GetFiles("/proc/self/fd").Select(f =>
@@ -150,6 +193,7 @@ public sealed class FailureTests(ITestOutputHelper output)
     [InlineData(true)]   // prepared (told the shape): it fails before connecting, and still tells the source
     public void A_destination_that_cannot_map_the_memory_refuses_before_the_source_pauses(bool prepared)
     {
+        var before = ProcessResources.Now();
         var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB), a => new DestinationOptions(a, PagingMode.Exits)
         {
             MaxRamBytes = 2 * MiB, ExpectVcpus = prepared ? 2 : null, ExpectRamBytes = prepared ? 4 * MiB : null,
@@ -161,11 +205,14 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Contains("cannot map 4 MiB", se.Message);
         Assert.Contains("the source guest was not stopped", se.Message);
         Assert.False(source.Paused);
+        source.Dispose();
+        Leaks.NoneLeft(before);
     }
 
     [KvmFact]
     public void A_prepared_destination_of_another_shape_is_refused_before_the_pause()
     {
+        var before = ProcessResources.Now();
         var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB),
             a => new DestinationOptions(a, PagingMode.Exits) { ExpectVcpus = 2, ExpectRamBytes = 8 * MiB });
         using var source = o.SourceEnd;
@@ -174,11 +221,16 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Equal("layout mismatch: source has 4 MiB, this destination expects 8 MiB", de.Message);
         Assert.Contains("layout mismatch", se.Message);
         Assert.False(source.Paused);
+        // the prepared destination had built its VM, vCPUs and userfaultfd before it connected: all released
+        Leaks.OnlyTheSource(before, source);
+        source.Dispose();
+        Leaks.NoneLeft(before);
     }
 
     [KvmFact]
     public void A_layout_mismatch_fails_both_ends_before_the_pause()
     {
+        var before = ProcessResources.Now();
         var o = MigrationHarness.Run(new SourceOptions(2, 4 * MiB), a => new DestinationOptions(a, PagingMode.Exits) { ExpectVcpus = 4 });
         using var source = o.SourceEnd;
         var de = Assert.IsAssignableFrom<MigrationException>(o.DestinationError);
@@ -186,6 +238,8 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Equal("layout mismatch: source has 2 vCPU(s), this destination expects 4", de.Message);
         Assert.Contains("layout mismatch", se.Message);
         Assert.False(source.Paused);
+        source.Dispose();
+        Leaks.NoneLeft(before);
     }
 
     [KvmFact]

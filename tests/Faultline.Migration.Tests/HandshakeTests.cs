@@ -133,6 +133,7 @@ public sealed class HandshakeTests
     [KvmFact]
     public void Clients_that_are_not_Faultline_are_refused_with_one_line_each_and_the_source_then_migrates_to_a_real_destination()
     {
+        var before = ProcessResources.Now();
         var log = new ListLogger();
         using var src = MigrationSource.Create(Small(log));
         var (listener, t, error, result) = Serve(src, log);
@@ -151,6 +152,8 @@ public sealed class HandshakeTests
             Assert.Equal(r.SourceSha256, r.ReceivedSha256);
             Assert.Equal(result()!.SourceSha256, r.ReceivedSha256);
         }
+        src.Dispose();
+        Leaks.NoneLeft(before);
         var lines = log.Lines;
         Assert.Equal(4, lines.Length);
         Assert.All(lines, l => Assert.DoesNotContain('\n', l));
@@ -194,6 +197,7 @@ public sealed class HandshakeTests
     [KvmFact]
     public void A_stray_peer_that_connects_between_a_destinations_two_channels_is_refused_and_the_migration_completes()
     {
+        var before = ProcessResources.Now();
         var log = new ListLogger();
         using var src = MigrationSource.Create(new SourceOptions(2, 8 * MiB) { Logger = log, PeerHelloTimeout = TimeSpan.FromMilliseconds(500) });
         var (listener, t, error, _) = Serve(src, log);
@@ -220,6 +224,8 @@ public sealed class HandshakeTests
             Assert.Equal(r.SourceSha256, r.ReceivedSha256);
             Assert.Equal(0UL, r.GuestMismatches);
         }
+        src.Dispose();
+        Leaks.NoneLeft(before);
         var lines = log.Lines;
         Assert.Equal(2, lines.Length);
         Assert.Contains("is not a Faultline migration peer", lines[0]);

@@ -13,10 +13,11 @@ internal static class MigrationHarness
     public sealed record Outcome(MigrationReport? Report, SourceResult? Source, Exception? DestinationError, Exception? SourceError, MigrationSource SourceEnd);
 
     /// <summary>Runs one migration; the returned source end is still alive (its memory kept) and must be disposed by the caller.</summary>
-    public static Outcome Run(SourceOptions so, Func<MigrationAddress, DestinationOptions> dest) => Run(MigrationSource.Create(so), dest);
+    public static Outcome Run(SourceOptions so, Func<MigrationAddress, DestinationOptions> dest, CancellationToken destinationCt = default) =>
+        Run(MigrationSource.Create(so), dest, destinationCt);
 
-    /// <summary>Migrates the guest of <paramref name="src"/> (created by the caller) to a fresh destination.</summary>
-    public static Outcome Run(MigrationSource src, Func<MigrationAddress, DestinationOptions> dest)
+    /// <summary>Migrates the guest of <paramref name="src"/> (created by the caller) to a fresh destination (cancelled by <paramref name="destinationCt"/>).</summary>
+    public static Outcome Run(MigrationSource src, Func<MigrationAddress, DestinationOptions> dest, CancellationToken destinationCt = default)
     {
         using var listener = new MigrationListener(MigrationAddress.Parse("127.0.0.1:0"));
         SourceResult? sr = null;
@@ -29,7 +30,7 @@ internal static class MigrationHarness
         t.Start();
         MigrationReport? report = null;
         Exception? de = null;
-        try { report = new MigrationDestination(dest(listener.Address)).Run(); }
+        try { report = new MigrationDestination(dest(listener.Address)).Run(null, destinationCt); }
         catch (Exception e) { de = e; }
         if (!t.Join(TimeSpan.FromSeconds(60))) throw new TimeoutException("source end did not finish");
         return new Outcome(report, sr, de, se, src);

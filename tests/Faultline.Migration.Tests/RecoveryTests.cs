@@ -54,8 +54,7 @@ public sealed class RecoveryTests(ITestOutputHelper output)
         Assert.Contains(sourceLog.Lines, l => l.StartsWith("link lost in post-copy", StringComparison.Ordinal));
         Assert.Contains(destLog.Lines, l => l.StartsWith("rejoined the source after", StringComparison.Ordinal));
         source.Dispose();
-        var after = ProcessResources.Settled(before);
-        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads: {before.FaultlineThreads} → {after.FaultlineThreads}");
+        Leaks.NoneLeft(before);
     }
 
     [KvmTheory]
@@ -65,6 +64,7 @@ public sealed class RecoveryTests(ITestOutputHelper output)
     [InlineData(FaultKind.StallMidFrame, 30, false)]    // the main channel's idle timeout ends the stall
     public void A_connection_broken_mid_stream_is_rejoined_and_no_torn_page_is_installed(FaultKind kind, int atPage, bool inRun)
     {
+        var before = ProcessResources.Now();
         var plan = new FaultPlan(kind, atPage, inRun);
         FaultyChannel? faulty = null;
         var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, PushRunPages = inRun ? Wire.MaxRunPages : 1 },
@@ -91,11 +91,14 @@ public sealed class RecoveryTests(ITestOutputHelper output)
             Assert.Matches("no data from .* for 2 s|stalled mid-frame", r.Rejoins.Single().Cause);
         else
             Assert.True(o.Source!.PagesSentAgain >= 1, "the frame cut short was not sent again");
+        source.Dispose();
+        Leaks.NoneLeft(before);
     }
 
     [KvmFact]
     public void A_held_link_delays_the_faults_behind_it_and_loses_nothing()
     {
+        var before = ProcessResources.Now();
         var destLog = new ListLogger();
         var hold = TimeSpan.FromMilliseconds(400);
         var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, Order = Guest.AccessOrder.Random },
@@ -111,6 +114,8 @@ public sealed class RecoveryTests(ITestOutputHelper output)
         Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
         // a random guest with 80% of its pages missing faults at once: some vCPU waited out most of the hold
         Assert.True(r.FaultLatencyUs.Max >= hold.TotalMicroseconds * 0.5, $"worst fault {r.FaultLatencyUs.Max} µs under a {hold.TotalMilliseconds} ms hold");
+        source.Dispose();
+        Leaks.NoneLeft(before);
     }
 
     [KvmTheory]
@@ -118,6 +123,7 @@ public sealed class RecoveryTests(ITestOutputHelper output)
     [InlineData(PagingMode.Missing, 64)]    // a damaged page run: none of its pages is taken
     public void A_corrupted_page_frame_is_caught_by_its_checksum_and_its_pages_come_again(PagingMode engine, int runPages)
     {
+        var before = ProcessResources.Now();
         var destLog = new ListLogger();
         var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, PushRunPages = runPages },
             a => new DestinationOptions(a, engine) { Inject = InjectionPlan.Parse("corrupt@30%"), Logger = destLog });
@@ -132,6 +138,8 @@ public sealed class RecoveryTests(ITestOutputHelper output)
         Assert.Equal(0UL, r.GuestMismatches);
         Assert.Equal((long)r.PagesTotal, r.EngineInstalled);
         Assert.Empty(r.Rejoins);
+        source.Dispose();
+        Leaks.NoneLeft(before);
     }
 
     [KvmFact]
@@ -160,9 +168,10 @@ public sealed class RecoveryTests(ITestOutputHelper output)
         Assert.True(de.Failure.PagesPresent < (long)de.Failure.PagesTotal);
         Assert.True(sw.Elapsed < recover + TimeSpan.FromSeconds(10), $"gave up after {sw.Elapsed.TotalSeconds:0.0} s");
         Assert.Contains("the source keeps the paused guest", o.SourceError!.Message);
+        // the destination stopped its guest and released it (userfaultfd, VM, vCPUs): only the source's are left
+        Leaks.OnlyTheSource(before, source);
         source.Dispose();
-        var after = ProcessResources.Settled(before);
-        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, $"fl- threads: {before.FaultlineThreads} → {after.FaultlineThreads}");
+        var after = Leaks.NoneLeft(before);
         Assert.True(after.OurMappings <= before.OurMappings, $"mappings: {before.OurMappings} → {after.OurMappings}");
     }
 
