@@ -17,6 +17,18 @@ public sealed class GuestImage
     private readonly byte[] _userCode;
     private readonly Dictionary<(Workload, AccessOrder), ulong> _entries;
     private readonly Dictionary<string, ulong> _routines;
+    private readonly byte[]? _loaded;   // an image read back from what a machine of this build held: its bytes, no symbols
+
+    /// <summary>Where the image ends: everything it writes lies in GPA [0, 0x80000) (page tables to the workload code).</summary>
+    public const int Span = (int)GuestLayout.UserCodeMax;
+
+    /// <summary>
+    /// Names the code that generates images: the module version ids of this assembly and of the assembler (Iced). A
+    /// deterministic build changes them whenever their IL changes, so two processes with the same id generate the same
+    /// bytes for the same vCPU count, and an image saved by one can stand in for assembling it in the other.
+    /// </summary>
+    public static string GeneratorId =>
+        $"{typeof(GuestImage).Module.ModuleVersionId:N}-{typeof(Iced.Intel.Assembler).Module.ModuleVersionId:N}";
 
     public int Vcpus { get; }
 
@@ -30,6 +42,29 @@ public sealed class GuestImage
         if ((ulong)_userCode.Length > GuestLayout.UserCodeMax - GuestLayout.UserCode) throw new InvalidOperationException("workload code too large");
     }
 
+    private GuestImage(byte[] loaded, int vcpus)
+    {
+        Vcpus = vcpus;
+        _loaded = loaded;
+        (_kernelCode, _handlers, _userCallable, _userCode) = ([], [], [], []);
+        (_entries, _routines) = (new(), new());
+    }
+
+    /// <summary>
+    /// An image from the bytes [0, <see cref="Span"/>) of a fresh machine of <paramref name="vcpus"/> vCPUs built by a
+    /// process with the same <see cref="GeneratorId"/> (a snapshot keeps them): it writes those bytes and has no symbols,
+    /// so it serves vCPUs that resume saved registers, not ones booted into a workload.
+    /// </summary>
+    public static GuestImage Loaded(byte[] bytes, int vcpus)
+    {
+        if (bytes.Length != Span) throw new ArgumentException($"an image is {Span} bytes, not {bytes.Length}", nameof(bytes));
+        if (vcpus < 1 || vcpus > GuestLayout.MaxVcpus) throw new UsageException($"vCPU count {vcpus} is outside 1..{GuestLayout.MaxVcpus}");
+        return new GuestImage(bytes, vcpus);
+    }
+
+    /// <summary>The fresh image bytes [0, <see cref="Span"/>) as a machine holds them, for <see cref="Loaded"/>.</summary>
+    public static byte[] BytesOf(GuestRegion system) => system.Span(new GuestAddress(0), Span).ToArray();
+
     private GuestImage(GuestImage code, int vcpus)
     {
         Vcpus = vcpus;
@@ -42,20 +77,36 @@ public sealed class GuestImage
     /// that learns the count late can assemble first, on another thread.
     /// </summary>
     public GuestImage ForVcpus(int vcpus) =>
-        vcpus is >= 1 and <= GuestLayout.MaxVcpus ? new GuestImage(this, vcpus) : throw new UsageException($"vCPU count {vcpus} is outside 1..{GuestLayout.MaxVcpus}");
+        _loaded is not null ? (vcpus == Vcpus ? this : throw new InvalidOperationException($"a loaded image is for {Vcpus} vCPU(s) only"))
+        : vcpus is >= 1 and <= GuestLayout.MaxVcpus ? new GuestImage(this, vcpus) : throw new UsageException($"vCPU count {vcpus} is outside 1..{GuestLayout.MaxVcpus}");
 
-    public ulong EntryOf(Workload w, AccessOrder order = AccessOrder.Sequential) => _entries[(w, order)];
-    public ulong HandlerOf(int vector) => _handlers[vector];
+    public ulong EntryOf(Workload w, AccessOrder order = AccessOrder.Sequential) => Symbols()._entries[(w, order)];
+    public ulong HandlerOf(int vector) => Symbols()._handlers[vector];
+
+    private GuestImage Symbols() => _loaded is null ? this : throw new InvalidOperationException("a loaded guest image has no symbols: it only resumes saved vCPUs");
     /// <summary>The address of a kernel routine added with <see cref="GuestKernel.AddRoutine"/>.</summary>
     public ulong RoutineOf(string name) =>
-        _routines.TryGetValue(name, out var a) ? a : throw new ArgumentException($"the guest kernel has no routine '{name}'", nameof(name));
+        Symbols()._routines.TryGetValue(name, out var a) ? a : throw new ArgumentException($"the guest kernel has no routine '{name}'", nameof(name));
 
-    /// <summary>Writes every system structure into the system region (which must start at GPA 0 and span <see cref="GuestLayout.SystemSize"/>).</summary>
+    /// <summary>
+    /// Writes every system structure into a fresh (all-zero) system region, which must start at GPA 0 and span
+    /// <see cref="GuestLayout.SystemSize"/>. Only the structures are written: the rest of the 4 MiB stays untouched, so
+    /// its pages are not even allocated before the guest uses them (clearing them cost 1024 page faults at every VM build).
+    /// </summary>
     public void WriteTo(GuestRegion system)
     {
         if (system.Base.Value != 0 || system.Size < GuestLayout.SystemSize) throw new ArgumentException("system region must be [0, 4 MiB)");
         var mem = system.Span(new GuestAddress(0), (int)GuestLayout.SystemSize);
-        mem.Clear();
+        if (_loaded is not null)
+        {
+            // page by page, and only pages that hold something: the others stay unallocated, as in a generated image
+            for (var p = 0; p < Span; p += (int)GuestAddress.PageSize)
+            {
+                var page = _loaded.AsSpan(p, (int)GuestAddress.PageSize);
+                if (page.ContainsAnyExcept((byte)0)) page.CopyTo(mem[p..]);
+            }
+            return;
+        }
         const ulong P = 1, W = 2, U = 4, PS = 0x80;
         Put(mem, GuestLayout.Pml4, GuestLayout.Pdpt | P | W | U);
         for (var g = 0; g < GuestLayout.MappedGiB; g++)

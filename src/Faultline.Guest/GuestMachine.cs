@@ -28,14 +28,19 @@ public sealed class GuestMachine : IDisposable
         Config = config; Kvm = kvm; Vm = vm; System = system; Ram = ram; RamSlot = ramSlot; Image = image;
     }
 
-    public static GuestMachine Create(MachineConfig config) => Create(config, null);
+    public static GuestMachine Create(MachineConfig config) => Create(config, (GuestImage?)null);
 
     /// <summary><see cref="Create(MachineConfig)"/> with an image assembled already (for <see cref="MachineConfig.Vcpus"/> vCPUs).</summary>
-    public static GuestMachine Create(MachineConfig config, GuestImage? prebuilt)
+    public static GuestMachine Create(MachineConfig config, GuestImage? prebuilt) =>
+        Create(config, () => prebuilt ?? new GuestImage(config.Vcpus, config.Kernel));
+
+    /// <summary>
+    /// <see cref="Create(MachineConfig)"/> with the image asked for only once the VM, its memory and its vCPUs exist, so
+    /// that a caller assembling it on another thread overlaps the assembly with the VM's creation.
+    /// </summary>
+    public static GuestMachine Create(MachineConfig config, Func<GuestImage> image)
     {
         config.Validate();
-        if (prebuilt is not null && prebuilt.Vcpus != config.Vcpus) throw new ArgumentException($"the image is for {prebuilt.Vcpus} vCPU(s), the machine has {config.Vcpus}", nameof(prebuilt));
-        var image = prebuilt ?? new GuestImage(config.Vcpus, config.Kernel);
         var kvm = KvmSystem.Open();
         Vm? vm = null;
         try
@@ -43,11 +48,13 @@ public sealed class GuestMachine : IDisposable
             vm = kvm.CreateVm();
             var system = GuestRegion.Create(new GuestAddress(0), GuestLayout.SystemSize, Backing.Anonymous, "faultline-system");
             vm.AddMemory(system);
-            image.WriteTo(system);
             var ram = GuestRegion.Create(new GuestAddress(GuestLayout.RamBase), config.RamBytes, config.Backing, "faultline-ram", config.HugePages);
             var slot = vm.AddMemory(ram);
             for (var i = 0; i < config.Vcpus; i++) vm.CreateVcpu(i);
-            return new GuestMachine(config, kvm, vm, system, ram, slot, image);
+            var code = image();
+            if (code.Vcpus != config.Vcpus) throw new ArgumentException($"the image is for {code.Vcpus} vCPU(s), the machine has {config.Vcpus}", nameof(image));
+            code.WriteTo(system);
+            return new GuestMachine(config, kvm, vm, system, ram, slot, code);
         }
         catch
         {

@@ -26,7 +26,7 @@ public static class HandlerRestore
         if (!File.Exists(handlerSocket)) throw new UsageException($"no such socket file: {handlerSocket}");
         using var snap = OpenedSnapshot.Open(directory);
         var m = snap.Manifest;
-        using var machine = GuestMachine.Create(new MachineConfig(m.Vcpus, m.RamBytes, Backing.Anonymous));
+        using var machine = GuestMachine.Create(new MachineConfig(m.Vcpus, m.RamBytes, Backing.Anonymous), snap.SavedImage);
         if (GuestImageHash.Of(machine) != m.ImageCrc)
             throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran another guest image than this build generates: restore it with the build that saved it");
         using var uffd = Userfaultfd.Open(UffdFeatures.None);
@@ -36,8 +36,8 @@ public static class HandlerRestore
         catch (SocketException e) { throw new FaultlineException($"cannot connect to the page handler at {handlerSocket}: {e.Message}"); }
         var regions = $"[{{\"base_host_virt_addr\":{machine.Ram.Host.Value},\"size\":{m.RamBytes},\"offset\":0,\"page_size\":{SnapshotFiles.PageSize},\"page_size_kib\":{SnapshotFiles.PageSize}}}]";
         FdPassing.Send(socket.SafeHandle, Encoding.UTF8.GetBytes(regions), uffd);
-        using var guest = new RestoreGuest(machine, NoExits.Instance, snap.States);
-        guest.Start();
+        using var guest = new RestoreGuest(m.Vcpus);
+        guest.Start(machine, NoExits.Instance, snap.States);
         string? lost = null;
         bool HandlerGone()
         {

@@ -15,11 +15,13 @@ public sealed class OpenedSnapshot : IDisposable
     public SnapshotManifest Manifest { get; }
     public PageIndex Index { get; }
     public IReadOnlyList<VcpuState> States { get; }
+    /// <summary>The guest image kept with the snapshot, when this build generated it (null: it must be assembled).</summary>
+    public Faultline.Guest.GuestImage? SavedImage { get; }
     internal SafeFileHandle Memory { get; }
 
-    private OpenedSnapshot(SnapshotFiles files, SnapshotManifest manifest, PageIndex index, VcpuState[] states, SafeFileHandle memory)
+    private OpenedSnapshot(SnapshotFiles files, SnapshotManifest manifest, PageIndex index, VcpuState[] states, Faultline.Guest.GuestImage? image, SafeFileHandle memory)
     {
-        Files = files; Manifest = manifest; Index = index; States = states; Memory = memory;
+        Files = files; Manifest = manifest; Index = index; States = states; SavedImage = image; Memory = memory;
     }
 
     public static OpenedSnapshot Open(string directory)
@@ -35,10 +37,11 @@ public sealed class OpenedSnapshot : IDisposable
         var index = PageIndex.Read(files.Index, m.Pages, m.IndexCrc);
         if (index.DataPages != m.DataPages) throw new SnapshotException($"{files.Index} has {index.DataPages} data pages, the manifest says {m.DataPages}");
         var states = ReadStates(files.Vcpus, m);
+        var image = GuestImageHash.TryLoad(files, m);
         SafeFileHandle memory;
         try { memory = File.OpenHandle(files.Memory, FileMode.Open, FileAccess.Read); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new SnapshotException($"cannot open {files.Memory}: {e.Message}"); }
-        return new OpenedSnapshot(files, m, index, states, memory);
+        return new OpenedSnapshot(files, m, index, states, image, memory);
     }
 
     private static VcpuState[] ReadStates(string path, SnapshotManifest m)

@@ -2,8 +2,8 @@ using Faultline.Paging;
 
 namespace Faultline.Snapshot;
 
-/// <summary>How <c>snapshot restore</c> runs.</summary>
-public sealed record RestoreOptions(PagingMode Engine)
+/// <summary>How <c>snapshot restore</c> runs. <paramref name="Engine"/>: a paging engine, checked against this host, or null: the selector's pick (auto).</summary>
+public sealed record RestoreOptions(PagingMode? Engine)
 {
     /// <summary>Make every page resident in the background while the guest runs.</summary>
     public bool Fill { get; init; } = true;

@@ -8,6 +8,8 @@ public sealed record RestoreReport
 {
     public required string Directory { get; init; }
     public required PagingMode Engine { get; init; }
+    /// <summary>Why this engine: the selector's reason under auto, or that it was asked for.</summary>
+    public string EngineReason { get; init; } = "";
     public required string Mechanism { get; init; }
     public required int Vcpus { get; init; }
     public required ulong RamBytes { get; init; }
@@ -15,6 +17,8 @@ public sealed record RestoreReport
     public required ulong DataPages { get; init; }
     /// <summary>Command start → the first vCPU entering KVM_RUN with its restored state.</summary>
     public required double FirstInstructionMs { get; init; }
+    /// <summary>Where the time to the first instruction went (ms from the command's start).</summary>
+    public RestoreStartup? Startup { get; init; }
     /// <summary>Command start → every page present (0: the fill was off and the guest did not touch everything).</summary>
     public required double ResidentMs { get; init; }
     /// <summary>Command start → every vCPU finished its check.</summary>
@@ -46,3 +50,11 @@ public sealed record RestoreReport
     /// <summary>Fill rate while it ran (pages/s × 4 KiB), from the first instruction to resident.</summary>
     public double FillGiBPerSecond => ResidentMs > FirstInstructionMs ? RamBytes / 1073741824.0 / ((ResidentMs - FirstInstructionMs) / 1000) : 0;
 }
+
+/// <summary>
+/// The steps before a restore's first instruction, each in ms from the command's start: the snapshot checked (manifest,
+/// index, vCPU state, the kept guest image), the guest image ready (kept with the snapshot: read with the checks;
+/// otherwise assembled beside the VM's creation), the VM built (memory, vCPUs, image written), the engine started
+/// (userfaultfd or exits armed, readers running).
+/// </summary>
+public sealed record RestoreStartup(double CheckedMs, double ImageReadyMs, bool ImageLoaded, double VmBuiltMs, double EngineStartedMs);

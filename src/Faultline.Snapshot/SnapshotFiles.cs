@@ -20,5 +20,8 @@ public sealed record SnapshotFiles(string Directory)
     /// <summary>The first touches of a recorded restore, in order (<see cref="WorkingSet"/>).</summary>
     public string WorkingSet => Path.Combine(Directory, "workingset.bin");
 
-    public IEnumerable<string> All => [Manifest, Memory, Index, Vcpus, WorkingSet];
+    /// <summary>The generated guest image the snapshot ran, for a restore by the same build (<see cref="GuestImageHash"/>).</summary>
+    public string Image => Path.Combine(Directory, "guest.img");
+
+    public IEnumerable<string> All => [Manifest, Memory, Index, Vcpus, WorkingSet, Image];
 }

@@ -16,6 +16,8 @@ public sealed record SnapshotManifest
     public required ulong RamBase { get; init; }
     public required ulong RamBytes { get; init; }
     public required uint ImageCrc { get; init; }
+    /// <summary>The <see cref="GuestImage.GeneratorId"/> of the build that saved it (empty: none kept; then guest.img is not used).</summary>
+    public string ImageGenerator { get; init; } = "";
     public required AccessOrder Order { get; init; }
     public required int QwordsPerPage { get; init; }
     public required ulong UsedBytesPerVcpu { get; init; }
@@ -43,6 +45,13 @@ public sealed record SnapshotManifest
         w.WriteNumber("ram_base", RamBase);
         w.WriteNumber("ram_bytes", RamBytes);
         w.WriteNumber("guest_image_crc32c", ImageCrc);
+        if (ImageGenerator.Length > 0)
+        {
+            w.WriteStartObject("guest_image");
+            w.WriteString("file", "guest.img");
+            w.WriteString("generator", ImageGenerator);
+            w.WriteEndObject();
+        }
         w.WriteEndObject();
         w.WriteStartObject("workload");
         w.WriteString("program", "generations");
@@ -105,6 +114,7 @@ public sealed record SnapshotManifest
                     FormatVersion = version, PageSize = r.GetProperty("page_size").GetInt32(), CreatedUtc = Str(r, "created_utc"),
                     Vcpus = layout.GetProperty("vcpus").GetInt32(), RamBase = layout.GetProperty("ram_base").GetUInt64(),
                     RamBytes = layout.GetProperty("ram_bytes").GetUInt64(), ImageCrc = layout.GetProperty("guest_image_crc32c").GetUInt32(),
+                    ImageGenerator = layout.TryGetProperty("guest_image", out var gi) ? Str(gi, "generator") : "",
                     Order = order, QwordsPerPage = work.GetProperty("qwords_per_page").GetInt32(),
                     UsedBytesPerVcpu = work.GetProperty("used_bytes_per_vcpu").GetUInt64(), PassesBeforePause = work.GetProperty("passes_before_pause").GetInt64(),
                     DataPages = mem.GetProperty("data_pages").GetUInt64(), ChunkCrcs = crcs,

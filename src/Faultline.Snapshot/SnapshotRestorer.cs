@@ -21,35 +21,69 @@ public static class SnapshotRestorer
     public static RestoreReport Restore(string directory, RestoreOptions o, Action<RestoreProgress>? progress = null)
     {
         var start = o.StartTimestamp != 0 ? o.StartTimestamp : Stopwatch.GetTimestamp();
-        // the guest code is assembled (Iced, tens of ms in a fresh process) while the snapshot is read and checked
-        var assembly = Task.Run(() => new GuestImage(1));
+        // beside the snapshot checks: the engine choice (detecting the host builds a probe VM); the VM is created before
+        // the engine is chosen and before the guest code is needed (kept with the snapshot, or assembled meanwhile)
+        var choice = Task.Run(() => RestoreEngine.Choose(o.Engine));
         OpenedSnapshot snapOpened;
         try { snapOpened = OpenedSnapshot.Open(directory); }
         catch
         {
-            assembly.Wait();
+            Task.WaitAny(choice);   // nothing of the probe stays behind
             throw;
         }
         using var snap = snapOpened;
+        var checkedTs = Stopwatch.GetTimestamp();
+        var assembly = snap.SavedImage is { } saved ? Task.FromResult((Image: saved, At: checkedTs))
+            : Task.Run(() => (Image: new GuestImage(snap.Manifest.Vcpus), At: Stopwatch.GetTimestamp()));
+        using var guest = new RestoreGuest(snap.Manifest.Vcpus);   // its threads are spawned now and wait for the VM
+        try { return Run(snap, o, progress, guest, choice, assembly, start, checkedTs); }
+        finally { Task.WaitAll([choice.ContinueWith(_ => { }, TaskScheduler.Default), assembly.ContinueWith(_ => { }, TaskScheduler.Default)]); }   // none outlives the restore
+    }
+
+    private static RestoreReport Run(OpenedSnapshot snap, RestoreOptions o, Action<RestoreProgress>? progress, RestoreGuest guest,
+        Task<(PagingMode Engine, string Reason)> choice, Task<(GuestImage Image, long At)> assembly, long start, long checkedTs)
+    {
         var m = snap.Manifest;
-        var lazy = o.Engine != PagingMode.None;
+        // the backing is known without the host's details (auto picks for anonymous memory), so the VM need not wait for them
+        var backing = RestoreEngine.BackingOf(o.Engine ?? PagingMode.Exits);
+        using var machine = GuestMachine.Create(new MachineConfig(m.Vcpus, m.RamBytes, backing), () => assembly.GetAwaiter().GetResult().Image);
+        var machineTs = Stopwatch.GetTimestamp();
+        var (engineMode, engineReason) = choice.GetAwaiter().GetResult();
+        if (RestoreEngine.BackingOf(engineMode) != backing) throw new InvalidOperationException($"engine {engineMode.Name()} needs another backing than {backing}");
+        var lazy = engineMode != PagingMode.None;
         var replay = lazy && o.Replay ? WorkingSet.Read(snap.Files.WorkingSet, m.Pages) : [];
-        var backing = o.Engine is PagingMode.Minor or PagingMode.MinorBitmap ? Backing.Shmem : Backing.Anonymous;
-        using var machine = GuestMachine.Create(new MachineConfig(m.Vcpus, m.RamBytes, backing), assembly.Result.ForVcpus(m.Vcpus));
         var image = GuestImageHash.Of(machine);
         if (image != m.ImageCrc)
             throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran guest image crc32c 0x{m.ImageCrc:x8}, this build generates 0x{image:x8}: restore it with the build that saved it");
         var recording = lazy && o.Record && replay.Length == 0 && !File.Exists(snap.Files.WorkingSet);
         var source = new SnapshotPageSource(snap, recordTouches: recording || replay.Length > 0);
-        using var engine = EngineFactory.Create(new PagingOptions(o.Engine, backing, Readers: m.Vcpus) { PrefillPageCache = false });
+        using var engine = EngineFactory.Create(new PagingOptions(engineMode, backing, Readers: m.Vcpus) { PrefillPageCache = false });
         engine.Start(machine, source);
+        var engineTs = Stopwatch.GetTimestamp();
         using var fill = lazy && o.Fill ? new BackgroundFill(snap, source, engine.Sink, replay) : null;
-        using var guest = new RestoreGuest(machine, engine, snap.States);
-        // recording: the fill waits until the guest is done, so that every first touch is a fault and gets recorded;
-        // replaying: the fill starts before the vCPUs, so the working set streams in while they start; otherwise after
-        if (replay.Length > 0) fill?.Start();
-        guest.Start();
-        if (replay.Length == 0 && !recording) fill?.Start();
+        try
+        {
+            return Drive(snap, o, progress, guest, machine, engine, source, fill, replay, recording, lazy, start,
+                new RestoreStartup(Ms(start, checkedTs), Ms(start, assembly.Result.At), snap.SavedImage is not null, Ms(start, machineTs), Ms(start, engineTs)), engineReason);
+        }
+        finally { guest.Stop(); }   // before the fill, the engine and the machine go
+    }
+
+    /// <summary>Starts the vCPUs (and the fill), waits for the guest to verify its memory and the rest to be resident, and reports.</summary>
+    private static RestoreReport Drive(OpenedSnapshot snap, RestoreOptions o, Action<RestoreProgress>? progress, RestoreGuest guest, GuestMachine machine,
+        IPagingEngine engine, SnapshotPageSource source, BackgroundFill? fill, uint[] replay, bool recording, bool lazy, long start, RestoreStartup startup, string engineReason)
+    {
+        var m = snap.Manifest;
+        var engineMode = engine.Options.Mode;
+        // the fill (the working set first, when there is one to replay) starts once the first vCPU runs: sooner it would
+        // take a CPU from the vCPUs' start (this host has two); recording: it waits until the guest is done, so that
+        // every first touch is a fault and gets recorded
+        guest.Start(machine, engine, snap.States);
+        if (fill is not null && !recording)
+        {
+            guest.WaitForFirstRun(o.Timeout);
+            fill.Start();
+        }
         var tracker = engine.Tracker;
         var lastProgress = Stopwatch.GetTimestamp();
         long residentTs = lazy ? 0 : start, doneTs;
@@ -87,13 +121,15 @@ public static class SnapshotRestorer
             recorded = true;
         }
         var stats = engine.Snapshot();
-        var exitEngine = o.Engine is PagingMode.Exits or PagingMode.Bitmap;
-        double Ms(long ts) => ts == 0 ? 0 : Stopwatch.GetElapsedTime(start, ts).TotalMilliseconds;
+        var exitEngine = engineMode is PagingMode.Exits or PagingMode.Bitmap;
+        double Ms(long ts) => SnapshotRestorer.Ms(start, ts);
         return new RestoreReport
         {
-            Directory = directory, Engine = o.Engine, Mechanism = stats.Mechanism, Vcpus = m.Vcpus, RamBytes = m.RamBytes,
+            Directory = snap.Files.Directory, Engine = engineMode, EngineReason = engineReason, Mechanism = stats.Mechanism, Vcpus = m.Vcpus, RamBytes = m.RamBytes,
             Pages = m.Pages, DataPages = m.DataPages,
-            FirstInstructionMs = Ms(guest.FirstRunTimestamp), ResidentMs = Ms(residentTs), GuestDoneMs = Ms(doneTs),
+            FirstInstructionMs = Ms(guest.FirstRunTimestamp),
+            Startup = startup,
+            ResidentMs = Ms(residentTs), GuestDoneMs = Ms(doneTs),
             WorkingSetMs = fill is { ReplayDoneTimestamp: > 0 } ? Ms(fill.ReplayDoneTimestamp) : 0,
             PagesDemand = source.DemandReads, PagesDemandZero = source.DemandZeros,
             PagesPrefetched = lazy ? fill?.PrefetchedData ?? 0 : (long)m.DataPages, PagesZero = (long)snap.Index.ZeroPages,
@@ -106,6 +142,8 @@ public static class SnapshotRestorer
             FaultPathAllocatedBytes = stats.FaultPathAllocatedBytes,
         };
     }
+
+    private static double Ms(long start, long ts) => ts == 0 ? 0 : Stopwatch.GetElapsedTime(start, ts).TotalMilliseconds;
 
     /// <summary>Pages of the replayed working set that no fault had to ask for.</summary>
     private static long Avoided(uint[] replay, ReadOnlySpan<uint> touches, ulong pages)

@@ -39,6 +39,7 @@ public static class SnapshotSaver
         {
             using var m = GuestMachine.Create(config);
             var image = GuestImageHash.Of(m);
+            GuestImageHash.Save(files.Image, m);   // before the guest runs: the fresh image
             var sw = Stopwatch.StartNew();
             VcpuState[] states;
             using (var guest = new SaveGuest(m, o.Order, o.QwordsPerPage, used))
@@ -55,7 +56,7 @@ public static class SnapshotSaver
             File.WriteAllBytes(files.Vcpus, vcpuBytes);
             var manifest = new SnapshotManifest
             {
-                Vcpus = o.Vcpus, RamBase = m.Ram.Base.Value, RamBytes = o.RamBytes, ImageCrc = image,
+                Vcpus = o.Vcpus, RamBase = m.Ram.Base.Value, RamBytes = o.RamBytes, ImageCrc = image, ImageGenerator = GuestImage.GeneratorId,
                 Order = o.Order, QwordsPerPage = o.QwordsPerPage, UsedBytesPerVcpu = used, PassesBeforePause = o.Passes,
                 DataPages = index.DataPages, ChunkCrcs = chunks, IndexCrc = indexCrc,
                 VcpuStateBytes = vcpuBytes.Length, VcpuStateCrc = Crc32C.Compute(vcpuBytes),

@@ -20,6 +20,7 @@ public sealed class BadSnapshotTests
         { "layout-ram-base", "this build's guest layout puts it at" },
         { "layout-vcpus", "vCPU state has 2 vCPU(s), the layout said 4" },
         { "layout-image", "restore it with the build that saved it" },
+        { "image-checksum", "guest.img fails its checksum" },
         { "no-memory", "memory.img is missing" },
         { "truncated-memory", "memory.img is truncated" },
         { "index-checksum", "pages.idx fails its checksum" },
@@ -57,7 +58,14 @@ public sealed class BadSnapshotTests
             case "other-format": EditManifest(f, j => j["format"] = "firecracker"); break;
             case "layout-ram-base": EditManifest(f, j => j["layout"]!["ram_base"] = 0x800000); break;
             case "layout-vcpus": EditManifest(f, j => j["layout"]!["vcpus"] = 4); break;
-            case "layout-image": EditManifest(f, j => j["layout"]!["guest_image_crc32c"] = 12345); break;
+            case "layout-image":   // a snapshot of another build: another image, saved by another generator
+                EditManifest(f, j =>
+                {
+                    j["layout"]!["guest_image_crc32c"] = 12345;
+                    j["layout"]!["guest_image"]!["generator"] = "another-build";
+                });
+                break;
+            case "image-checksum": Flip(f.Image, 0x1000); break;   // the page tables' top level, written by every image
             case "no-memory": File.Delete(f.Memory); break;
             case "truncated-memory": using (var s = new FileStream(f.Memory, FileMode.Open)) s.SetLength(s.Length - 4096); break;
             case "index-checksum": Flip(f.Index, 40); break;

@@ -33,6 +33,24 @@ public sealed class RoundTripTests
     }
 
     [KvmFact]
+    public void The_kept_guest_image_stands_in_for_assembling_it_and_a_snapshot_without_one_is_assembled_and_compared()
+    {
+        using var snap = TempSnapshot.Save();
+        Assert.Equal(GuestImage.GeneratorId, snap.Saved.Manifest.ImageGenerator);
+        var kept = SnapshotRestorer.Restore(snap.Dir, new RestoreOptions(PagingMode.Exits) { Record = false });
+        Assert.True(kept.Startup!.ImageLoaded, "this build's snapshot: the image came from guest.img");
+        Assert.Equal(0UL, kept.GuestMismatches);
+        // as a snapshot saved before guest.img existed: no file, no generator in the manifest
+        File.Delete(snap.Files.Image);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(snap.Files.Manifest))!;
+        ((System.Text.Json.Nodes.JsonObject)json["layout"]!).Remove("guest_image");
+        File.WriteAllText(snap.Files.Manifest, json.ToJsonString());
+        var assembled = SnapshotRestorer.Restore(snap.Dir, new RestoreOptions(PagingMode.Exits) { Record = false });
+        Assert.False(assembled.Startup!.ImageLoaded, "no kept image: assembled and its CRC compared");
+        Assert.Equal(0UL, assembled.GuestMismatches);
+    }
+
+    [KvmFact]
     public void A_snapshot_paused_inside_its_first_pass_restores_and_its_holes_are_faulted_in_as_zeros()
     {
         using var snap = TempSnapshot.Save(passes: 0, usedPercent: 100);

@@ -79,7 +79,8 @@ internal static class BenchCommand
 
     private static int Execute(BenchPlan plan, OutputTarget? json, OutputTarget? svg, TextWriter stdout, TextWriter stderr)
     {
-        if (ReferenceEquals(stdout, Console.Out) && Environment.GetEnvironmentVariable(NoTieringVariable) != "0")
+        // a native (ahead-of-time) build has no JIT to wait for: nothing to re-run
+        if (System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported && ReferenceEquals(stdout, Console.Out) && Environment.GetEnvironmentVariable(NoTieringVariable) != "0")
             return RerunWithoutTieredJit();
         // an explicit --backing that contradicts a mode is a usage error; with auto each mode gets its own backing
         var specs = plan.Specs();

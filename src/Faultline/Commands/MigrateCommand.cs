@@ -167,13 +167,13 @@ public static class MigrateCommand
 
     // ---- helpers ------------------------------------------------------------------------------------------------
 
-    /// <summary>How to start this same faultline again: the apphost, or dotnet + the entry assembly.</summary>
+    /// <summary>How to start this same faultline again: the native build or the apphost itself, or dotnet + the CLI's dll beside it.</summary>
     private static (string File, string[] Prefix) Self()
     {
         var process = Environment.ProcessPath ?? throw new MigrationException("cannot tell which program to start as the source");
-        var entry = System.Reflection.Assembly.GetEntryAssembly()?.Location;
-        if (Path.GetFileNameWithoutExtension(process) == "dotnet" && !string.IsNullOrEmpty(entry)) return (process, [entry]);
-        return (process, []);
+        if (Path.GetFileNameWithoutExtension(process) != "dotnet") return (process, []);
+        var dll = Path.Combine(AppContext.BaseDirectory, typeof(MigrateCommand).Assembly.GetName().Name + ".dll");
+        return File.Exists(dll) ? (process, [dll]) : throw new MigrationException($"cannot find {dll} to start as the source");
     }
 
     private static MigrationAddress WaitForListening(Process child, Task<string> stderr)

@@ -85,8 +85,8 @@ internal static class SnapshotCommand
                     Output.Console(Output.Human(jh, pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error)));
                 return 0;
             }
-            var (mode, why) = Choose(pr.GetValue(engine)!);
-            var o = new RestoreOptions(mode)
+            var word = pr.GetValue(engine)!.Trim();
+            var o = new RestoreOptions(word.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : MigrateOptions.ParseEngine(word))
             {
                 Fill = !pr.GetValue(noFill), Replay = !pr.GetValue(noReplay), Record = !pr.GetValue(noRecord), StartTimestamp = start,
             };
@@ -96,9 +96,9 @@ internal static class SnapshotCommand
             RestoreReport? eager = null;
             if (!pr.GetValue(noEager))
                 eager = SnapshotRestorer.Restore(path, new RestoreOptions(PagingMode.None) { Fill = false, Replay = false, Record = false });
-            var many = pr.GetValue(count) > 1 ? ManyRestores.Run(path, o, pr.GetValue(count)) : null;
-            j?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(lazy, why, eager, many));
-            SnapshotReportView.Render(lazy, why, eager, many, Output.Console(human));
+            var many = pr.GetValue(count) > 1 ? ManyRestores.Run(path, o with { Engine = lazy.Engine }, pr.GetValue(count)) : null;
+            j?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(lazy, lazy.EngineReason, eager, many));
+            SnapshotReportView.Render(lazy, lazy.EngineReason, eager, many, Output.Console(human));
             return 0;
         });
         return cmd;
@@ -126,20 +126,6 @@ internal static class SnapshotCommand
             return Task.FromResult(0);
         });
         return cmd;
-    }
-
-    /// <summary>--engine: a named engine checked against this host (minor on a memfd, the others on anonymous memory), or auto: the selector's pick.</summary>
-    private static (PagingMode Engine, string Reason) Choose(string word)
-    {
-        var caps = HostCapabilities.Detect();
-        if (word.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
-        {
-            var c = EngineSelector.Evaluate(caps, Backing.Anonymous);
-            return (c.Chosen, $"auto: {c.Reason}");
-        }
-        var e = MigrateOptions.ParseEngine(word);
-        EngineSelector.Check(e, caps, e == PagingMode.Minor ? Backing.Shmem : Backing.Anonymous);
-        return (e, "chosen with --engine");
     }
 
     /// <summary>A progress bar over the pages present while the restore runs (terminal only).</summary>

@@ -52,6 +52,16 @@ internal static class SnapshotReportView
         w.WriteNumber("pages", r.Pages);
         w.WriteNumber("data_pages", r.DataPages);
         w.WriteRounded("first_instruction_ms", r.FirstInstructionMs);
+        if (r.Startup is { } st)
+        {
+            w.WriteStartObject("startup_ms");
+            w.WriteRounded("checked", st.CheckedMs);
+            w.WriteRounded("image_ready", st.ImageReadyMs);
+            w.WriteBoolean("image_loaded", st.ImageLoaded);
+            w.WriteRounded("vm_built", st.VmBuiltMs);
+            w.WriteRounded("engine_started", st.EngineStartedMs);
+            w.WriteEndObject();
+        }
         w.WriteRounded("resident_ms", r.ResidentMs);
         w.WriteRounded("guest_done_ms", r.GuestDoneMs);
         w.WriteRounded("working_set_ms", r.WorkingSetMs);
