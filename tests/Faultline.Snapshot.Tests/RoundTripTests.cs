@@ -11,7 +11,7 @@ public sealed class RoundTripTests
     public static TheoryData<PagingMode, bool> Engines() => new()
     {
         { PagingMode.Missing, true }, { PagingMode.Minor, true }, { PagingMode.Exits, true }, { PagingMode.Bitmap, true },
-        { PagingMode.Missing, false }, { PagingMode.Exits, false }, { PagingMode.None, false },
+        { PagingMode.Missing, false }, { PagingMode.Minor, false }, { PagingMode.Exits, false }, { PagingMode.None, false },
     };
 
     [KvmTheory]

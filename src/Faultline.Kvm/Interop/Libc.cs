@@ -40,6 +40,9 @@ internal static unsafe partial class Libc
         return 0;
     }
 
+    [LibraryImport(Lib, EntryPoint = "mincore", SetLastError = true)]
+    internal static partial int Mincore(void* addr, nuint length, byte* vec);
+
     [LibraryImport(Lib, EntryPoint = "mprotect", SetLastError = true)]
     internal static partial int Mprotect(void* addr, nuint length, int prot);
 

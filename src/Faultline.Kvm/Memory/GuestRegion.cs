@@ -20,7 +20,7 @@ public sealed unsafe class GuestRegion : IDisposable
 {
     private readonly MemFd? _memfd;
     private void* _host;
-    private void* _view;   // shmem: a second, populated mapping of the page cache (MapBackingView)
+    private void* _view;   // shmem: a second mapping of the page cache (MapBackingView), unregistered
 
     public GuestAddress Base { get; }
     public ulong Size { get; }
@@ -88,26 +88,48 @@ public sealed unsafe class GuestRegion : IDisposable
     public ref ulong Qword(GuestAddress gpa) => ref MemoryMarshal.Cast<byte, ulong>(Span(gpa, 8))[0];
 
     /// <summary>
-    /// Allocates the whole page cache (zeroed) and maps it a second time, populated, apart from the guest mapping
-    /// (shmem only): later <see cref="WriteBacking"/> calls are plain copies into pages that already exist, with no
-    /// syscall, page lookup or allocation per page, and the guest mapping's MINOR faults stay pending. Idempotent.
+    /// Maps the memfd a second time, apart from the guest mapping (shmem only), and with <paramref name="populate"/>
+    /// allocates the whole page cache (zeroed) through it: later <see cref="WriteBacking"/> calls are plain copies into
+    /// pages that already exist, with no syscall, page lookup or allocation per page, and the guest mapping's MINOR
+    /// faults stay pending. Unpopulated, a write through the view allocates its page there (a lazy page cache).
+    /// Idempotent; a populating call after an unpopulated one populates.
     /// </summary>
-    public void MapBackingView()
+    public void MapBackingView(bool populate = true)
     {
         if (_memfd is null) throw new InvalidOperationException("a backing view needs a shmem region");
-        if (_view != null) return;
-        var v = Libc.Mmap(null, (nuint)Size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, _memfd.Fd, 0);
-        if (v == Libc.MAP_FAILED) throw new KvmException("mmap(backing view)", Marshal.GetLastPInvokeError());
-        Libc.Madvise(v, (nuint)Size, Libc.MADV_NOHUGEPAGE);
-        if (Libc.PopulateWrite(v, Size) != 0)
+        if (_view == null)
+        {
+            var v = Libc.Mmap(null, (nuint)Size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, _memfd.Fd, 0);
+            if (v == Libc.MAP_FAILED) throw new KvmException("mmap(backing view)", Marshal.GetLastPInvokeError());
+            Libc.Madvise(v, (nuint)Size, Libc.MADV_NOHUGEPAGE);
+            _view = v;
+        }
+        if (!populate || BackingAllocated) return;
+        if (Libc.PopulateWrite(_view, Size) != 0)
         {
             var e = Marshal.GetLastPInvokeError();
-            Libc.Munmap(v, (nuint)Size);
             throw e == Errno.ENOMEM
                 ? new UsageException($"cannot allocate {Size >> 20} MiB of guest memory on this host (populating the page cache: ENOMEM)")
                 : new KvmException("madvise(backing view, MADV_POPULATE_WRITE)", e);
         }
-        _view = v;
+        BackingAllocated = true;
+    }
+
+    /// <summary>Whether <see cref="MapBackingView"/> allocated the whole page cache in advance.</summary>
+    public bool BackingAllocated { get; private set; }
+
+    /// <summary>
+    /// Pages of the memfd's page cache that exist now (shmem: mincore(2) over the guest mapping reports the page cache,
+    /// mapped here or not); anonymous memory: pages mapped. Costs a walk of the whole range: for tests and reports.
+    /// </summary>
+    public long ResidentPages()
+    {
+        var vec = new byte[PageCount];
+        fixed (byte* p = vec)
+            if (Libc.Mincore(_host, (nuint)Size, p) != 0) throw new KvmException("mincore(guest memory)", Marshal.GetLastPInvokeError());
+        long n = 0;
+        foreach (var b in vec) n += b & 1;
+        return n;
     }
 
     /// <summary>

@@ -46,16 +46,19 @@ public abstract class PagingEngine : IPagingEngine
         _tracker = new PageTracker(machine.Ram.Base, machine.Ram.Size);
         _vcpuCounters = new FaultCounters[machine.Config.Vcpus];
         for (var i = 0; i < _vcpuCounters.Length; i++) _vcpuCounters[i] = new FaultCounters();
+        LazyShmem = Options.Backing == Backing.Shmem && ServesFaults && !Options.PrefillPageCache && !machine.Ram.BackingAllocated
+            && SupportsLazyPageCache;
         var uffds = OpenUffds(machine);
-        _installer = new PageInstaller(machine.Ram, _tracker, uffds) { Wake = WakeOnInstall, Bitmap = Bitmap };
+        _installer = new PageInstaller(machine.Ram, _tracker, uffds) { Wake = WakeOnInstall, Bitmap = Bitmap, LazyShmem = LazyShmem };
         var inPlace = Options.Backing == Backing.Shmem && Options.PrefillPageCache && ServesFaults;
         if (Options.Backing == Backing.Shmem && ServesFaults)
         {
-            // shmem keeps the content in the page cache: filled from the source up front (seed 002 does the same), or
+            // shmem keeps the content in the page cache: filled from the source up front (seed 002 does the same);
             // (post-copy) allocated now through a populated view, so that every later install is a copy into an existing
-            // page plus a UFFDIO_CONTINUE, and MINOR faults still fire before the real bytes are there
+            // page plus a UFFDIO_CONTINUE, and MINOR faults still fire before the real bytes are there; or (a lazy page
+            // cache) not allocated at all: each page goes in at its install, and the view is only mapped
             if (Options.PrefillPageCache) PageCache.Fill(machine.Ram, Immediate(source, "filling the page cache up front"));
-            else machine.Ram.MapBackingView();
+            else machine.Ram.MapBackingView(populate: !LazyShmem);
         }
         _path = new FaultPath(_tracker, source, _installer, inPlace, Options.PageTimeout);
         if (Options.AsyncPf.Mode != AsyncPfMode.Never)
@@ -71,6 +74,15 @@ public abstract class PagingEngine : IPagingEngine
         Prepare(machine, source);
     }
 
+    /// <summary>
+    /// Shmem whose page cache fills on demand: nothing of it is allocated before the guest runs, guest RAM is registered
+    /// MISSING and MINOR, and each install puts its page in (UFFDIO_COPY). Set at Start: an engine that supports it, the
+    /// page cache not filled up front (<see cref="PagingOptions.PrefillPageCache"/> false) and not allocated already by
+    /// the caller (a migration destination allocates it before the engine starts).
+    /// </summary>
+    protected bool LazyShmem { get; private set; }
+    /// <summary>Whether this mechanism can run on a lazy page cache (<see cref="LazyShmem"/>).</summary>
+    internal virtual bool SupportsLazyPageCache => false;
     /// <summary>Opens and registers the mechanism's userfaultfds (none by default).</summary>
     internal virtual UffdSet OpenUffds(GuestMachine machine) => UffdSet.None;
     /// <summary>Whether faults reach the engine at all (false: memory is populated up front and the engine sets up shmem itself).</summary>
@@ -123,6 +135,8 @@ public abstract class PagingEngine : IPagingEngine
         {
             Installed = _installer?.Installed ?? 0,
             ReaderFaults = Sum(c => c.ReaderFaults),
+            MissingFaults = Sum(c => c.MissingFaults),
+            MinorFaults = Sum(c => c.MinorFaults),
             ReaderEmptyWakeups = Sum(c => c.ReaderEmptyWakeups),
             ExitFaults = Sum(c => c.ExitFaults),
             UserfaultExits = Sum(c => c.UserfaultExits),

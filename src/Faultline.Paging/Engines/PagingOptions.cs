@@ -18,9 +18,11 @@ public sealed record PagingOptions(PagingMode Mode, Backing Backing, UffdLayout 
     /// <summary>Use native KVM_MEM_USERFAULT when the kernel has it (bitmap modes); false forces the emulation.</summary>
     public bool PreferNativeUserfault { get; init; } = true;
     /// <summary>
-    /// Shmem only. True: the page cache is filled from the source up front (MINOR faults then only map it). False
-    /// (post-copy): it is filled with zeros so MINOR faults still fire, and each page's bytes come from the source on
-    /// its first fault or an install through <see cref="IPagingEngine.Sink"/>.
+    /// Shmem only. True: the page cache is filled from the source up front (MINOR faults then only map it). False: each
+    /// page's bytes come from the source on its first fault or an install through <see cref="IPagingEngine.Sink"/>; the
+    /// page cache is then allocated (zeros) before the guest runs, so MINOR faults still fire, unless the engine can run
+    /// on a lazy page cache (<c>minor</c>: MISSING and MINOR registered, nothing allocated up front) and the caller
+    /// has not allocated it already (a migration destination does, with <see cref="Faultline.Kvm.Memory.GuestRegion.MapBackingView"/>).
     /// </summary>
     public bool PrefillPageCache { get; init; } = true;
     /// <summary>Async page faults (exit-based engines only): off by default.</summary>

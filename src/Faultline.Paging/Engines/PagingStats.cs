@@ -7,6 +7,10 @@ public sealed record PagingStats
     public long Installed { get; init; }
     /// <summary>Faults seen by userfaultfd readers.</summary>
     public long ReaderFaults { get; init; }
+    /// <summary>Reader faults on a page absent from the page cache (or from anonymous memory): UFFD_PAGEFAULT_FLAG_MINOR clear.</summary>
+    public long MissingFaults { get; init; }
+    /// <summary>Reader faults on a page in the page cache but not mapped in guest RAM (UFFD_PAGEFAULT_FLAG_MINOR).</summary>
+    public long MinorFaults { get; init; }
     /// <summary>Reader wake-ups that found no message: another reader of the same userfaultfd had taken it (poll wakes them all).</summary>
     public long ReaderEmptyWakeups { get; init; }
     /// <summary>Faults that exited KVM_RUN and were resolved on the vCPU's own thread.</summary>

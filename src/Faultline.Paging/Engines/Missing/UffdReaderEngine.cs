@@ -15,7 +15,8 @@ public abstract class UffdReaderEngine(PagingOptions options) : PagingEngine(opt
     private readonly UffdReaderPool _readers = new();
     private ulong _hostBase;
 
-    internal override UffdSet OpenUffds(GuestMachine machine) => UffdSet.Open(machine.Ram, UffdFeatures.None, Options.Uffds, machine.Config.Vcpus);
+    internal override UffdSet OpenUffds(GuestMachine machine) =>
+        UffdSet.Open(machine.Ram, UffdFeatures.None, Options.Uffds, machine.Config.Vcpus, lazyShmem: LazyShmem);
 
     internal override void Prepare(GuestMachine machine, IPageSource source)
     {
@@ -28,6 +29,8 @@ public abstract class UffdReaderEngine(PagingOptions options) : PagingEngine(opt
 
     void IUffdFaultHandler.OnFault(in UffdFault f, FaultCounters c)
     {
+        if (f.IsMinor) c.MinorFaults++;
+        else c.MissingFaults++;
         if (!Path.Resolve((f.Address - _hostBase) >> 12)) c.AlreadyPresent++;
     }
 

@@ -10,8 +10,9 @@ namespace Faultline.Paging.Engines.Shared;
 /// <summary>
 /// The one install path every engine shares, and the sink every page source delivers to: a page is claimed in the
 /// <see cref="PageTracker"/>, installed with the backing's ioctl (anonymous: UFFDIO_COPY; shmem: a write into the page
-/// cache, then UFFDIO_CONTINUE; a page a userfault mark evicted: UFFDIO_MOVE back), published and its bitmap bit
-/// cleared, exactly once, whoever gets there first. A run of pages is installed with one ioctl per contiguous part this
+/// cache, then UFFDIO_CONTINUE; a lazy page cache: UFFDIO_COPY, or write and CONTINUE for a page already in the cache;
+/// a page a userfault mark evicted: UFFDIO_MOVE back), published and its bitmap bit cleared, exactly once, whoever
+/// gets there first. A run of pages is installed with one ioctl per contiguous part this
 /// call claimed. Never waits; allocation-free.
 /// </summary>
 internal sealed unsafe class PageInstaller : IPageSink
@@ -29,6 +30,13 @@ internal sealed unsafe class PageInstaller : IPageSink
     public UserfaultBitmap? Bitmap { get; init; }
     /// <summary>Pages taken away by a userfault mark and kept aside (emulated KVM Userfault on anonymous memory).</summary>
     public IEvictionStore? Evicted { get; set; }
+    /// <summary>
+    /// Shmem registered MISSING and MINOR, its page cache not allocated: a page goes in with UFFDIO_COPY, which
+    /// allocates the page cache page, copies the bytes and maps it in one call (atomically: no PTE before the bytes are
+    /// there, so no torn page). EEXIST from it means the page cache holds the page already, unmapped (mappings come only
+    /// from claimed installs): its bytes are written through the view and UFFDIO_CONTINUE maps it.
+    /// </summary>
+    public bool LazyShmem { get; init; }
     public long Installed => Interlocked.Read(ref _installed);
     public UffdSet Uffds => _uffds;
 
@@ -136,6 +144,11 @@ internal sealed unsafe class PageInstaller : IPageSink
         }
         if (_shmem)
         {
+            if (LazyShmem && !bytes.IsEmpty)
+            {
+                InstallLazy(index, host, bytes[..(int)Page]);
+                return;
+            }
             if (!bytes.IsEmpty) _ram.WriteBacking(index << 12, bytes[..(int)Page]);
             if (_uffds.Count == 0) return; // native userfault without uffd: the page cache is the page
             var o = _uffds.Of(index).Continue(host, Page, dontWake: !Wake);
@@ -154,6 +167,36 @@ internal sealed unsafe class PageInstaller : IPageSink
                 if (o == ResolveOutcome.AlreadyPresent && Wake) _uffds.Of(index).Wake(host, Page);
                 return;
             }
+        }
+    }
+
+    /// <summary>One claimed page on a lazy page cache: UFFDIO_COPY, or (in the cache already) write and continue.</summary>
+    private void InstallLazy(ulong index, HostAddress host, ReadOnlySpan<byte> page)
+    {
+        var uffd = _uffds.Of(index);
+        fixed (byte* p = page)
+            while (true)
+            {
+                var o = uffd.Copy(host, p, Page, dontWake: !Wake);
+                if (o == ResolveOutcome.Installed) return;
+                if (o == ResolveOutcome.AlreadyPresent) break;
+            }
+        InstallCached(uffd, index, host, page);
+    }
+
+    /// <summary>
+    /// A claimed page that is in the page cache but not mapped (MINOR): its bytes written through the view, then
+    /// UFFDIO_CONTINUE, which maps it and wakes its waiters. A mapping found there already (EEXIST) is kept, and woken.
+    /// </summary>
+    private void InstallCached(Userfaultfd uffd, ulong index, HostAddress host, ReadOnlySpan<byte> page)
+    {
+        _ram.WriteBacking(index << 12, page);
+        while (true)
+        {
+            var o = uffd.Continue(host, Page, dontWake: !Wake);
+            if (o == ResolveOutcome.Retry) continue;
+            if (o == ResolveOutcome.AlreadyPresent && Wake) uffd.Wake(host, Page);
+            return;
         }
     }
 
@@ -177,6 +220,24 @@ internal sealed unsafe class PageInstaller : IPageSink
     {
         var host = _ram.HostOf(Tracker.AddressOf(index));
         var len = (ulong)pages * Page;
+        if (_shmem && LazyShmem)
+        {
+            var uffd = _uffds.Of(index);
+            fixed (byte* src = bytes)
+                for (ulong off = 0; off < len;)
+                {
+                    var o = uffd.Copy(host.Add(off), src + off, len - off, out var copied);
+                    if (o == ResolveOutcome.Installed) off = len;
+                    else if (o == ResolveOutcome.Retry) off += copied > 0 ? (ulong)copied & ~(Page - 1) : 0;
+                    else
+                    {
+                        // EEXIST: the first remaining page is in the page cache already (not mapped): write and continue it
+                        InstallCached(uffd, index + (off >> 12), host.Add(off), bytes.Slice((int)off, (int)Page));
+                        off += Page;
+                    }
+                }
+            return;
+        }
         if (_shmem)
         {
             _ram.WriteBacking(index << 12, bytes[..(int)len], nonTemporal: true);   // a run is pushed: no vCPU reads it now

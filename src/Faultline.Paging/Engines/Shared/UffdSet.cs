@@ -6,7 +6,9 @@ namespace Faultline.Paging.Engines.Shared;
 
 /// <summary>
 /// The userfaultfds that cover guest RAM: one for all of it, or one per vCPU range (the seed's "multiple
-/// userfaultfds"), MISSING mode on anonymous memory, MINOR on shmem. Empty for an engine that needs none.
+/// userfaultfds"), MISSING mode on anonymous memory, MINOR on shmem, or MISSING and MINOR together on shmem whose page
+/// cache fills lazily (a page not in the page cache faults MISSING, one there but not mapped faults MINOR). Empty for an
+/// engine that needs none.
 /// </summary>
 internal sealed class UffdSet : IDisposable
 {
@@ -21,11 +23,15 @@ internal sealed class UffdSet : IDisposable
     public IReadOnlyList<Userfaultfd> All => _uffds;
     public ulong BytesPerUffd => _bytesPerUffd;
 
-    public static UffdSet Open(GuestRegion ram, UffdFeatures extra, UffdLayout layout, int vcpus)
+    /// <param name="lazyShmem">Shmem: register MISSING as well as MINOR (needs UFFD_FEATURE_MISSING_SHMEM too), so that
+    /// pages absent from the page cache fault and can be installed with UFFDIO_COPY.</param>
+    public static UffdSet Open(GuestRegion ram, UffdFeatures extra, UffdLayout layout, int vcpus, bool lazyShmem = false)
     {
         var shmem = ram.Backing == Backing.Shmem;
-        var features = extra | (shmem ? UffdFeatures.MinorShmem : UffdFeatures.None);
+        if (lazyShmem && !shmem) throw new ArgumentException("a lazy page cache needs shmem backing", nameof(lazyShmem));
+        var features = extra | (shmem ? UffdFeatures.MinorShmem : UffdFeatures.None) | (lazyShmem ? UffdFeatures.MissingShmem : UffdFeatures.None);
         var mode = shmem ? UffdRegisterMode.Minor : UffdRegisterMode.Missing;
+        if (lazyShmem) mode |= UffdRegisterMode.Missing;
         var count = layout == UffdLayout.Single ? 1 : vcpus;
         var per = ram.Size / (ulong)count;
         var uffds = new Userfaultfd[count];
@@ -36,9 +42,10 @@ internal sealed class UffdSet : IDisposable
             {
                 uffds[i] = Userfaultfd.Open(features);
                 var ioctls = uffds[i].Register(ram.Host.Add((ulong)i * per), per, mode);
-                var need = shmem ? 7 : 3; // _UFFDIO_CONTINUE / _UFFDIO_COPY
-                if ((ioctls & (1UL << need)) == 0)
-                    throw new HostSupportException($"the userfaultfd range does not support {(shmem ? "UFFDIO_CONTINUE" : "UFFDIO_COPY")}");
+                // _UFFDIO_CONTINUE (7) on shmem, _UFFDIO_COPY (3) where pages can be missing: what the range answers, not assumed
+                if (shmem && (ioctls & (1UL << 7)) == 0) throw new HostSupportException("the userfaultfd range does not support UFFDIO_CONTINUE");
+                if ((!shmem || lazyShmem) && (ioctls & (1UL << 3)) == 0)
+                    throw new HostSupportException($"the userfaultfd range ({mode}) does not support UFFDIO_COPY");
             }
             return set;
         }
