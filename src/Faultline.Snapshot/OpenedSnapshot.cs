@@ -35,13 +35,21 @@ public sealed class OpenedSnapshot : IDisposable
         if ((ulong)info.Length != m.RamBytes)
             throw new SnapshotException($"{files.Memory} is {(info.Length < (long)m.RamBytes ? "truncated" : "too long")}: {info.Length} bytes, the manifest says {m.RamBytes}");
         var index = PageIndex.Read(files.Index, m.Pages, m.IndexCrc);
-        if (index.DataPages != m.DataPages) throw new SnapshotException($"{files.Index} has {index.DataPages} data pages, the manifest says {m.DataPages}");
-        var states = ReadStates(files.Vcpus, m);
-        var image = GuestImageHash.TryLoad(files, m);
-        SafeFileHandle memory;
-        try { memory = File.OpenHandle(files.Memory, FileMode.Open, FileAccess.Read); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new SnapshotException($"cannot open {files.Memory}: {e.Message}"); }
-        return new OpenedSnapshot(files, m, index, states, image, memory);
+        try
+        {
+            if (index.DataPages != m.DataPages) throw new SnapshotException($"{files.Index} has {index.DataPages} data pages, the manifest says {m.DataPages}");
+            var states = ReadStates(files.Vcpus, m);
+            var image = GuestImageHash.TryLoad(files, m);
+            SafeFileHandle memory;
+            try { memory = File.OpenHandle(files.Memory, FileMode.Open, FileAccess.Read); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new SnapshotException($"cannot open {files.Memory}: {e.Message}"); }
+            return new OpenedSnapshot(files, m, index, states, image, memory);
+        }
+        catch
+        {
+            index.Dispose();
+            throw;
+        }
     }
 
     private static VcpuState[] ReadStates(string path, SnapshotManifest m)
@@ -55,5 +63,9 @@ public sealed class OpenedSnapshot : IDisposable
         catch (MigrationException e) { throw new SnapshotException($"{path}: {e.Message}"); }
     }
 
-    public void Dispose() => Memory.Dispose();
+    public void Dispose()
+    {
+        Memory.Dispose();
+        Index.Dispose();
+    }
 }

@@ -99,7 +99,7 @@ public sealed class BadSnapshotTests
     public void A_page_that_fails_its_checksum_during_the_run_stops_the_vm_with_that_error(PagingMode engine)
     {
         using var snap = TempSnapshot.Save();
-        var index = PageIndex.Read(snap.Files.Index, snap.Saved.Manifest.Pages, snap.Saved.Manifest.IndexCrc);
+        using var index = PageIndex.Read(snap.Files.Index, snap.Saved.Manifest.Pages, snap.Saved.Manifest.IndexCrc);
         ulong victim = 0;
         while (!index.IsData(victim)) victim++;
         victim += 5;   // a data page some way into the first vCPU's range

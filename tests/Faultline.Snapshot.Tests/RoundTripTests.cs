@@ -64,7 +64,7 @@ public sealed class RoundTripTests
     public void Holes_are_never_read_from_the_file()
     {
         using var snap = TempSnapshot.Save();
-        var index = PageIndex.Read(snap.Files.Index, snap.Saved.Manifest.Pages, snap.Saved.Manifest.IndexCrc);
+        using var index = PageIndex.Read(snap.Files.Index, snap.Saved.Manifest.Pages, snap.Saved.Manifest.IndexCrc);
         // poison every hole in the memory file: a restore that read one would install 0xA5 bytes (or fail its checksum)
         var poison = Enumerable.Repeat((byte)0xA5, 4096).ToArray();
         for (ulong p = 0; p < index.Pages; p++) if (!index.IsData(p)) TempSnapshot.Patch(snap.Files.Memory, (long)p * 4096, poison);
