@@ -62,9 +62,6 @@ public sealed class GuestImage
         return new GuestImage(bytes, vcpus);
     }
 
-    /// <summary>The fresh image bytes [0, <see cref="Span"/>) as a machine holds them, for <see cref="Loaded"/>.</summary>
-    public static byte[] BytesOf(GuestRegion system) => system.Span(new GuestAddress(0), Span).ToArray();
-
     private GuestImage(GuestImage code, int vcpus)
     {
         Vcpus = vcpus;

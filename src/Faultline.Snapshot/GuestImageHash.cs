@@ -16,6 +16,17 @@ internal static class GuestImageHash
 {
     public static uint Of(GuestMachine fresh) => Crc32C.Compute(fresh.System.Span(new GuestAddress(0), GuestImage.Span));
 
+    /// <summary>
+    /// Refuses a machine whose assembled image is not the one the snapshot ran (its registers point into that code). A
+    /// kept image (<see cref="OpenedSnapshot.SavedImage"/>) was checked against the same CRC when it was read.
+    /// </summary>
+    public static void CheckRan(OpenedSnapshot snap, GuestMachine machine)
+    {
+        var m = snap.Manifest;
+        if (snap.SavedImage is null && Of(machine) is var image && image != m.ImageCrc)
+            throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran guest image crc32c 0x{m.ImageCrc:x8}, this build generates 0x{image:x8}: restore it with the build that saved it");
+    }
+
     /// <summary>Keeps a fresh machine's image bytes (sparse: the zero pages are holes).</summary>
     public static void Save(string path, GuestMachine fresh)
     {

@@ -27,8 +27,7 @@ public static class HandlerRestore
         using var snap = OpenedSnapshot.Open(directory);
         var m = snap.Manifest;
         using var machine = GuestMachine.Create(new MachineConfig(m.Vcpus, m.RamBytes, Backing.Anonymous), snap.SavedImage);
-        if (GuestImageHash.Of(machine) != m.ImageCrc)
-            throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran another guest image than this build generates: restore it with the build that saved it");
+        GuestImageHash.CheckRan(snap, machine);
         using var uffd = Userfaultfd.Open(UffdFeatures.None);
         uffd.Register(machine.Ram.Host, machine.Ram.Size, UffdRegisterMode.Missing);
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);

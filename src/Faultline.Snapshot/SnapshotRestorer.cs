@@ -52,9 +52,7 @@ public static class SnapshotRestorer
         if (RestoreEngine.BackingOf(engineMode) != backing) throw new InvalidOperationException($"engine {engineMode.Name()} needs another backing than {backing}");
         var lazy = engineMode != PagingMode.None;
         var replay = lazy && o.Replay ? WorkingSet.Read(snap.Files.WorkingSet, m.Pages) : [];
-        var image = GuestImageHash.Of(machine);
-        if (image != m.ImageCrc)
-            throw new SnapshotException($"{snap.Files.Manifest}: the snapshot ran guest image crc32c 0x{m.ImageCrc:x8}, this build generates 0x{image:x8}: restore it with the build that saved it");
+        GuestImageHash.CheckRan(snap, machine);
         var recording = lazy && o.Record && replay.Length == 0 && !File.Exists(snap.Files.WorkingSet);
         var source = new SnapshotPageSource(snap, recordTouches: recording || replay.Length > 0);
         using var engine = EngineFactory.Create(new PagingOptions(engineMode, backing, Readers: m.Vcpus) { PrefillPageCache = false });
@@ -63,7 +61,7 @@ public static class SnapshotRestorer
         using var fill = lazy && o.Fill ? new BackgroundFill(snap, source, engine.Sink, replay) : null;
         try
         {
-            return Drive(snap, o, progress, guest, machine, engine, source, fill, replay, recording, lazy, start,
+            return Drive(snap, o, progress, guest, machine, engine, source, fill, replay, recording, start,
                 new RestoreStartup(Ms(start, checkedTs), Ms(start, assembly.Result.At), snap.SavedImage is not null, Ms(start, machineTs), Ms(start, engineTs)), engineReason);
         }
         finally { guest.Stop(); }   // before the fill, the engine and the machine go
@@ -71,10 +69,11 @@ public static class SnapshotRestorer
 
     /// <summary>Starts the vCPUs (and the fill), waits for the guest to verify its memory and the rest to be resident, and reports.</summary>
     private static RestoreReport Drive(OpenedSnapshot snap, RestoreOptions o, Action<RestoreProgress>? progress, RestoreGuest guest, GuestMachine machine,
-        IPagingEngine engine, SnapshotPageSource source, BackgroundFill? fill, uint[] replay, bool recording, bool lazy, long start, RestoreStartup startup, string engineReason)
+        IPagingEngine engine, SnapshotPageSource source, BackgroundFill? fill, uint[] replay, bool recording, long start, RestoreStartup startup, string engineReason)
     {
         var m = snap.Manifest;
         var engineMode = engine.Options.Mode;
+        var lazy = engineMode != PagingMode.None;
         // the fill (the working set first, when there is one to replay) starts once the first vCPU runs: sooner it would
         // take a CPU from the vCPUs' start (this host has two); recording: it waits until the guest is done, so that
         // every first touch is a fault and gets recorded
