@@ -12,7 +12,7 @@ namespace Faultline.Snapshot;
 /// <c>snapshot restore --handler PATH</c>: the restore with its pages served by another process (<c>snapshot serve</c>,
 /// or any handler of Firecracker's protocol). Guest RAM is registered with a blocking MISSING userfaultfd, which goes to
 /// the handler with the regions JSON; the vCPUs sleep in the userfaultfd on a missing page until the handler copies it.
-/// The restoring side watches the handler's socket: if the handler dies (the socket closes) or stops answering, the
+/// The restoring side watches the handler's socket: if the handler dies (the socket closes), the
 /// vCPUs are kicked out of their wait and stopped, and the restore fails with one line instead of hanging; or, with
 /// <see cref="HandlerRestart"/>, a new handler takes over and the VM goes on (<see cref="HandlerLink"/>).
 /// </summary>
