@@ -1,9 +1,6 @@
 using System.Diagnostics;
-using System.Net.Sockets;
-using System.Text;
 using Faultline.Guest;
 using Faultline.Kvm;
-using Faultline.Kvm.Io;
 using Faultline.Kvm.Memory;
 using Faultline.Kvm.Uffd;
 using Faultline.Migration.Reporting;
@@ -15,12 +12,13 @@ namespace Faultline.Snapshot;
 /// <c>snapshot restore --handler PATH</c>: the restore with its pages served by another process (<c>snapshot serve</c>,
 /// or any handler of Firecracker's protocol). Guest RAM is registered with a blocking MISSING userfaultfd, which goes to
 /// the handler with the regions JSON; the vCPUs sleep in the userfaultfd on a missing page until the handler copies it.
-/// The restoring side watches the handler's socket: if the handler dies (the socket closes) or stops answering, the
-/// vCPUs are kicked out of their wait and stopped, and the restore fails with one line instead of hanging.
+/// The restoring side watches the handler's socket: if the handler dies (the socket closes), the
+/// vCPUs are kicked out of their wait and stopped, and the restore fails with one line instead of hanging; or, with
+/// <see cref="HandlerRestart"/>, a new handler takes over and the VM goes on (<see cref="HandlerLink"/>).
 /// </summary>
 public static class HandlerRestore
 {
-    public static RestoreReport Restore(string directory, string handlerSocket, RestoreOptions o)
+    public static RestoreReport Restore(string directory, string handlerSocket, RestoreOptions o, HandlerRestart? restart = null)
     {
         var start = o.StartTimestamp != 0 ? o.StartTimestamp : Stopwatch.GetTimestamp();
         if (!File.Exists(handlerSocket)) throw new UsageException($"no such socket file: {handlerSocket}");
@@ -30,23 +28,15 @@ public static class HandlerRestore
         GuestImageHash.CheckRan(snap, machine);
         using var uffd = Userfaultfd.Open(UffdFeatures.None);
         uffd.Register(machine.Ram.Host, machine.Ram.Size, UffdRegisterMode.Missing);
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try { socket.Connect(new UnixDomainSocketEndPoint(handlerSocket)); }
-        catch (SocketException e) { throw new FaultlineException($"cannot connect to the page handler at {handlerSocket}: {e.Message}"); }
         var regions = $"[{{\"base_host_virt_addr\":{machine.Ram.Host.Value},\"size\":{m.RamBytes},\"offset\":0,\"page_size\":{SnapshotFiles.PageSize},\"page_size_kib\":{SnapshotFiles.PageSize}}}]";
-        FdPassing.Send(socket.SafeHandle, Encoding.UTF8.GetBytes(regions), uffd);
+        using var link = new HandlerLink(directory, handlerSocket, regions, uffd, machine.Ram.Host, machine.Ram.Size, restart);
         using var guest = new RestoreGuest(m.Vcpus);
         guest.Start(machine, NoExits.Instance, snap.States);
-        string? lost = null;
-        bool HandlerGone()
-        {
-            if (lost is null && socket.Poll(0, SelectMode.SelectRead) && socket.Available == 0) lost = $"the page handler at {handlerSocket} went away during the restore: the VM was stopped";
-            return lost is not null || guest.Error is not null;
-        }
+        bool HandlerGone() => link.CheckLost() || guest.Error is not null;
         var finished = guest.Wait(o.Timeout, HandlerGone);
         var doneTs = Stopwatch.GetTimestamp();
         if (!finished) guest.Stop();   // kicks every vCPU out of its userfaultfd wait (CPL3) and joins them
-        if (lost is not null) throw new PageUnavailableException(lost);
+        if (link.Lost is { } lost) throw new PageUnavailableException(lost);
         if (guest.Error is { } ge) throw ge;
         if (!guest.Completed.All(c => c)) throw new GuestException("a restored vCPU stopped before it had verified its memory");
         o.Inspect?.Invoke(machine);
@@ -59,6 +49,7 @@ public static class HandlerRestore
             PagesDemand = 0, PagesDemandZero = 0, PagesPrefetched = 0, PagesZero = (long)snap.Index.ZeroPages,
             FaultLatency = new LatencyRecorder(16).Summarize(), FaultLatencyAt = "handler",
             GuestMismatches = guest.Mismatches.Aggregate(0UL, (a, b) => a + b),
+            HandlerRestarts = link.Restarts,
         };
     }
 

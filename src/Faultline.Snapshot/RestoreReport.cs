@@ -45,6 +45,8 @@ public sealed record RestoreReport
     public int FillShrinks { get; init; }
     public int FillLargestChunk { get; init; }
     public long FaultPathAllocatedBytes { get; init; }
+    /// <summary>Page handlers started because the one serving died (<c>--handler</c> restores; null for the others).</summary>
+    public int? HandlerRestarts { get; init; }
 
     public long PagesDemandTotal => PagesDemand + PagesDemandZero;
     /// <summary>Fill rate while it ran (pages/s × 4 KiB), from the first instruction to resident.</summary>

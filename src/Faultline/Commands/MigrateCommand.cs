@@ -71,7 +71,7 @@ public static class MigrateCommand
         var human = Output.Human(json, io.Stdout, io.Stderr);
         using var link = netns ? NetnsLink.Create() : null;
         var listenAddr = link is null ? "127.0.0.1:0" : $"{link.SourceIp}:0";
-        var (file, prefix) = Self();
+        var (file, prefix) = ThisProgram.Locate("the source");
         var sourceJson = Path.Combine(Path.GetTempPath(), $"faultline-source-{Environment.ProcessId}-{Guid.NewGuid():N}.json");
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (link is not null) { psi.FileName = "ip"; psi.ArgumentList.Add("netns"); psi.ArgumentList.Add("exec"); psi.ArgumentList.Add(link.SourceNamespace); psi.ArgumentList.Add(file); }
@@ -166,15 +166,6 @@ public static class MigrateCommand
     private sealed record Recovery(InjectionPlan Inject, TimeSpan Timeout);
 
     // ---- helpers ------------------------------------------------------------------------------------------------
-
-    /// <summary>How to start this same faultline again: the native build or the apphost itself, or dotnet + the CLI's dll beside it.</summary>
-    private static (string File, string[] Prefix) Self()
-    {
-        var process = Environment.ProcessPath ?? throw new MigrationException("cannot tell which program to start as the source");
-        if (Path.GetFileNameWithoutExtension(process) != "dotnet") return (process, []);
-        var dll = Path.Combine(AppContext.BaseDirectory, typeof(MigrateCommand).Assembly.GetName().Name + ".dll");
-        return File.Exists(dll) ? (process, [dll]) : throw new MigrationException($"cannot find {dll} to start as the source");
-    }
 
     private static MigrationAddress WaitForListening(Process child, Task<string> stderr)
     {

@@ -65,12 +65,13 @@ internal static class SnapshotCommand
         var noReplay = new Option<bool>("--no-replay") { Description = "Do not prefetch the recorded working set first" };
         var noRecord = new Option<bool>("--no-record") { Description = "Do not record this restore's first touches (recorded when the snapshot has none yet)" };
         var noEager = new Option<bool>("--no-eager") { Description = "Skip the eager restore (read everything, then start) that the report compares against" };
-        var handler = new Option<string?>("--handler") { Description = "Have the page handler listening on this Unix socket (snapshot serve, or any handler of Firecracker's protocol) serve the pages; if it dies, the VM is stopped with one error" };
+        var handler = new Option<string?>("--handler") { Description = "Have the page handler listening on this Unix socket (snapshot serve, or any handler of Firecracker's protocol) serve the pages; if it dies, the VM is stopped with one error (or see --handler-restart)" };
+        var handlerRestart = CliOptions.Int("--handler-restart", "With --handler: when the handler dies, start a new one (snapshot serve, this program) and go on, up to N times; the handlers this restore starts end with it (0: stop the VM with one error)", 0, min: 0, max: 100);
         var count = CliOptions.Int("--count", "After the single restore, restore this many VMs from the snapshot at once (sharing the file's page cache) and report them", 1, min: 1, max: 64);
         var json = CliOptions.OutputFile("--json", "Also write the report as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var cmd = new Command("restore", "Restore a snapshot lazily: the VM starts at once, pages come from the file on first touch, the rest in the background")
         {
-            dir, engine, noFill, noReplay, noRecord, noEager, count, handler, json,
+            dir, engine, noFill, noReplay, noRecord, noEager, count, handler, handlerRestart, json,
         };
         cmd.SetAction(pr =>
         {
@@ -78,13 +79,16 @@ internal static class SnapshotCommand
             var path = pr.GetValue(dir)!;
             if (pr.GetValue(handler) is { } socket)
             {
-                var viaHandler = HandlerRestore.Restore(path, socket, new RestoreOptions(PagingMode.Missing) { StartTimestamp = start });
+                var err = pr.InvocationConfiguration.Error;
+                var restart = pr.GetValue(handlerRestart) is > 0 and var n ? RestartWith(n, err) : null;
+                var viaHandler = HandlerRestore.Restore(path, socket, new RestoreOptions(PagingMode.Missing) { StartTimestamp = start }, restart);
                 var jh = pr.GetValue(json);
                 jh?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(viaHandler, $"pages from the handler at {socket}", null, null));
                 SnapshotReportView.Render(viaHandler, $"pages from the handler at {socket}", null, null,
                     Output.Console(Output.Human(jh, pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error)));
                 return 0;
             }
+            if (pr.GetValue(handlerRestart) > 0) throw new UsageException("--handler-restart needs --handler PATH");
             var word = pr.GetValue(engine)!.Trim();
             var o = new RestoreOptions(word.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : MigrateOptions.ParseEngine(word))
             {
@@ -108,9 +112,11 @@ internal static class SnapshotCommand
     {
         var dir = Dir("A snapshot directory written by snapshot save");
         var socket = new Option<string>("--socket") { Description = "Unix socket to listen on (a new path): VMMs connect and send their regions JSON with the userfaultfd, as Firecracker does", Required = true };
-        var cmd = new Command("serve", "Serve a snapshot's pages to VMMs from this process (Firecracker's page-handler protocol) until interrupted")
+        // a handler that restore --handler-restart started: it ends when its parent does (the pipe on stdin closes)
+        var withStdin = new Option<bool>("--exit-with-stdin") { Description = "Stop when stdin reaches its end (as on Ctrl-C)", Hidden = true };
+        var cmd = new Command("serve", "Serve a snapshot's pages to VMMs from this process (Firecracker's page-handler protocol) until interrupted; many VMMs (restores in other processes) may share it")
         {
-            dir, socket,
+            dir, socket, withStdin,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -120,12 +126,21 @@ internal static class SnapshotCommand
             server.Start();
             err.WriteLine($"faultline serve: serving {snap.Files.Directory} on {pr.GetValue(socket)} (Ctrl-C stops)");
             err.Flush();
-            try { Task.Delay(Timeout.Infinite, ct).Wait(CancellationToken.None); } catch (AggregateException) { }
+            var stop = Task.Delay(Timeout.Infinite, ct).ContinueWith(_ => { }, TaskScheduler.Default);
+            var eof = pr.GetValue(withStdin) ? Task.Run(() => Console.OpenStandardInput().CopyTo(Stream.Null), CancellationToken.None) : null;
+            Task.WaitAny(eof is null ? [stop] : [stop, eof]);
             pr.InvocationConfiguration.Output.WriteLine($"served {server.Connections} connection(s): {server.PagesServed} pages read, {server.ZeroPagesServed} zero pages, {server.Refused} refused");
             pr.InvocationConfiguration.Output.Flush();
             return Task.FromResult(0);
         });
         return cmd;
+    }
+
+    /// <summary>--handler-restart N: this program started again as <c>snapshot serve</c>; one stderr line per restart.</summary>
+    private static HandlerRestart RestartWith(int attempts, TextWriter err)
+    {
+        var (file, prefix) = ThisProgram.Locate("a page handler");
+        return new HandlerRestart(attempts, file, prefix) { Log = line => { lock (err) { err.WriteLine($"faultline restore: {line}"); err.Flush(); } } };
     }
 
     /// <summary>A progress bar over the pages present while the restore runs (terminal only).</summary>

@@ -85,6 +85,7 @@ internal static class SnapshotReportView
         w.WriteNumber("largest_chunk_pages", r.FillLargestChunk);
         w.WriteEndObject();
         w.WriteNumber("fault_path_allocated_bytes", r.FaultPathAllocatedBytes);
+        if (r.HandlerRestarts is { } restarts) w.WriteNumber("handler_restarts", restarts);
         if (eager is not null)
         {
             w.WriteRounded("eager_first_instruction_ms", eager.FirstInstructionMs);
@@ -140,6 +141,7 @@ internal static class SnapshotReportView
         else if (r.Recorded) t.AddRow("working set", $"recorded {Output.Count(r.PagesDemandTotal)} first touches for the next restore");
         var l = r.FaultLatency;
         t.AddRow($"fault latency ({r.FaultLatencyAt})", l.Count == 0 ? "no faults" : Inv($"p50 {l.P50:0.0} µs, p99 {l.P99:0.0} µs, max {l.Max:0.0} µs ({l.Count} faults)"));
+        if (r.HandlerRestarts is { } hr) t.AddRow("handler restarts", hr == 0 ? "0" : $"[yellow]{hr}[/] (a handler died; a new one took over)");
         t.AddRow("guest mismatches", r.GuestMismatches == 0 ? "[green]0[/]" : $"[red]{r.GuestMismatches}[/]");
         if (many is not null)
             t.AddRow($"{many.Restores.Count} restores at once", Inv($"all done in {many.WallMs:0.0} ms ({many.WallMs / Math.Max(1, Math.Max(r.GuestDoneMs, r.ResidentMs)):0.00}x one), first instruction ") +
