@@ -176,6 +176,7 @@ public sealed class MigrationDestination(DestinationOptions o)
             ThreadPriority.ReleaseCarriers();
             noGc.Dispose();
             var resumedNs = g.ResumedNs.Max();
+            var runDelayAtResume = g.RunDelayNs();
             Span<byte> rb = stackalloc byte[8];
             System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(rb, resumedNs);
             try { link.Main.Send(FrameType.Resumed, 0, rb); }
@@ -204,6 +205,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 spin.SpinOnce(sleep1Threshold: -1);
             }
             var completeNs = Clock.NowNs();
+            var runDelayAtComplete = g.RunDelayNs();
             session.Enter(MigrationPhase.Complete);
             g.PostcopyDone();
             rx.MarkComplete();
@@ -233,10 +235,12 @@ public sealed class MigrationDestination(DestinationOptions o)
                 BytesOnWire = bytesOfLostLinks + link.Bytes,
                 FaultLatencyUs = readers ? s.DemandLatency.Summarize() : g.FaultLatency.Summarize(),
                 DemandLatencyUs = s.DemandLatency.Summarize(),
+                WakeLatencyUs = readers ? null : g.WakeLatency.Summarize(),
+                FaultWaitsPastWaitTimer = (readers ? s.DemandLatency : g.FaultLatency).CountAtLeast((long)(MigrationReport.WaitTimerMs * 1e6)),
                 FaultLatencyMeasure = readers
                     ? "uffd reader: page requested → page installed (the kernel's wake-up of the vCPU not included)"
                     : "vCPU thread: KVM_RUN returned with the fault → page installed, vCPU about to re-enter",
-                VcpuBlockedMs = blocked,
+                VcpuBlockedMs = blocked, VcpuRunQueueMs = [.. runDelayAtComplete.Select((ns, i) => (ns - runDelayAtResume[i]) / 1e6)],
                 SourceSha256 = Convert.ToHexStringLower(sum.SourceSha256), ReceivedSha256 = receivedSha,
                 GuestMismatches = g.Mismatches.Aggregate(0UL, (a, b) => a + b),
                 EngineInstalled = stats.Installed, InstalledByReceiver = s.InstalledByReceiver,
