@@ -64,7 +64,11 @@ public sealed record MigrationReport
     /// <summary>How fault latency was taken for this engine.</summary>
     public required string FaultLatencyMeasure { get; init; }
     public required double[] VcpuBlockedMs { get; init; }
-    /// <summary>Per vCPU thread, during post-copy (resume → every page present): time runnable but waiting for a CPU (schedstat run_delay), ms.</summary>
+    /// <summary>
+    /// Per vCPU thread, during post-copy (resume → every page present): time runnable but waiting for a CPU
+    /// (schedstat run_delay, the difference of two reads), ms. Read it at the scale of a whole run: over post-copies of
+    /// a few ms the difference was seen to go back by up to 5 ms on this host (not understood).
+    /// </summary>
     public double[] VcpuRunQueueMs { get; init; } = [];
     public required string SourceSha256 { get; init; }
     public required string ReceivedSha256 { get; init; }
