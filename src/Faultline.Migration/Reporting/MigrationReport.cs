@@ -166,16 +166,7 @@ public sealed record MigrationReport
             w.WriteNumber("run_pages_to_fault_path", RunPagesToFaultPath);
             w.WriteNumber("bulk_receiver_cpu_ms", Math.Round(BulkReceiverCpuMs, 1));
             w.WriteNumber("bytes_on_wire", BytesOnWire);
-            w.WriteStartObject("fault_latency_us");
-            w.WriteNumber("p50", Math.Round(FaultLatencyUs.P50, 1));
-            w.WriteNumber("p90", Math.Round(FaultLatencyUs.P90, 1));
-            w.WriteNumber("p99", Math.Round(FaultLatencyUs.P99, 1));
-            w.WriteNumber("max", Math.Round(FaultLatencyUs.Max, 1));
-            w.WriteNumber("mean", Math.Round(FaultLatencyUs.Mean, 1));
-            w.WriteNumber("count", FaultLatencyUs.Count);
-            w.WriteString("measured", FaultLatencyMeasure);
-            WriteHistogram(w, FaultLatencyUs);
-            w.WriteEndObject();
+            WriteLatency(w, "fault_latency_us", FaultLatencyUs, FaultLatencyMeasure, withMean: true);
             if (DemandLatencyUs is { } d) WriteLatency(w, "demand_latency_us", d, "receiver: page requested by a fault path → page installed");
             if (WakeLatencyUs is { } wake) WriteLatency(w, "wake_latency_us", wake, "vCPU thread: its page installed during the wait → vCPU about to re-enter");
             w.WriteNumber("fault_waits_past_wait_timer", FaultWaitsPastWaitTimer);
@@ -244,13 +235,14 @@ public sealed record MigrationReport
     /// fault_latency_us.histogram as QEMU 10.1's postcopy-latency-dist: bucket i counts samples of [2^i, 2^(i+1)) µs
     /// (bucket 0: under 2 µs), up to the highest non-empty bucket.
     /// </summary>
-    private static void WriteLatency(Utf8JsonWriter w, string name, LatencySummary l, string measured)
+    private static void WriteLatency(Utf8JsonWriter w, string name, LatencySummary l, string measured, bool withMean = false)
     {
         w.WriteStartObject(name);
         w.WriteNumber("p50", Math.Round(l.P50, 1));
         w.WriteNumber("p90", Math.Round(l.P90, 1));
         w.WriteNumber("p99", Math.Round(l.P99, 1));
         w.WriteNumber("max", Math.Round(l.Max, 1));
+        if (withMean) w.WriteNumber("mean", Math.Round(l.Mean, 1));
         w.WriteNumber("count", l.Count);
         w.WriteString("measured", measured);
         WriteHistogram(w, l);
