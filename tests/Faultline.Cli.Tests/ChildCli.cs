@@ -25,13 +25,25 @@ internal static class ChildCli
     /// </summary>
     public static (Process Process, Task<string> Stdout, Task<string> Stderr) Start(params string[] args)
     {
+        var p = Process.Start(SignallablePsi(args))!;
+        return (p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync());
+    }
+
+    private static ProcessStartInfo SignallablePsi(string[] args)
+    {
         var psi = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add("--default-signal=INT,TERM");
         psi.ArgumentList.Add("dotnet");
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "faultline.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
-        var p = Process.Start(psi)!;
-        return (p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync());
+        return psi;
+    }
+
+    /// <summary>As <see cref="Start"/>, its stderr read as it comes (<see cref="StderrLog"/>), so the test can time a signal by what the CLI says.</summary>
+    public static (Process Process, Task<string> Stdout, StderrLog Stderr) StartWatched(params string[] args)
+    {
+        var p = Process.Start(SignallablePsi(args))!;
+        return (p, p.StandardOutput.ReadToEndAsync(), new StderrLog(p));
     }
 
     public static CliResult Finish((Process Process, Task<string> Stdout, Task<string> Stderr) run, TimeSpan timeout)

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text;
 
 namespace Faultline.Cli.Tests;
 
@@ -12,7 +11,7 @@ internal sealed class SourceProcess : IDisposable
 {
     private const string Listening = "listening on ";
     private readonly Process _process;
-    private readonly StringBuilder _stderr = new();
+    private readonly StderrLog _stderr;
 
     /// <summary>Where the source listens (HOST:PORT).</summary>
     public string Address { get; }
@@ -20,12 +19,7 @@ internal sealed class SourceProcess : IDisposable
     private SourceProcess(Process process)
     {
         _process = process;
-        _process.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            lock (_stderr) _stderr.AppendLine(e.Data);
-        };
-        _process.BeginErrorReadLine();
+        _stderr = new StderrLog(process);
         var line = _process.StandardOutput.ReadLine() ?? throw new Xunit.Sdk.XunitException($"the source said nothing: {Stderr}");
         Assert.StartsWith(Listening, line);
         Address = line[Listening.Length..];
@@ -48,22 +42,10 @@ internal sealed class SourceProcess : IDisposable
     }
 
     /// <summary>Everything the source wrote to stderr so far.</summary>
-    public string Stderr
-    {
-        get { lock (_stderr) return _stderr.ToString(); }
-    }
+    public string Stderr => _stderr.Text;
 
     /// <summary>Waits up to <paramref name="timeout"/> for <paramref name="text"/> to appear on the source's stderr.</summary>
-    public bool WaitForStderr(string text, TimeSpan timeout)
-    {
-        var waited = Stopwatch.StartNew();
-        while (!Stderr.Contains(text, StringComparison.Ordinal))
-        {
-            if (waited.Elapsed > timeout) return false;
-            Thread.Sleep(20);
-        }
-        return true;
-    }
+    public bool WaitForStderr(string text, TimeSpan timeout) => _stderr.WaitFor(text, timeout);
 
     /// <summary>Waits for the source to end by itself (a destination completed); its exit code and the rest of its stdout.</summary>
     public (int ExitCode, string Stdout) Finish(TimeSpan timeout)

@@ -1,5 +1,6 @@
 using Faultline.Kvm.Memory;
 using Faultline.Migration.Destination;
+using Faultline.Migration.Reporting;
 using Faultline.Migration.Source;
 using Faultline.Paging;
 using Faultline.TestKit;
@@ -43,6 +44,17 @@ public sealed class EndToEndMigrationTests(ITestOutputHelper output)
         Assert.True(r.PagesDuplicate <= r.DemandAlreadyPushed, $"{r.PagesDuplicate} duplicates for {r.DemandAlreadyPushed} resends");
         Assert.True(r.PagesZero > 0, "the unwritten quarter of each range should travel as zero markers");
         Assert.Equal(r.PagesTotal, o.Source!.PagesDemand + o.Source.PagesPushed); // the source sent each page once (plus resends)
+        // how faults waited: a fault can only have timed out in the tracker if it took its 50 ms timed wait; every vCPU's run-queue time was read
+        Assert.InRange(r.FaultWaitsPastWaitTimer, 0, r.FaultLatencyUs.Count);
+        Assert.Equal(r.FaultLatencyUs.Max >= MigrationReport.WaitTimerMs * 1000, r.FaultWaitsPastWaitTimer > 0);
+        Assert.Equal(vcpus, r.VcpuRunQueueMs.Length);   // not its sign: over a post-copy of a few ms two reads may go back (MigrationReport)
+        if (mode.HasReaders()) Assert.Null(r.WakeLatencyUs);
+        else if (r.PagesToWaiters > 0)
+        {
+            // a page installed for a waiting vCPU: its wake lag is part of that fault's time, no longer than the longest fault
+            Assert.InRange(r.WakeLatencyUs!.Count, 1, r.FaultLatencyUs.Count);
+            Assert.True(r.WakeLatencyUs.Max <= r.FaultLatencyUs.Max, $"wake {r.WakeLatencyUs.Max} µs > fault {r.FaultLatencyUs.Max} µs");
+        }
     }
 
     [KvmTheory]

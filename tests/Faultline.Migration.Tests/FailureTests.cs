@@ -103,18 +103,21 @@ public sealed class FailureTests(ITestOutputHelper output)
         var destLog = new ListLogger();
         using var cts = new CancellationTokenSource();
         ProcessResources? live = null;
+        var sinceCancel = new System.Diagnostics.Stopwatch();
         // the link is held for 3 s at 30% of the pages: the cancel lands inside the post-copy, however fast the host is
         var canceller = new Thread(() =>
         {
             var waited = System.Diagnostics.Stopwatch.StartNew();
             while (!destLog.Lines.Any(l => l.StartsWith("injected delay at ", StringComparison.Ordinal)) && waited.Elapsed < TimeSpan.FromSeconds(60)) Thread.Sleep(5);
             live = ProcessResources.Now();   // both ends alive: what the counts below must see go
+            sinceCancel.Start();
             cts.Cancel();
         }) { IsBackground = true };
         canceller.Start();
-        // the source cannot tell a cancelled destination from a lost link: it waits 1 s for a rejoin, then gives up on it
-        var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, Order = Guest.AccessOrder.Random, RejoinTimeout = TimeSpan.FromSeconds(1) },
+        // the source keeps its default rejoin wait (60 s): the cancelled destination's Abort, not a timer, ends the session
+        var o = MigrationHarness.Run(new SourceOptions(2, 16 * MiB) { WriteFraction = 0.75, Order = Guest.AccessOrder.Random },
             a => new DestinationOptions(a, PagingMode.Exits) { Inject = InjectionPlan.Parse("delay@30%:3s"), Logger = destLog }, cts.Token);
+        var bothEnded = sinceCancel.Elapsed;   // the harness returns once the source's Serve has returned too
         using var source = o.SourceEnd;
         canceller.Join();
         var de = Assert.IsType<MigrationFailedException>(o.DestinationError);
@@ -124,7 +127,9 @@ public sealed class FailureTests(ITestOutputHelper output)
         Assert.Equal("postcopy", de.Failure.Phase);
         Assert.StartsWith("stopped on the destination with ", de.Failure.GuestState);
         Assert.InRange(de.Failure.PagesPresent, (long)(source.Pages * 3 / 10), (long)source.Pages - 1);
-        Assert.Contains($"the source keeps the paused guest and all {source.Pages} pages", se.Message);
+        Assert.Equal($"the destination ended the migration after the pause ({MigrationDestination.Interrupted}); the source keeps the paused guest and all {source.Pages} pages", se.Message);
+        output.WriteLine($"cancel → both ends returned: {bothEnded.TotalMilliseconds:0} ms");
+        Assert.True(bothEnded < TimeSpan.FromSeconds(10), $"the source took {bothEnded.TotalSeconds:0.0} s to give up on its cancelled destination (its rejoin wait is {SourceOptions.DefaultRejoinTimeout.TotalSeconds:0} s)");
 
         // while both ran, the counts saw both VMs with their 2 vCPUs each and the destination's userfaultfd
         Assert.Equal((before.Kernel.Vms + 2, before.Kernel.Vcpus + 4), (live!.Kernel.Vms, live.Kernel.Vcpus));

@@ -1,3 +1,4 @@
+using Faultline.Migration.Protocol;
 using Faultline.Migration.Transport;
 
 namespace Faultline.Migration.Tests;
@@ -51,4 +52,50 @@ public sealed class TransportTests
         var t = RawStream.Measure(8UL << 20);
         Assert.True(t > TimeSpan.Zero);
     }
+
+    [Fact]
+    public void An_abort_reaches_a_live_peer_and_gives_up_on_a_dead_link_instead_of_blocking()
+    {
+        using var listener = new MigrationListener(MigrationAddress.Parse("127.0.0.1:0"));
+        SocketChannel? accepted = null;
+        var t = new Thread(() => accepted = listener.Accept(TimeSpan.FromSeconds(10))) { IsBackground = true };
+        t.Start();
+        using var ours = new PeerConnection(listener.Address.Connect(TimeSpan.FromSeconds(10)), ChannelRole.Main);
+        t.Join();
+        using var peer = new PeerConnection(accepted!, ChannelRole.Source);
+
+        // a live peer reads it
+        ours.TryAbort("the destination was interrupted");
+        Assert.Equal("peer aborted: the destination was interrupted", Assert.IsType<PeerAbortedException>(Record.Exception(() => peer.Read())).Message);
+
+        // a peer that reads nothing more: a sender fills both socket buffers and blocks in send, holding the send lock
+        Exception? senderError = null;
+        var sender = new Thread(() => senderError = Record.Exception(() => ours.SendRaw(new byte[64 << 20]))) { IsBackground = true, Name = "fl-test-send" };
+        sender.Start();
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!BlockedInKernel("fl-test-send"))
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromSeconds(10), "the sender never blocked");
+            Thread.Sleep(10);
+        }
+        var took = System.Diagnostics.Stopwatch.StartNew();
+        ours.TryAbort("the destination was interrupted");   // must return: the bound shuts the connection down
+        var abortTook = took.Elapsed;
+        Assert.True(sender.Join(TimeSpan.FromSeconds(10)), "the blocked sender was not released");
+        Assert.IsType<LinkLostException>(senderError);
+        Assert.True(abortTook >= PeerConnection.AbortBound - TimeSpan.FromMilliseconds(5), $"gave up after {abortTook.TotalMilliseconds:0} ms, before its bound");
+        Assert.True(abortTook < TimeSpan.FromSeconds(5), $"took {abortTook.TotalMilliseconds:0} ms");
+    }
+
+    /// <summary>Whether our thread named <paramref name="comm"/> sleeps in the kernel (state S in /proc/self/task/*/stat, a wait channel in wchan).</summary>
+    private static bool BlockedInKernel(string comm) => Directory.GetDirectories("/proc/self/task").Any(task =>
+    {
+        try
+        {
+            if (File.ReadAllText(Path.Combine(task, "comm")).Trim() != comm) return false;
+            var stat = File.ReadAllText(Path.Combine(task, "stat"));
+            return stat[(stat.LastIndexOf(')') + 2)..].StartsWith('S') && File.ReadAllText(Path.Combine(task, "wchan")) is not ("" or "0");
+        }
+        catch (IOException) { return false; }   // the task ended meanwhile
+    });
 }

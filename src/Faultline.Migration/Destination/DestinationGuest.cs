@@ -34,6 +34,7 @@ internal sealed class DestinationGuest : IDisposable
     private readonly int[] _inspect;        // DescribeUnfinished: 1 asks the vCPU thread for its registers, 2 it answered
     private readonly string?[] _inspected;
     private int _nice;
+    private readonly RemotePageSource? _pages;
     private int _disposed;
 
     public long[] ResumedNs { get; }
@@ -43,6 +44,8 @@ internal sealed class DestinationGuest : IDisposable
     public long[] BlockedNs { get; }
     public long[] Faults { get; }
     public LatencyRecorder FaultLatency { get; }
+    /// <summary>Per fault whose page was installed while its vCPU waited (exit engines): installed → the vCPU about to re-enter.</summary>
+    public LatencyRecorder WakeLatency { get; }
     /// <summary>The mixed workload, per vCPU: the CPU task's iterations at its resume, when every page was present, and at its end.</summary>
     public ulong[] CpuAtResume { get; }
     public ulong[] CpuAtPostcopyDone { get; }
@@ -57,9 +60,10 @@ internal sealed class DestinationGuest : IDisposable
 
     /// <param name="postcopyNice">The vCPU threads' nice value until <see cref="PostcopyDone"/> (then 0).</param>
     /// <param name="tasks">The mixed workload's program (the machine built with its kernel); null: the generation program.</param>
-    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0, TaskProgram? tasks = null)
+    /// <param name="pages">The remote page source, whose install times give <see cref="WakeLatency"/>; null: not measured.</param>
+    public DestinationGuest(GuestMachine m, IPagingEngine engine, FirstFailure failure, int postcopyNice = 0, TaskProgram? tasks = null, RemotePageSource? pages = null)
     {
-        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice; _tasks = tasks;
+        _m = m; _engine = engine; _failure = failure; _nice = postcopyNice; _tasks = tasks; _pages = pages;
         var n = m.Vcpus.Count;
         CpuAtResume = new ulong[n]; CpuAtPostcopyDone = new ulong[n]; CpuAtFinish = new ulong[n];
         _threads = new Thread[n];
@@ -72,6 +76,7 @@ internal sealed class DestinationGuest : IDisposable
         _resumed = new CountdownEvent(n);
         _finished = new CountdownEvent(n);
         FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount * 2 + 1024, 8_000_000));
+        WakeLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount + 1024, 4_000_000));
     }
 
     public void Start()
@@ -231,8 +236,11 @@ internal sealed class DestinationGuest : IDisposable
             if (!g._engine.TryHandleExit(vcpu, exit)) return false;
             if (exit.Kind is VcpuExitKind.MemoryFault or VcpuExitKind.Interrupted)
             {
-                var ns = Clock.ToNanoseconds(Stopwatch.GetTimestamp() - t0);
+                var now = Stopwatch.GetTimestamp();
+                var ns = Clock.ToNanoseconds(now - t0);
                 g.FaultLatency.Record(ns);
+                // the wake-up's share: a page installed during this wait, the vCPU back only now
+                if (g._pages?.LastAnsweredAt(id) is { } at && at > t0) g.WakeLatency.Record(Clock.ToNanoseconds(now - at));
                 g.BlockedNs[id] += ns;
                 g.Faults[id]++;
             }
@@ -275,6 +283,26 @@ internal sealed class DestinationGuest : IDisposable
     }
 
     /// <summary>Every page is present: the vCPUs run at normal priority again (they ran below the transfer's threads until now).</summary>
+    /// <summary>
+    /// Per vCPU thread: how long it has been runnable but waiting for a CPU so far (the second field of
+    /// /proc/self/task/TID/schedstat, run_delay), ns; 0 where it cannot be read. Read at two points, the difference is
+    /// the scheduler's share of that time, whether the thread was woken from a wait or preempted.
+    /// </summary>
+    public long[] RunDelayNs()
+    {
+        var d = new long[_tids.Length];
+        for (var i = 0; i < d.Length; i++)
+        {
+            try
+            {
+                var f = File.ReadAllText($"/proc/self/task/{Volatile.Read(ref _tids[i])}/schedstat").Split(' ');
+                d[i] = f.Length > 1 && long.TryParse(f[1], out var ns) ? ns : 0;
+            }
+            catch (IOException) { d[i] = 0; }
+        }
+        return d;
+    }
+
     public void PostcopyDone()
     {
         if (_tasks is { } tasks) for (var i = 0; i < CpuAtPostcopyDone.Length; i++) CpuAtPostcopyDone[i] = tasks.CpuIterationsDone(i);

@@ -12,6 +12,7 @@ namespace Faultline.Migration.Destination;
 internal sealed class DestinationLink(PeerConnection main, PeerConnection urgent, StandbyThread mainReceiver, StandbyThread urgentReceiver) : IDisposable
 {
     private readonly ManualResetEventSlim _lost = new(false);
+    private readonly ManualResetEventSlim _shut = new(false);   // the link is going down: a hold ends
     private LinkLostException? _cause;
     private int _disposed;
 
@@ -53,11 +54,15 @@ internal sealed class DestinationLink(PeerConnection main, PeerConnection urgent
         var until = Volatile.Read(ref _holdUntil);
         if (until == 0) return;
         var left = System.Diagnostics.Stopwatch.GetElapsedTime(System.Diagnostics.Stopwatch.GetTimestamp(), until);
-        if (left > TimeSpan.Zero && !_lost.IsSet) _lost.Wait(left);   // a link lost meanwhile ends the hold
+        if (left > TimeSpan.Zero && !_shut.IsSet) _shut.Wait(left);   // a link lost or shut down meanwhile ends the hold
     }
+
+    /// <summary>Tells the source why we stop on both channels, within <see cref="PeerConnection.AbortBound"/>.</summary>
+    public void TryAbort(string message) => PeerConnection.TryAbort(message, Main, Urgent);
 
     public void Shutdown()
     {
+        _shut.Set();
         Main.Shutdown();
         Urgent.Shutdown();
     }
@@ -71,5 +76,6 @@ internal sealed class DestinationLink(PeerConnection main, PeerConnection urgent
         Main.Dispose();
         Urgent.Dispose();
         _lost.Dispose();
+        _shut.Dispose();
     }
 }

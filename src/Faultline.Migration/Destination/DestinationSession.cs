@@ -81,7 +81,7 @@ internal sealed class DestinationSession : IDisposable
             // the vCPUs keep one priority from their resume to the end (no switch per fault): o.VcpuPostcopyNice until every
             // page is present, then 0
             var tasks = kernel is null ? null : new TaskProgram(machine, kernel, o.Mixed!.TaskConfig);
-            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, tasks);
+            guest = new DestinationGuest(machine, engine, failure, o.VcpuPostcopyNice, tasks, pages);
             guest.Start();
             var s = new DestinationSession(machine, digest, pages, engine, guest);
             s._phaseNs[(int)MigrationPhase.Prepare] = started;

@@ -22,20 +22,19 @@ namespace Faultline.Migration.Destination;
 /// </summary>
 public sealed class MigrationDestination(DestinationOptions o)
 {
+    /// <summary>What a cancelled destination tells its source (an Abort), in any phase.</summary>
+    public const string Interrupted = "the destination was interrupted";
+
     public MigrationReport Run(IProgress<MigrationProgress>? progress = null, CancellationToken ct = default)
     {
         using var failure = new FirstFailure();
         DestinationLink? link = null;
         PeerConnection? main = null, urgent = null;   // until the link is up
         NoGcWindow? noGc = null;
-        long rxCpuNs = 0;
-        var complete = 0;
-        SummaryMessage? summary = null;
-        var summaryArrived = new ManualResetEventSlim(false);
-        long pauseNs = 0;
         long prepareNs = 0;
         Exception? prepareError = null;
         DestinationSession? session = null;
+        DestinationReceivers? receivers = null;
         var rejoins = new List<RejoinRecord>();
         long bytesOfLostLinks = 0;
         void Build(int vcpus, ulong ramBytes) => session = DestinationSession.Prepare(o, vcpus, ramBytes, failure);
@@ -101,121 +100,13 @@ public sealed class MigrationDestination(DestinationOptions o)
             }
 
             var g = session.Guest; var s = session.Pages; var en = session.Engine; var mc = session.Machine;
-            var cuts = o.Inject.Resolve(s.Pages, Random.Shared);
-            var nextCut = 0;
-            // past the vCPU state and before the summary, a broken connection is rejoined (the guest runs here now)
-            bool Recoverable() => o.RecoverTimeout > TimeSpan.Zero && Volatile.Read(ref pauseNs) != 0 && !summaryArrived.IsSet;
-
-            void MainLoop(DestinationLink l)
-            {
-                var m = l.Main;
-                // until the vCPU state is handed over the receiver is on the downtime's path, then a bulk receiver (a
-                // rejoined link's receiver is one from the start)
-                if (Volatile.Read(ref pauseNs) == 0) ThreadPriority.RaiseForDowntime();
-                else ThreadPriority.SetBase(ThreadPriority.BulkNice);
-                while (true)
-                {
-                    l.WaitOutHold();
-                    var f = m.Read();
-                    if (f.Damaged) { s.OnDamaged($"checksum mismatch on a {f.Type} frame from {m.Peer}"); continue; }
-                    switch (f.Type)
-                    {
-                        case FrameType.VcpuState:
-                            DemandTrace.Hop(1_000_000, "dst-state-rx");
-                            var (p, states) = VcpuStateMessage.Decode(f.Payload, (int)layout.Vcpus);
-                            Volatile.Write(ref pauseNs, p);
-                            g.Resume(states);
-                            ThreadPriority.SetBase(ThreadPriority.BulkNice); // a bulk receiver from now on, ahead of the guest
-                            m.Channel.ReceiveTimeout = o.IdleTimeout;
-                            break;
-                        case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
-                        case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
-                        case FrameType.PageRun: s.OnPageRun(f.Index, f.RunCount, f.RunPages, (PageFlags)f.Flags, f.RunCrcs); break;
-                        case FrameType.PushDone: s.OnPushDone(); break;
-                        case FrameType.Summary:
-                            Volatile.Write(ref rxCpuNs, HostThread.CpuTimeNs);
-                            summary = SummaryMessage.Decode(f.Payload);
-                            summaryArrived.Set();
-                            return;
-                        default: throw new MigrationException($"protocol error: {f.Type} frame on the main channel");
-                    }
-                    MaybeInject(l);
-                }
-            }
-            // rehearsed failures (--inject) fire between frames (either receiver), each once, at its count of pages received
-            void MaybeInject(DestinationLink l)
-            {
-                while (true)
-                {
-                    var next = Volatile.Read(ref nextCut);
-                    if (next >= cuts.Length || s.ReceivedCount < cuts[next].AtPages) return;
-                    if (Interlocked.CompareExchange(ref nextCut, next + 1, next) != next) continue;
-                    var (_, kind, hold) = cuts[next];
-                    MigrationLog.Injected(o.Logger, Injection.WordOf(kind), s.ReceivedCount);
-                    switch (kind)
-                    {
-                        case InjectionKind.CutLink: l.Cut(); break;
-                        case InjectionKind.Delay: l.Hold(hold); break;
-                        case InjectionKind.Corrupt: l.Main.Reader.DamageNextPageFrame(); break;
-                        case InjectionKind.KillSource: o.KillSource!(); break;
-                        default: o.KillDestination!(); break;
-                    }
-                }
-            }
-            void UrgentLoop(DestinationLink l)
-            {
-                var u = l.Urgent;
-                ThreadPriority.JoinDemandPath();
-                try
-                {
-                    while (true)
-                    {
-                        Frame f;
-                        l.WaitOutHold();
-                        try { f = u.Read(); }
-                        catch (MigrationException) when (Volatile.Read(ref complete) != 0) { return; }
-                        if (f.Damaged) { s.OnDamaged($"checksum mismatch on a {f.Type} frame from {u.Peer}"); continue; }
-                        switch (f.Type)
-                        {
-                            case FrameType.Page: s.OnPage(f.Index, f.PageBytes, (PageFlags)f.Flags); break;
-                            case FrameType.ZeroPage: s.OnPage(f.Index, default, (PageFlags)f.Flags); break;
-                            default: throw new MigrationException($"protocol error: {f.Type} frame on the urgent channel");
-                        }
-                        MaybeInject(l);
-                    }
-                }
-                finally { ThreadPriority.LeaveDemandPath(); }
-            }
-            void StartReceivers(DestinationLink l)
-            {
-                l.Main.Reader.KeepDamagedPages = l.Urgent.Reader.KeepDamagedPages = true;   // a damaged page is asked for again
-                l.Main.Reader.StallTimeout = l.Urgent.Reader.StallTimeout = o.StallTimeout;
-                l.Urgent.Channel.ReceiveTimeout = null;
-                Receiver(l.MainReceiver, l, () => MainLoop(l));
-                Receiver(l.UrgentReceiver, l, () => UrgentLoop(l));
-            }
-            void Receiver(StandbyThread thread, DestinationLink l, Action body) =>
-                thread.Start(() =>
-                {
-                    try { body(); }
-                    catch (LinkLostException e) when (Recoverable()) { l.MarkLost(e); }
-                    catch (Exception e)
-                    {
-                        if (failure.Set(e))
-                        {
-                            s.Fail(e);
-                            // told before the link goes down: a source that only saw it close would wait for a rejoin
-                            l.Main.TryAbort(e is FaultlineException ? e.Message : $"internal error: {e.Message}");
-                            l.Shutdown();
-                        }
-                    }
-                });
+            var rx = receivers = new DestinationReceivers(o, session, (int)layout.Vcpus, failure);
             // the link broke: past the vCPU state, stop its receivers, then a new connection to the same session
             // (SessionRejoin); before it, the break is the failure
             void Rejoin()
             {
                 var cause = link!.Cause!;
-                if (!Recoverable()) throw cause;
+                if (!rx.Recoverable) throw cause;
                 var lostNs = Clock.NowNs();
                 if (rejoins.Count >= o.MaxRejoins)
                     throw new MigrationException($"the link was lost {rejoins.Count + 1} times in post-copy, giving up: {cause.Message}");
@@ -227,10 +118,10 @@ public sealed class MigrationDestination(DestinationOptions o)
                 var r = SessionRejoin.Connect(o, sourceAddress, session, (uint)rejoins.Count + 1, failure, ct);
                 link = new DestinationLink(r.Main, r.Urgent, new StandbyThread("fl-mig-rx-main"), new StandbyThread("fl-mig-rx-urg"));
                 link.Main.Channel.ReceiveTimeout = o.IdleTimeout;
-                StartReceivers(link);
+                rx.Start(link);
                 var again = session.Attach(session.Id, link.Urgent);
                 s.CountRerequested(again);
-                if (Volatile.Read(ref complete) != 0) SendComplete(link.Main);   // the lost link may have lost it
+                if (rx.Complete) SendComplete(link.Main);   // the lost link may have lost it
                 var rec = new RejoinRecord(cause.Message, Clock.Ms(Clock.NowNs() - lostNs), r.Attempts, again, (long)r.Answer.PagesResent);
                 rejoins.Add(rec);
                 MigrationLog.RejoinedSource(o.Logger, rec.RecoveryMs, r.Attempts, again);
@@ -256,13 +147,13 @@ public sealed class MigrationDestination(DestinationOptions o)
                 Span<byte> cb = stackalloc byte[CompleteMessage.Size];
                 new CompleteMessage((ulong)en.Tracker.PresentCount, s.Pages).Encode(cb);
                 try { m.Send(FrameType.Complete, 0, cb); }
-                catch (LinkLostException) when (Recoverable()) { /* the receivers see the loss; the rejoin sends it again */ }
+                catch (LinkLostException) when (rx.Recoverable) { /* the receivers see the loss; the rejoin sends it again */ }
             }
 
             main.Channel.ReceiveTimeout = o.SetupTimeout;
             link = new DestinationLink(main, urgent, session.MainReceiver, session.UrgentReceiver);
             main = urgent = null;   // the link owns them now
-            StartReceivers(link);
+            rx.Start(link);
 
             DemandTrace.Hop(1_000_000, "dst-rx-started");
             // Ready only once the vCPU threads wait for their state: still starting (JIT, the engine's per-thread set-up,
@@ -285,10 +176,11 @@ public sealed class MigrationDestination(DestinationOptions o)
             ThreadPriority.ReleaseCarriers();
             noGc.Dispose();
             var resumedNs = g.ResumedNs.Max();
+            var runDelayAtResume = g.RunDelayNs();
             Span<byte> rb = stackalloc byte[8];
             System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(rb, resumedNs);
             try { link.Main.Send(FrameType.Resumed, 0, rb); }
-            catch (LinkLostException) when (Recoverable()) { /* rejoined below: a Recover tells the source the guest runs here */ }
+            catch (LinkLostException) when (rx.Recoverable) { /* rejoined below: a Recover tells the source the guest runs here */ }
             ThreadPriority.SetBase(baseNice);   // from here it only watches
             var lastReport = Stopwatch.GetTimestamp();
             while (!s.IsAllReceived)
@@ -313,14 +205,15 @@ public sealed class MigrationDestination(DestinationOptions o)
                 spin.SpinOnce(sleep1Threshold: -1);
             }
             var completeNs = Clock.NowNs();
+            var runDelayAtComplete = g.RunDelayNs();
             session.Enter(MigrationPhase.Complete);
             g.PostcopyDone();
-            Volatile.Write(ref complete, 1);
+            rx.MarkComplete();
             SendComplete(link.Main);
             progress?.Report(new MigrationProgress("complete", en.Tracker.PresentCount, s.Pages, s.DemandPages, s.PushedPages, 0));
 
-            WaitLinked(summaryArrived.WaitHandle, o.IdleTimeout, "the source's summary did not arrive");
-            var sum = summary!.Value;
+            WaitLinked(rx.SummaryArrived, o.IdleTimeout, "the source's summary did not arrive");
+            var sum = rx.Summary;
             Wait(g.AllFinished, failure, o.GuestTimeout, "the guest did not finish its verification", g.DescribeUnfinished);
             failure.ThrowIfSet();
             var stats = en.Snapshot();
@@ -332,20 +225,22 @@ public sealed class MigrationDestination(DestinationOptions o)
             return new MigrationReport
             {
                 Engine = o.Engine.Name(), EngineMechanism = stats.Mechanism, EngineReason = o.EngineReason, Workload = o.Workload, Vcpus = mc.Config.Vcpus, RamBytes = mc.Ram.Size,
-                DowntimeMs = Clock.Ms(resumedNs - pauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - pauseNs),
-                SetupMs = Clock.Ms(pauseNs - startNs), PrepareMs = o.Prepared ? Clock.Ms(prepareNs) : null, GuestFinishedMs = Clock.Ms(g.FinishedNs.Max() - pauseNs),
+                DowntimeMs = Clock.Ms(resumedNs - rx.PauseNs), TotalMs = Clock.Ms(completeNs - startNs), PostcopyMs = Clock.Ms(completeNs - rx.PauseNs),
+                SetupMs = Clock.Ms(rx.PauseNs - startNs), PrepareMs = o.Prepared ? Clock.Ms(prepareNs) : null, GuestFinishedMs = Clock.Ms(g.FinishedNs.Max() - rx.PauseNs),
                 PagesTotal = s.Pages, PagesDemand = s.DemandPages, PagesPushed = s.PushedPages, PagesZero = s.ZeroPages,
                 PagesDuplicate = s.Duplicates, FramesDamaged = s.DamagedFrames, PagesRerequested = s.PagesRerequested, DemandRequests = s.DemandedPages, DemandFrames = s.DemandFrames,
                 PagesToWaiters = s.AnsweredRequests, DemandAlreadyPushed = (long)sum.DemandAlreadySent,
                 PushRuns = s.RunFrames, RunPagesToFaultPath = s.RunAnsweredRequests,
-                BulkReceiverCpuMs = Clock.Ms(Volatile.Read(ref rxCpuNs)),
+                BulkReceiverCpuMs = Clock.Ms(rx.BulkReceiverCpuNs),
                 BytesOnWire = bytesOfLostLinks + link.Bytes,
                 FaultLatencyUs = readers ? s.DemandLatency.Summarize() : g.FaultLatency.Summarize(),
                 DemandLatencyUs = s.DemandLatency.Summarize(),
+                WakeLatencyUs = readers ? null : g.WakeLatency.Summarize(),
+                FaultWaitsPastWaitTimer = (readers ? s.DemandLatency : g.FaultLatency).CountAtLeast((long)(MigrationReport.WaitTimerMs * 1e6)),
                 FaultLatencyMeasure = readers
                     ? "uffd reader: page requested → page installed (the kernel's wake-up of the vCPU not included)"
                     : "vCPU thread: KVM_RUN returned with the fault → page installed, vCPU about to re-enter",
-                VcpuBlockedMs = blocked,
+                VcpuBlockedMs = blocked, VcpuRunQueueMs = [.. runDelayAtComplete.Select((ns, i) => (ns - runDelayAtResume[i]) / 1e6)],
                 SourceSha256 = Convert.ToHexStringLower(sum.SourceSha256), ReceivedSha256 = receivedSha,
                 GuestMismatches = g.Mismatches.Aggregate(0UL, (a, b) => a + b),
                 EngineInstalled = stats.Installed, InstalledByReceiver = s.InstalledByReceiver,
@@ -359,14 +254,18 @@ public sealed class MigrationDestination(DestinationOptions o)
         catch (Exception e)
         {
             var first = failure.Error ?? e;
-            var resumed = Volatile.Read(ref pauseNs) != 0;
+            var resumed = receivers?.StateArrived == true;
             if (first is OperationCanceledException)
+            {
+                // said on the way out (bounded: a dead link does not hold the exit): a source that only saw the link
+                // close would wait its whole rejoin wait for a session that will not come back
+                PeerConnection.TryAbort(Interrupted, link?.Main ?? main, link?.Urgent ?? urgent);
                 throw new MigrationFailedException("migration cancelled", MigrationFailure.Of("migration cancelled", session, resumed, rejoins), first);
+            }
             // a source that gives up after the pause takes the guest's missing pages with it, whatever it says
             var msg = first is PeerAbortedException pa && resumed ? $"the source is gone: it ended the migration in post-copy ({pa.Reason}); the guest could not be completed"
                 : first is FaultlineException ? first.Message : $"internal error: {first.Message}";
-            (link?.Main ?? main)?.TryAbort(msg);
-            (link?.Urgent ?? urgent)?.TryAbort(msg);
+            PeerConnection.TryAbort(msg, link?.Main ?? main, link?.Urgent ?? urgent);
             if (first is FaultlineException and not MigrationException) throw first;
             throw new MigrationFailedException(msg, MigrationFailure.Of(msg, session, resumed, rejoins), first);
         }
@@ -380,10 +279,10 @@ public sealed class MigrationDestination(DestinationOptions o)
             urgent?.Shutdown();
             session?.Dispose();
             link?.Dispose();
+            receivers?.Dispose();   // after the receivers' threads are joined
             noGc?.Dispose();
             main?.Dispose();
             urgent?.Dispose();
-            summaryArrived.Dispose();
         }
     }
 

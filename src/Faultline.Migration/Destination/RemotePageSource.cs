@@ -46,6 +46,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
     /// <summary>Per vCPU range: nanoseconds its demanded pages were waited for (reader engines: the vCPU is blocked in the kernel meanwhile).</summary>
     public long[] DemandNsByRange { get; }
     private readonly ulong _bytesPerVcpu;
+    private readonly long[] _answeredAt;           // per vCPU share of RAM: when a requested page of it was last installed (LastAnsweredAt)
     private readonly ManualResetEventSlim _allReceived = new(false);
 
     public RemotePageSource(GuestRegion ram, PageDigest digest, int vcpus)
@@ -57,6 +58,7 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         _requestedAt = new long[Pages];
         DemandLatency = new LatencyRecorder((int)Math.Min(Pages + 1024, 4_000_000));
         DemandNsByRange = new long[vcpus];
+        _answeredAt = new long[vcpus];
         _bytesPerVcpu = ram.Size / (ulong)vcpus;
     }
 
@@ -316,14 +318,24 @@ internal sealed class RemotePageSource : IPageSource, IDisposable
         Interlocked.Increment(ref _answeredRequests);
         var at = Volatile.Read(ref _requestedAt[idx]);
         if (at == 0) return;
-        var ticks = Stopwatch.GetTimestamp() - at;
+        var now = Stopwatch.GetTimestamp();
+        var range = (int)Math.Min((ulong)DemandNsByRange.Length - 1, (idx << 12) / _bytesPerVcpu);
+        Volatile.Write(ref _answeredAt[range], now);
+        var ticks = now - at;
         var ns = Clock.ToNanoseconds(ticks);
         DemandLatency.Record(ns);
         // moving average over about 8 demands (lossy under races: it only sizes a spin)
         var old = Volatile.Read(ref _observedTicks);
         Volatile.Write(ref _observedTicks, old == 0 ? ticks : old + (ticks - old) / 8);
-        Interlocked.Add(ref DemandNsByRange[Math.Min((ulong)DemandNsByRange.Length - 1, (idx << 12) / _bytesPerVcpu)], ns);
+        Interlocked.Add(ref DemandNsByRange[range], ns);
     }
+
+    /// <summary>
+    /// When a requested page of vCPU <paramref name="range"/>'s share of RAM (as <see cref="DemandNsByRange"/>) was last
+    /// installed for its waiter (Stopwatch ticks, 0: never). The generation program's vCPU faults only in its own share,
+    /// one fault at a time, so after its fault this is when the page that ended its wait landed.
+    /// </summary>
+    public long LastAnsweredAt(int range) => Volatile.Read(ref _answeredAt[range]);
 
     /// <summary>No more pages will come: every fault path waiting for one returns with <paramref name="e"/>.</summary>
     public void Fail(Exception e) => _sink?.Fail(e);

@@ -17,6 +17,14 @@ public sealed class LatencyRecorder(int capacity)
         if (i < _samples.Length) _samples[i] = ns;
     }
 
+    /// <summary>Samples at or over <paramref name="ns"/> (read at the end, not per sample).</summary>
+    public long CountAtLeast(long ns)
+    {
+        long k = 0;
+        foreach (var s in _samples.AsSpan(0, Count)) if (s >= ns) k++;
+        return k;
+    }
+
     public LatencySummary Summarize()
     {
         var n = Count;

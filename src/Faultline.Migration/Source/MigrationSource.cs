@@ -238,9 +238,10 @@ public sealed class MigrationSource : IDisposable
         {
             if (!Paused) _guest.ClosePauseWindow();
             var first = _failure.Error ?? e;
-            var msg = first is FaultlineException ? first.Message : $"internal error: {first.Message}";
-            main?.TryAbort(msg);
-            urgent?.TryAbort(msg);
+            // a destination that ends after the pause says so (a cancelled one too): no rejoin wait, the next one is served
+            var msg = first is PeerAbortedException pa && Paused ? $"the destination ended the migration after the pause ({pa.Reason})"
+                : first is FaultlineException ? first.Message : $"internal error: {first.Message}";
+            PeerConnection.TryAbort(msg, main, urgent);
             throw new MigrationException(Paused
                 ? $"{msg}; the source keeps the paused guest and all {Pages} pages"
                 : msg, first);

@@ -106,16 +106,35 @@ public sealed class PeerConnection : IDisposable
         return peer;
     }
 
-    /// <summary>Best effort: tells the peer why we stop. Never throws.</summary>
-    public void TryAbort(string message)
+    /// <summary>How long telling a peer why we stop may take: a dead link must not hold up the end of a migration.</summary>
+    public static readonly TimeSpan AbortBound = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Best effort, within <see cref="AbortBound"/>: tells the peer why we stop. Never throws.</summary>
+    public void TryAbort(string message) => TryAbort(message, this);
+
+    /// <summary>
+    /// Best effort: tells the peer on each of <paramref name="connections"/> (nulls skipped) why we stop, all within
+    /// <see cref="AbortBound"/>. A send that is still blocked then (a full send buffer on a dead link, a send lock held
+    /// by a thread stuck in its own send) is ended by shutting every one of them down, which the caller is about to do
+    /// anyway. Never throws.
+    /// </summary>
+    public static void TryAbort(string message, params PeerConnection?[] connections)
     {
-        try
+        using var watchdog = new Timer(static all =>
         {
-            var bytes = System.Text.Encoding.UTF8.GetBytes(message.Length > 1000 ? message[..1000] : message);
-            Send(FrameType.Abort, 0, bytes);
-            Flush();
+            foreach (var c in (PeerConnection?[])all!) c?.Shutdown();
+        }, connections, AbortBound, Timeout.InfiniteTimeSpan);
+        var bytes = System.Text.Encoding.UTF8.GetBytes(message.Length > 1000 ? message[..1000] : message);
+        foreach (var c in connections)
+        {
+            try { c?.Send(FrameType.Abort, 0, bytes); }
+            catch (Exception) { /* the connection is gone already */ }
         }
-        catch (Exception) { /* the connection is gone already */ }
+        foreach (var c in connections)
+        {
+            try { c?.Flush(); }
+            catch (Exception) { /* the connection is gone already */ }
+        }
     }
 
     /// <summary>Waits until an emulated delay line has written everything queued (no-op on a plain socket).</summary>
