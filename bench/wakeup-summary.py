@@ -16,7 +16,7 @@ def row(path):
         over=f["max"] > 10 * rtt, worst_x_rtt=f["max"] / rtt,
         over_count=sum(n for i, n in enumerate(f.get("histogram", [])) if (1 << i) >= 10 * rtt),   # whole buckets above 10x RTT: a lower bound
         demand_max=d.get("max"), wake_p99=w.get("p99"), wake_max=w.get("max"),
-        timer_bound=r.get("fault_waits_past_wait_timer"), blocked_ms=sum(r["vcpu_blocked_ms"]), runq_ms=sum(r.get("vcpu_runqueue_ms", [])), reconnects=r.get("reconnects", 0),
+        timer_bound=r.get("fault_waits_past_wait_timer"), expiries=r.get("wait_timer_expiries"), by_timer=r.get("waits_ended_by_timer"), blocked_ms=sum(r["vcpu_blocked_ms"]), runq_ms=sum(r.get("vcpu_runqueue_ms", [])), reconnects=r.get("reconnects", 0),
         exact=r["guest_mismatches"] == 0 and r["digests_match"])
 
 def fmt(v):
@@ -26,7 +26,7 @@ def main(paths):
     if not paths: sys.exit("wakeup-summary.py: no reports given")
     rows = [row(p) for p in sorted(paths, key=lambda p: (len(p), p))]
     keys = ["run", "faults", "rtt", "p50", "p99", "max", "worst_x_rtt", "over", "over_count", "demand_max", "wake_p99", "wake_max",
-            "timer_bound", "blocked_ms", "runq_ms", "reconnects", "exact"]
+            "timer_bound", "expiries", "by_timer", "blocked_ms", "runq_ms", "reconnects", "exact"]
     print("\t".join(keys))
     for r in rows: print("\t".join(fmt(r[k]) for k in keys))
     worst = max(rows, key=lambda r: r["worst_x_rtt"])
@@ -36,6 +36,8 @@ def main(paths):
     print(f"fault p99 median {statistics.median(r['p99'] for r in rows):.0f} us; max median {statistics.median(r['max'] for r in rows):.0f} us, worst {worst['max']:.0f} us = {worst['worst_x_rtt']:.0f}x RTT ({worst['run']})")
     print(f"runs with a fault over 10x RTT: {len(over)} of {len(rows)}")
     print(f"faults long enough to have ended by the tracker's 50 ms timer: {sum(r['timer_bound'] or 0 for r in rows)}")
+    if any(r["expiries"] is not None for r in rows):
+        print(f"tracker sleeps that ran out: {sum(r['expiries'] or 0 for r in rows)}; of those with the page already there (a wake-up that never came): {sum(r['by_timer'] or 0 for r in rows)}")
     dm = [r["demand_max"] for r in rows if r["demand_max"] is not None]
     wm = [r["wake_max"] for r in rows if r["wake_max"] is not None]
     if dm: print(f"demand (requested -> installed) max: median {statistics.median(dm):.0f} us, worst {max(dm):.0f} us")

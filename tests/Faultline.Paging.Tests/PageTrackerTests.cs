@@ -44,6 +44,7 @@ public sealed class PageTrackerTests
         t.Publish(3);
         Assert.True(waiter.Join(TimeSpan.FromSeconds(10)));
         Assert.True(woke);
+        Assert.Equal(0, t.WaitsEndedByTimer);          // woken by the publish, not found by the timer
 
         Assert.True(t.TryRequest(5));
         var failed = true;
@@ -53,6 +54,23 @@ public sealed class PageTrackerTests
         Assert.True(second.Join(TimeSpan.FromSeconds(10)));
         Assert.True(failed);
         Assert.Equal("source gone", t.Failure!.Message);
+    }
+
+    [Fact]
+    public void A_page_made_present_without_a_wake_up_is_found_by_the_waiters_timer_and_counted_as_such()
+    {
+        using var t = new PageTracker(new GuestAddress(0), 8 * 4096);
+        Assert.True(t.TryRequest(2));
+        var found = false;
+        var waiter = new Thread(() => found = t.WaitPresent(2, spinTicks: 0, TimeSpan.FromSeconds(10), null));
+        waiter.Start();
+        // blocked on its slot (past the spin) before the page appears
+        Assert.True(SpinWait.SpinUntil(() => (waiter.ThreadState & ThreadState.WaitSleepJoin) != 0, TimeSpan.FromSeconds(10)), "the waiter never blocked");
+        t.MarkAllPresent();                             // present, but nobody is woken: what a lost wake-up looks like
+        Assert.True(waiter.Join(TimeSpan.FromSeconds(10)));
+        Assert.True(found);
+        Assert.True(t.WaitTimerExpiries >= 1);
+        Assert.Equal(1, t.WaitsEndedByTimer);
     }
 
     private sealed class Recorder(List<ulong> asked) : IRerequest

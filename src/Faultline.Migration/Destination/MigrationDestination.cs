@@ -237,6 +237,7 @@ public sealed class MigrationDestination(DestinationOptions o)
                 DemandLatencyUs = s.DemandLatency.Summarize(),
                 WakeLatencyUs = readers ? null : g.WakeLatency.Summarize(),
                 FaultWaitsPastWaitTimer = (readers ? s.DemandLatency : g.FaultLatency).CountAtLeast((long)(MigrationReport.WaitTimerMs * 1e6)),
+                WaitTimerExpiries = en.Tracker.WaitTimerExpiries, WaitsEndedByTimer = en.Tracker.WaitsEndedByTimer,
                 FaultLatencyMeasure = readers
                     ? "uffd reader: page requested → page installed (the kernel's wake-up of the vCPU not included)"
                     : "vCPU thread: KVM_RUN returned with the fault → page installed, vCPU about to re-enter",

@@ -1,3 +1,4 @@
+using Faultline.Paging.Engines;
 using System.Text;
 using System.Text.Json;
 
@@ -59,8 +60,12 @@ public sealed record MigrationReport
     /// ended by its timer instead of a wake-up (0: none did). An upper bound, not a count of expiries.
     /// </summary>
     public long FaultWaitsPastWaitTimer { get; init; }
-    /// <summary>The longest a fault path's wait on the page tracker sleeps before it looks again (PageTracker.WaitPresent: 50 ms).</summary>
-    public const double WaitTimerMs = 50;
+    /// <summary>The longest a fault path's wait on the page tracker sleeps before it looks again (PageTracker.WaitPresent).</summary>
+    public const double WaitTimerMs = PageTracker.WaitTimerMs;
+    /// <summary>Fault-path sleeps on the page tracker that ran out instead of being woken (PageTracker.WaitTimerExpiries; exit engines).</summary>
+    public long WaitTimerExpiries { get; init; }
+    /// <summary>Of those, the ones after which the page was there: a wake-up that did not arrive. Should be 0.</summary>
+    public long WaitsEndedByTimer { get; init; }
     /// <summary>How fault latency was taken for this engine.</summary>
     public required string FaultLatencyMeasure { get; init; }
     public required double[] VcpuBlockedMs { get; init; }
@@ -171,6 +176,8 @@ public sealed record MigrationReport
             if (WakeLatencyUs is { } wake) WriteLatency(w, "wake_latency_us", wake, "vCPU thread: its page installed during the wait → vCPU about to re-enter");
             w.WriteNumber("fault_waits_past_wait_timer", FaultWaitsPastWaitTimer);
             w.WriteNumber("wait_timer_ms", WaitTimerMs);
+            w.WriteNumber("wait_timer_expiries", WaitTimerExpiries);
+            w.WriteNumber("waits_ended_by_timer", WaitsEndedByTimer);
             w.WriteStartObject("link_rtt_us");
             w.WriteNumber("p50", Math.Round(LinkRttUs.P50, 1));
             w.WriteNumber("min", Math.Round(LinkRttUs.Min, 1));

@@ -151,7 +151,7 @@ public sealed class MigrationSource : IDisposable
             var pushStart = _o.PushFromResumePoint && _o.Mixed is null
                 ? GenerationProgram.ResumePage(states[0].Regs, _o.Order, ram.Base.Value)
                 : _o.PushStartPage;
-            var pusher = new PagePusher(ram, sent, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages);
+            var pusher = new PagePusher(ram, sent, _o.PrefetchWindowPages, pushStart % ram.PageCount, _o.PushRunPages, _o.PostcopyBandwidth);
             var demand = new DemandServer(ram, sent, pusher);
             var resumed = false;
             // ---- post-copy: serve demands and push until Complete; a lost connection is rejoined (RejoinTimeout) -------
@@ -231,7 +231,7 @@ public sealed class MigrationSource : IDisposable
                 Convert.ToHexStringLower(sha), pauseStats.VcpuParkedMs.Max(),
                 Stopwatch.GetElapsedTime(pauseTs, stateSentTs).TotalMilliseconds, pauseStats)
             {
-                PushCpuMs = Clock.Ms(Volatile.Read(ref pushCpuNs)), Rejoins = Rejoins, PagesSentAgain = PagesSentAgain, RejoinWaitMs = RejoinWaitMs,
+                PushCpuMs = Clock.Ms(Volatile.Read(ref pushCpuNs)), PostcopyBandwidth = _o.PostcopyBandwidth, Rejoins = Rejoins, PagesSentAgain = PagesSentAgain, RejoinWaitMs = RejoinWaitMs,
             };
         }
         catch (Exception e) when (e is not OperationCanceledException || _failure.IsSet)

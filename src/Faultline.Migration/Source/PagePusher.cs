@@ -17,7 +17,8 @@ namespace Faultline.Migration.Source;
 /// wrapping; after each demand request the push jumps to the page after the demanded one and sends a prefetch window
 /// from there (a guest that faulted at p usually wants p+1 next, QEMU does the same), then honours the next hint.
 /// </summary>
-internal sealed class PagePusher(GuestRegion ram, SentPages sent, int windowPages, ulong startPage, int runPages = Wire.MaxRunPages)
+/// With a bandwidth cap the push sleeps whenever it is more than a millisecond ahead of the cap's schedule.
+internal sealed class PagePusher(GuestRegion ram, SentPages sent, int windowPages, ulong startPage, int runPages = Wire.MaxRunPages, long bytesPerSecond = 0)
 {
     /// <summary>Wire bytes per send.</summary>
     private const int BatchBytes = 256 * 1024;
@@ -47,6 +48,7 @@ internal sealed class PagePusher(GuestRegion ram, SentPages sent, int windowPage
         var pageBytes = 0;  // page bytes in the gather list
         var cursor = startPage;
         var windowLeft = 0;
+        var pace = new Pacer(bytesPerSecond);
         while (!ct.IsCancellationRequested)
         {
             if (windowLeft <= 0)
@@ -95,12 +97,29 @@ internal sealed class PagePusher(GuestRegion ram, SentPages sent, int windowPage
             {
                 iov.Add(buf.AsSpan(listed, used - listed));
                 main.SendGather(iov);
+                pace.Sent(used + pageBytes, ct);
                 used = listed = pageBytes = 0;
             }
         }
         used += FrameCodec.WriteIndex(buf.AsSpan(used), FrameType.PushDone, 0, Pushed);
         iov.Add(buf.AsSpan(listed, used - listed));
         main.SendGather(iov);
+    }
+
+    /// <summary>Holds a sender to a byte rate: after each send it sleeps off whatever it is ahead of the rate by 1 ms or more.</summary>
+    private struct Pacer(long bytesPerSecond)
+    {
+        private long _start, _bytes;
+
+        public void Sent(int bytes, CancellationToken ct)
+        {
+            if (bytesPerSecond <= 0) return;
+            if (_start == 0) _start = System.Diagnostics.Stopwatch.GetTimestamp();
+            _bytes += bytes;
+            var due = _bytes * 1000.0 / bytesPerSecond;                                      // ms since the start
+            var ahead = due - System.Diagnostics.Stopwatch.GetElapsedTime(_start).TotalMilliseconds;
+            if (ahead >= 1) ct.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(ahead));
+        }
     }
 
     private ReadOnlySpan<byte> PageAt(ulong index, int pages) => ram.Span(ram.Base + (index << GuestAddress.PageShift), pages * Wire.PageSize);

@@ -17,6 +17,12 @@ public sealed record SourceOptions(int Vcpus, ulong RamBytes) : MigrationOptions
     public int PrefetchWindowPages { get; init; } = 64;
     /// <summary>Most pages per push frame: consecutive non-zero pages travel as one PageRun (installed with one ioctl); 1 sends a frame per page.</summary>
     public int PushRunPages { get; init; } = Protocol.Wire.MaxRunPages;
+    /// <summary>
+    /// The most bytes per second the background push sends after the pause (QEMU's max-postcopy-bandwidth); 0: as fast
+    /// as the link and the CPUs allow. Demand replies are never held back. On a host whose cores the guest shares with
+    /// the transfer, a cap leaves CPU time to the vCPUs: fewer preempted faults, a longer post-copy (docs/migration.md).
+    /// </summary>
+    public long PostcopyBandwidth { get; init; }
     /// <summary>Test seam: the push starts here instead of page 0 (e.g. at the pages the guest touches first, to force push/demand races).</summary>
     public ulong PushStartPage { get; init; }
     /// <summary>Test seam: the push starts at the page vCPU 0 was working on when it paused, the very page it faults on first after resuming (forces the push/demand race).</summary>

@@ -9,6 +9,8 @@ public sealed record SourceResult(
 {
     /// <summary>CPU time of the push thread (checksums and sends of every pushed page), ms.</summary>
     public double PushCpuMs { get; init; }
+    /// <summary>The push's byte-rate cap after the pause (<see cref="SourceOptions.PostcopyBandwidth"/>); 0: none.</summary>
+    public long PostcopyBandwidth { get; init; }
     /// <summary>Times the destination rejoined after a lost connection; pages sent again because the lost connection had them in flight; time waited for the rejoins, ms.</summary>
     public int Rejoins { get; init; }
     public long PagesSentAgain { get; init; }
@@ -34,6 +36,7 @@ public sealed record SourceResult(
         w.WriteEndArray();
         w.WriteNumber("self_kicks_per_second", Math.Round(p.SelfKicksPerSecond, 1));
         w.WriteNumber("push_cpu_ms", Math.Round(PushCpuMs, 1));
+        w.WriteNumber("postcopy_bandwidth", PostcopyBandwidth);
         w.WriteNumber("pages_total", PagesTotal);
         w.WriteNumber("pages_demand", PagesDemand);
         w.WriteNumber("pages_pushed", PagesPushed);

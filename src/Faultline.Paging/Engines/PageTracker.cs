@@ -14,11 +14,14 @@ public sealed class PageTracker : IDisposable
 {
     public const byte Missing = 0, Installing = 1, Present = 2, Requested = 3;
     private const int Slots = 64;
+    /// <summary>The longest a blocked <see cref="WaitPresent"/> sleeps before it looks at its page again, ms.</summary>
+    public const int WaitTimerMs = 50;
     private readonly byte[] _state;
     private long _present;
     private readonly long[] _waitingFor;                      // per slot: page index + 1, 0 = free
     private readonly ManualResetEventSlim[] _wake;
     private int _waiters;
+    private long _timerExpiries, _endedByTimer;
     private volatile Exception? _failure;
     private int[]? _watch;                                    // per page: watchers that want to hear when it is present
     private int _watched;                                     // pages with a watcher
@@ -29,6 +32,13 @@ public sealed class PageTracker : IDisposable
     public long PresentCount => Interlocked.Read(ref _present);
     public bool Complete => PresentCount == (long)Pages;
     public long MemoryBytes => _state.Length + Slots * 8L;
+    /// <summary>Blocked waits whose sleep ran out (<see cref="WaitTimerMs"/>) instead of being woken.</summary>
+    public long WaitTimerExpiries => Interlocked.Read(ref _timerExpiries);
+    /// <summary>
+    /// Of those, the ones after which the page was present: its publish happened and the wake-up did not reach the
+    /// waiter (a lost wake-up, or a publish in the last instant of the sleep). Should stay 0.
+    /// </summary>
+    public long WaitsEndedByTimer => Interlocked.Read(ref _endedByTimer);
     /// <summary>Set by <see cref="Fail"/>: the pages still missing will not come.</summary>
     public Exception? Failure => _failure;
 
@@ -202,7 +212,11 @@ public sealed class PageTracker : IDisposable
                 if (now == Missing && rerequest is not null && TryRequest(index)) rerequest.Request(index);
                 var left = deadline - Stopwatch.GetTimestamp();
                 if (left <= 0) return false;
-                _wake[slot].Wait((int)Math.Clamp(left * 1000 / Stopwatch.Frequency, 1, 50));
+                if (!_wake[slot].Wait((int)Math.Clamp(left * 1000 / Stopwatch.Frequency, 1, WaitTimerMs)))
+                {
+                    Interlocked.Increment(ref _timerExpiries);
+                    if (Volatile.Read(ref s) == Present) Interlocked.Increment(ref _endedByTimer);
+                }
                 _wake[slot].Reset();
             }
         }

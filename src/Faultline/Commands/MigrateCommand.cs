@@ -28,7 +28,7 @@ public static class MigrateCommand
     public static Command Create()
     {
         var vcpus = Vcpus(); var mem = Mem(); var engine = Engine(); var delay = Delay(); var json = Json(); var netns = Netns(); var run = PushRun(); var backing = BackingOption();
-        var selfKick = SelfKick(); var guestOptions = new GuestOptions(); var asyncPf = AsyncPfOption();
+        var selfKick = SelfKick(); var bandwidth = PostcopyBandwidth(); var guestOptions = new GuestOptions(); var asyncPf = AsyncPfOption();
         var inject = Inject(); var recover = RecoverTimeout();
         var baselineOpt = new Option<bool>("--baseline")
         {
@@ -37,7 +37,7 @@ public static class MigrateCommand
         var security = new MigrateSecurity();
         var migrate = new Command("migrate", "Post-copy live migration of a running guest between two processes (both on this machine unless a subcommand says otherwise)")
         {
-            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, asyncPf, inject, recover, MigrateSourceCommand.Create(), MigrateDestCommand.Create(),
+            vcpus, mem, engine, delay, json, netns, baselineOpt, run, backing, selfKick, bandwidth, asyncPf, inject, recover, MigrateSourceCommand.Create(), MigrateDestCommand.Create(),
         };
         foreach (var opt in security.All.Concat(guestOptions.All)) migrate.Options.Add(opt);
         migrate.SetAction((pr, ct) =>
@@ -56,18 +56,18 @@ public static class MigrateCommand
             // the rule looks at the address the source will listen on: loopback, or the veth pair's (--netns)
             var sec = security.For(pr, MigrationAddress.Parse(pr.GetValue(netns) ? "10.200.0.2:0" : "127.0.0.1:0"), generate: true);
             return Task.FromResult(Local(pr.GetValue(vcpus), bytes, e, why, b, guest, apf, ParseDelay(pr.GetValue(delay)!),
-                pr.GetValue(json), pr.GetValue(netns), pr.GetValue(run), kick, raw, recovery, sec, CliStreams.Of(pr, wall), ct));
+                pr.GetValue(json), pr.GetValue(netns), new SourcePush(pr.GetValue(run), kick, pr.GetValue(bandwidth)), raw, recovery, sec, CliStreams.Of(pr, wall), ct));
         });
         return migrate;
     }
 
     private static int Local(int vcpus, ulong mem, PagingMode engine, string engineReason, Backing backing, GuestChoice guest, AsyncPfMode asyncPf, TimeSpan delay,
-        OutputTarget? json, bool netns, int pushRun, TimeSpan selfKick, double[]? rawMs, Recovery recovery, PeerSecurity security, CliStreams io, CancellationToken ct)
+        OutputTarget? json, bool netns, SourcePush push, double[]? rawMs, Recovery recovery, PeerSecurity security, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
         new Faultline.Guest.MachineConfig(vcpus, mem).Validate();
-        if (pushRun is < 1 or > Faultline.Migration.Protocol.Wire.MaxRunPages)
-            throw new UsageException($"--push-run {pushRun}: use 1..{Faultline.Migration.Protocol.Wire.MaxRunPages}");
+        if (push.RunPages is < 1 or > Faultline.Migration.Protocol.Wire.MaxRunPages)
+            throw new UsageException($"--push-run {push.RunPages}: use 1..{Faultline.Migration.Protocol.Wire.MaxRunPages}");
         var human = Output.Human(json, io.Stdout, io.Stderr);
         using var link = netns ? NetnsLink.Create() : null;
         var listenAddr = link is null ? "127.0.0.1:0" : $"{link.SourceIp}:0";
@@ -78,13 +78,14 @@ public static class MigrateCommand
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in new[] { "migrate", "source", "--listen", listenAddr, "--vcpus", vcpus.ToString(CultureInfo.InvariantCulture),
                      "--mem", mem.ToString(CultureInfo.InvariantCulture), "--link-delay", $"{delay.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us",
-                     "--push-run", pushRun.ToString(CultureInfo.InvariantCulture),
-                     "--self-kick", $"{selfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson,
+                     "--push-run", push.RunPages.ToString(CultureInfo.InvariantCulture),
+                     "--self-kick", $"{push.SelfKick.TotalMicroseconds.ToString(CultureInfo.InvariantCulture)}us", "--json", sourceJson,
                      "--wait-dest", "0",   // this command's own destination is the only one: a lost one ends both
                      // a lost link is rejoined; the source waits longer than the destination tries, so the destination gives up first
                      "--rejoin-wait", (recovery.Timeout > TimeSpan.Zero ? (int)recovery.Timeout.TotalSeconds + 30 : 0).ToString(CultureInfo.InvariantCulture),
                      })
             psi.ArgumentList.Add(a);
+        if (push.Bandwidth is { } bw) { psi.ArgumentList.Add("--max-postcopy-bandwidth"); psi.ArgumentList.Add(bw.Bytes.ToString(CultureInfo.InvariantCulture)); }
         foreach (var a in guest.Arguments()) psi.ArgumentList.Add(a);
         var keyFile = Path.Combine(Path.GetTempPath(), $"faultline-key-{Environment.ProcessId}-{Guid.NewGuid():N}");
         foreach (var a in MigrateSecurity.ChildArguments(security, keyFile)) psi.ArgumentList.Add(a);

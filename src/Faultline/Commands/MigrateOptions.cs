@@ -34,6 +34,13 @@ internal static class MigrateOptions
         DefaultValueFactory = _ => Faultline.Migration.Protocol.Wire.MaxRunPages,
     };
 
+    internal static Option<ByteSize?> PostcopyBandwidth() => CliOptions.OptionalSize("--max-postcopy-bandwidth",
+        "Most bytes per second the background push sends after the pause (e.g. 500M: 500 MiB/s), as QEMU's max-postcopy-bandwidth; "
+        + "demanded pages are never held back. Default: as fast as the link and the CPUs allow", min: ValueParsers.MiB);
+
+    /// <summary>The source's push settings that <c>migrate</c> hands to its source child.</summary>
+    internal sealed record SourcePush(int RunPages, TimeSpan SelfKick, ByteSize? Bandwidth);
+
     internal static Option<string> BackingOption() => new("--backing")
     {
         Description = "Destination guest RAM: anon (UFFDIO_COPY allocates each page as it lands) or shmem (memfd, page cache allocated before the migration, pages installed with UFFDIO_CONTINUE); auto: shmem for minor and exits, anon otherwise",

@@ -21,7 +21,7 @@ internal static class MigrateSourceCommand
     public static Command Create()
     {
         var listen = new Option<string>("--listen") { Description = "Address to listen on: HOST:PORT (port 0: any) or unix:PATH", Required = true };
-        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var json = Json(); var guestOptions = new GuestOptions();
+        var vcpus = Vcpus(); var mem = Mem(); var delay = Delay(); var run = PushRun(); var selfKick = SelfKick(); var bandwidth = PostcopyBandwidth(); var json = Json(); var guestOptions = new GuestOptions();
         var waitDest = new Option<int>("--wait-dest")
         {
             Description = "Seconds to wait for a destination, and again for a new one after a destination is lost (the guest and every page are kept); 0: do not wait again",
@@ -31,7 +31,7 @@ internal static class MigrateSourceCommand
         var security = new MigrateSecurity();
         var cmd = new Command("source", "Run a guest (a generation-stamped pattern, or the mixed workload), and migrate it to the first destination that connects and completes")
         {
-            listen, vcpus, mem, delay, run, selfKick, json, waitDest, rejoin,
+            listen, vcpus, mem, delay, run, selfKick, bandwidth, json, waitDest, rejoin,
         };
         foreach (var opt in security.All.Concat(guestOptions.All)) cmd.Options.Add(opt);
         cmd.SetAction((pr, ct) =>
@@ -39,13 +39,13 @@ internal static class MigrateSourceCommand
             var wait = pr.GetValue(waitDest);
             if (wait is < 0 or > 86_400) throw new UsageException($"--wait-dest {wait}: use 0..86400 seconds");
             return Task.FromResult(Source(pr.GetValue(listen)!, pr.GetValue(vcpus), pr.GetValue(mem).Bytes,
-                ParseDelay(pr.GetValue(delay)!), pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), guestOptions.Of(pr),
+                ParseDelay(pr.GetValue(delay)!), new SourcePush(pr.GetValue(run), ParseSelfKick(pr.GetValue(selfKick)!), pr.GetValue(bandwidth)), guestOptions.Of(pr),
                 wait, Seconds(pr, rejoin), security.For(pr, MigrationAddress.Parse(pr.GetValue(listen)!), generate: false), pr.GetValue(json), CliStreams.Of(pr, null), ct));
         });
         return cmd;
     }
 
-    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, int pushRun, TimeSpan selfKick, GuestChoice guest, int waitDest,
+    private static int Source(string listen, int vcpus, ulong mem, TimeSpan delay, SourcePush push, GuestChoice guest, int waitDest,
         TimeSpan rejoinWait, PeerSecurity security, OutputTarget? json, CliStreams io, CancellationToken ct)
     {
         GuestSizes.CheckSplit("--mem", mem, vcpus);
@@ -58,7 +58,8 @@ internal static class MigrateSourceCommand
         using var listener = Listen(address);
         using var source = MigrationSource.Create(new SourceOptions(vcpus, mem)
         {
-            LinkDelay = delay, PushRunPages = pushRun, SelfKickPeriod = selfKick, RealTimeDemandPath = RealTimeSetting(), Order = guest.Order, Mixed = guest.Mixed,
+            PostcopyBandwidth = (long)(push.Bandwidth?.Bytes ?? 0),
+            LinkDelay = delay, PushRunPages = push.RunPages, SelfKickPeriod = push.SelfKick, RealTimeDemandPath = RealTimeSetting(), Order = guest.Order, Mixed = guest.Mixed,
             Trace = TraceSetting(), ThreadSlice = SliceSetting(), HugePages = Environment.GetEnvironmentVariable("FAULTLINE_SOURCE_THP") != "0",
             Logger = new MigrateLog(io.Stderr), Security = security, AcceptTimeout = TimeSpan.FromSeconds(waitDest > 0 ? waitDest : 60), RejoinTimeout = rejoinWait,
         });
