@@ -70,6 +70,16 @@ public sealed partial class OutputTests
     }
 
     [KvmFact]
+    public void Migrate_hands_the_postcopy_bandwidth_cap_to_its_source_child_which_reports_it()
+    {
+        var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--mem", "32M", "--max-postcopy-bandwidth", "64M", "--json", "-");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        Assert.True(doc.RootElement.GetProperty("digests_match").GetBoolean());
+        Assert.Equal(64L << 20, doc.RootElement.GetProperty("source").GetProperty("postcopy_bandwidth").GetInt64());
+    }
+
+    [KvmFact]
     public void Migrate_mixed_with_the_arm_protocol_carries_it_to_the_source_child_and_reports_its_sdei_handlers()
     {
         var r = ChildCli.Run(TimeSpan.FromSeconds(120), null, "migrate", "--workload", "mixed", "--mem", "32M",
