@@ -24,6 +24,7 @@ public sealed class BadInputTests
     [InlineData("--vcpus", new[] { "migrate", "dest", "--connect", "127.0.0.1:1", "--vcpus", "0", "--mem", "4M" })]
     [InlineData("--self-kick", new[] { "migrate", "--self-kick", "5us" })]   // a period that would keep the vCPUs exiting
     [InlineData("--max-postcopy-bandwidth", new[] { "migrate", "--max-postcopy-bandwidth", "fast" })]
+    [InlineData("--delivery", new[] { "bench", "apf", "--delivery", "rt" })]
     [InlineData("--max-postcopy-bandwidth", new[] { "migrate", "source", "--listen", "127.0.0.1:0", "--max-postcopy-bandwidth", "4K" })]   // below 1 MiB/s
     [InlineData("a period", new[] { "migrate", "source", "--listen", "127.0.0.1:0", "--self-kick", "fast" })]
     [InlineData("--workload", new[] { "migrate", "--workload", "mixd" })]

@@ -14,6 +14,8 @@ public sealed record ApfBenchPlan(IReadOnlyList<TimeSpan> Latencies, IReadOnlyLi
     public int MinPages { get; init; } = 16;
     public int MaxPages { get; init; } = 16384;
     public TimeSpan ReadyPoll { get; init; } = new AsyncPfOptions().ReadyPoll;
+    /// <summary>The delayed source's delivery thread under SCHED_FIFO (<see cref="ApfRunSpec.RealTimeDelivery"/>).</summary>
+    public bool RealTimeDelivery { get; init; } = true;
 
     /// <summary>Pages per vCPU at a latency: the memory wait over the latency, bounded, a multiple of every task count.</summary>
     public int PagesPerVcpu(TimeSpan latency)
@@ -32,6 +34,10 @@ public sealed record ApfBenchRow(string Protocol, string Policy, int Vcpus, int 
     public double ExitsPerPage { get; init; }
     /// <summary>Exits above sync's, per async fault: what the protocol's two notifications cost in exits.</summary>
     public double ExitsPerAsyncFault { get; init; }
+    /// <summary>The latest any page was installed past its due time, over the runs (the delivery thread's lateness), µs.</summary>
+    public double DeliveryLateUsMax { get; init; }
+    /// <summary>Every run's delivery thread ran under SCHED_FIFO.</summary>
+    public bool DeliveryRealTime { get; init; }
 }
 
 /// <summary>
@@ -61,7 +67,7 @@ public static class ApfBench
                     var pages = plan.PagesPerVcpu(l);
                     var work = (ulong)Math.Max(1, rate * (pages * l.TotalSeconds / m));
                     progress?.Invoke($"{l.TotalMicroseconds:0} µs, {v} vCPU, {m} mem, {Name(protocol, policy)}", done, total);
-                    var r = ApfRun.Execute(new ApfRunSpec(v, m, l, protocol, policy, pages, work) { ReadyPoll = plan.ReadyPoll });
+                    var r = ApfRun.Execute(new ApfRunSpec(v, m, l, protocol, policy, pages, work) { ReadyPoll = plan.ReadyPoll, RealTimeDelivery = plan.RealTimeDelivery });
                     if (!results.TryGetValue((l, v, m, which), out var list)) results[(l, v, m, which)] = list = [];
                     list.Add(r);
                     done++;
@@ -100,6 +106,7 @@ public static class ApfBench
                 {
                     ExitsPerPage = exits / ((double)pages * v),
                     ExitsPerAsyncFault = asyncFaults == 0 ? 0 : (exits - syncExits) / asyncFaults,
+                    DeliveryLateUsMax = runs.Max(r => r.DeliveryLateMax.TotalMicroseconds), DeliveryRealTime = runs.All(r => r.DeliveryRealTime),
                 });
             }
         }
@@ -143,6 +150,7 @@ public static class ApfBench
             w.WriteNumber("ready_us_p50", Math.Round(r.ReadyUsP50, 1)); w.WriteNumber("ready_us_p99", Math.Round(r.ReadyUsP99, 1)); w.WriteNumber("ready_us_max", Math.Round(r.ReadyUsMax, 1));
             w.WriteNumber("ready_post_to_ack_us_p50", Math.Round(r.KickUsP50, 1)); w.WriteNumber("ready_post_to_ack_us_p99", Math.Round(r.KickUsP99, 1)); w.WriteNumber("ready_post_to_ack_us_max", Math.Round(r.KickUsMax, 1));
             w.WriteNumber("exits_per_page", Math.Round(r.ExitsPerPage, 3)); w.WriteNumber("exits_per_async_fault", Math.Round(r.ExitsPerAsyncFault, 2));
+            w.WriteNumber("delivery_late_us_max", Math.Round(r.DeliveryLateUsMax, 1)); w.WriteBoolean("delivery_real_time", r.DeliveryRealTime);
             w.WriteNumber("guest_mismatches", r.Mismatches); w.WriteNumber("policy_notify_cost_us", Math.Round(r.PolicyNotifyCostUs, 1));
             w.WriteStartArray("pair_speedups");
             foreach (var p in r.PairRatios) w.WriteNumberValue(Math.Round(p, 3));

@@ -28,6 +28,8 @@ public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, No
     /// <summary>Whether the guest enables async PF under the x86 protocol (false: the host offers it, the guest never asks).</summary>
     public bool GuestEnables { get; init; } = true;
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>The delayed source's delivery thread under SCHED_FIFO (<see cref="DelayedPageSource"/>), so pages land on time.</summary>
+    public bool RealTimeDelivery { get; init; } = true;
 }
 
 /// <summary>What one mixed run measured. Times are host times; guest TSCs are mapped onto the host clock (see <see cref="ApfRun"/>).</summary>
@@ -37,6 +39,9 @@ public sealed record ApfRunResult(ApfRunSpec Spec, TimeSpan Elapsed, IReadOnlyLi
 {
     /// <summary>KVM_RUN returns of every vCPU (boot and done() included).</summary>
     public long Exits { get; init; }
+    /// <summary>The latest a page was installed past its due time, and whether the delivery thread ran under SCHED_FIFO.</summary>
+    public TimeSpan DeliveryLateMax { get; init; }
+    public bool DeliveryRealTime { get; init; }
     /// <summary>arm: each vCPU's SDEI handler entries, COMPLETEs, COMPLETE_AND_RESUMEs and conduit calls.</summary>
     public IReadOnlyList<(long Dispatched, long Completed, long Resumed, long Calls)> Sdei { get; init; } = [];
     /// <summary>arm: each vCPU's async-PF state as the VMM's control path reads it after the run.</summary>
@@ -63,7 +68,7 @@ public static class ApfRun
         var ram = (ulong)spec.Vcpus * (ulong)spec.PagesPerVcpu * GuestAddress.PageSize;
         using var machine = GuestMachine.Create(new MachineConfig(spec.Vcpus, ram) { Kernel = kernel.Kernel });
         using var engine = (PagingEngine)EngineFactory.Create(new PagingOptions(spec.Engine, Backing.Anonymous) { AsyncPf = asyncOptions });
-        using var source = new DelayedPageSource(new PatternPageSource(spec.Seed), spec.Latency);
+        using var source = new DelayedPageSource(new PatternPageSource(spec.Seed), spec.Latency, spec.RealTimeDelivery);
         engine.Start(machine, source);
         var program = new TaskProgram(machine, kernel, new TaskConfig(spec.MemoryTasks, spec.CpuIterations, AsyncPf: spec.Protocol != NotifyProtocol.Sync && spec.GuestEnables, spec.Seed)
         {
@@ -111,7 +116,7 @@ public static class ApfRun
         return new ApfRunResult(spec, outcome.Elapsed, cpuDone, memDone, guest.Sum(g => g.Mismatches), engine.AsyncPf?.Snapshot(), engine.Snapshot(),
             notPresent, ready, both, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest)
         {
-            Exits = outcome.Vcpus.Sum(v => v.Exits),
+            Exits = outcome.Vcpus.Sum(v => v.Exits), DeliveryLateMax = source.LatestDelivery, DeliveryRealTime = source.DeliversInRealTime,
             Sdei = armHost is null ? [] : Enumerable.Range(0, spec.Vcpus).Select(armHost.Sdei.CountsOf).ToList(),
             ArmState = armHost is null ? [] : Enumerable.Range(0, spec.Vcpus).Select(armHost.CaptureVcpu).ToList(),
         };

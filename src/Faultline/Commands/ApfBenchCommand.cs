@@ -30,12 +30,18 @@ internal static class ApfBenchCommand
             Description = "While async faults are outstanding, a self-kick on the vCPU's own CPU this often (0: only the cross-CPU kick)", HelpName = "T",
             DefaultValueFactory = _ => "0",
         };
+        var delivery = new Option<string>("--delivery")
+        {
+            Description = "Scheduling of the thread that delivers the delayed pages: fifo (SCHED_FIFO where allowed: pages land on time) or normal "
+                + "(its timer's wake-up can wait for the CPU's next tick behind a vCPU)",
+            HelpName = "fifo|normal", DefaultValueFactory = _ => "fifo",
+        };
         var repeat = CliOptions.Int("--repeat", "Runs per row, interleaved; the median is reported", 3, min: 1, max: 50);
         var json = CliOptions.OutputFile("--json", "Write the rows as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var svg = CliOptions.OutputFile("--svg", "Write an SVG of speedup against latency, with the ideal, to FILE", stdoutAllowed: false);
         var command = new Command("apf", "Async page faults: the mixed workload under sync and each async-PF protocol (x86, arm; always, auto) at each latency")
         {
-            latency, vcpus, memTasks, protocol, poll, repeat, json, svg,
+            latency, vcpus, memTasks, protocol, poll, delivery, repeat, json, svg,
         };
         command.SetAction(pr =>
         {
@@ -53,6 +59,11 @@ internal static class ApfBenchCommand
             {
                 Protocols = protocols.Where(p => p != NotifyProtocol.Sync).Distinct().ToList(),
                 ReadyPoll = MigrateOptions.ParseDuration(pr.GetValue(poll)!, "--ready-poll", "a period"),
+                RealTimeDelivery = pr.GetValue(delivery) switch
+                {
+                    "fifo" => true, "normal" => false,
+                    var d => throw new UsageException($"--delivery: '{d}' is not one of fifo, normal"),
+                },
             };
             return Execute(plan, pr.GetValue(json), pr.GetValue(svg), pr.InvocationConfiguration.Output, pr.InvocationConfiguration.Error);
         });
@@ -92,6 +103,9 @@ internal static class ApfBenchCommand
         console.Write(t);
         console.MarkupLine("[grey]notify = one fault's two notifications: fault exit → the guest parks the task (x86: #PF handler; arm: SDEI handler, COMPLETE_AND_RESUME, park), plus page installed → its task running again (guest TSC mapped to host time)[/]");
         console.MarkupLine("[grey]ideal = (CPU work + memory wait) / max(CPU work, memory wait / mem tasks): perfect overlap, free notifications[/]");
+        var late = rows.Count == 0 ? 0 : rows.Max(r => r.DeliveryLateUsMax);
+        console.MarkupLine($"[grey]pages delivered by {(rows.All(r => r.DeliveryRealTime) ? "a SCHED_FIFO thread" : plan.RealTimeDelivery ? "a normal thread (SCHED_FIFO refused)" : "a normal thread")}, "
+            + $"the latest {late.ToString("0", ci)} µs after its due time[/]");
         var bad = rows.Sum(r => r.Mismatches);
         console.MarkupLine(bad == 0 ? "[green]guest checks: every page read had the source's contents[/]" : $"[red]guest checks: {bad} pages read with wrong contents[/]");
     }
