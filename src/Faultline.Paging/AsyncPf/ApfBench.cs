@@ -15,7 +15,7 @@ public sealed record ApfBenchPlan(IReadOnlyList<TimeSpan> Latencies, IReadOnlyLi
     public int MaxPages { get; init; } = 16384;
     public TimeSpan ReadyPoll { get; init; } = new AsyncPfOptions().ReadyPoll;
     /// <summary>The delayed source's delivery thread under SCHED_FIFO (<see cref="ApfRunSpec.RealTimeDelivery"/>).</summary>
-    public bool RealTimeDelivery { get; init; } = true;
+    public bool RealTimeDelivery { get; init; }
 
     /// <summary>Pages per vCPU at a latency: the memory wait over the latency, bounded, a multiple of every task count.</summary>
     public int PagesPerVcpu(TimeSpan latency)

@@ -32,9 +32,9 @@ internal static class ApfBenchCommand
         };
         var delivery = new Option<string>("--delivery")
         {
-            Description = "Scheduling of the thread that delivers the delayed pages: fifo (SCHED_FIFO where allowed: pages land on time) or normal "
-                + "(its timer's wake-up can wait for the CPU's next tick behind a vCPU)",
-            HelpName = "fifo|normal", DefaultValueFactory = _ => "fifo",
+            Description = "Scheduling of the thread that delivers the delayed pages: normal (its timer's wake-up can wait for a CPU's next tick "
+                + "behind a vCPU: pages up to ~6 ms late) or fifo (SCHED_FIFO where allowed: on time at 1 ms and more, but 50-100 ms stalls seen at 30 us)",
+            HelpName = "normal|fifo", DefaultValueFactory = _ => "normal",
         };
         var repeat = CliOptions.Int("--repeat", "Runs per row, interleaved; the median is reported", 3, min: 1, max: 50);
         var json = CliOptions.OutputFile("--json", "Write the rows as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
