@@ -4,18 +4,16 @@ until that thread's next ioctl returned (KVM_RUN ending with EINTR), as percenti
 the thread did meanwhile: time on a CPU (in the guest, KVM exits seen) and time runnable without a CPU, with what ran
 on that CPU instead.
     kick-trace.py TRACE"""
-import collections, re, sys
+import bisect, collections, re, sys
+from tracefs import LINE, SWITCH, Timeline
 
-LINE = re.compile(r'^\s*(?P<comm>.+?)-(?P<pid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+):\s+(?P<ev>\w+):\s+(?P<rest>.*)$')
-SWITCH = re.compile(r'prev_comm=(.*) prev_pid=(\d+) prev_prio=(\d+) prev_state=(\S+) ==> next_comm=(.*) next_pid=(\d+) next_prio=(\d+)')
 SIG = re.compile(r'sig=10 errno=\S+ code=\S+ comm=(.*) pid=(\d+) grp=\S+ res=(\d+)')
 
 def pct(v, q): return sorted(v)[min(len(v) - 1, int(q * len(v)))]
 
 def main(path):
     kicks, rets, exits, comm = [], collections.defaultdict(list), collections.defaultdict(list), {}
-    segs = collections.defaultdict(list)   # cpu -> [(start, end, pid)]
-    running, since, off = {}, {}, {}
+    timeline = Timeline()
     for line in open(path, errors="replace"):
         m = LINE.match(line)
         if not m: continue
@@ -25,16 +23,14 @@ def main(path):
             s = SWITCH.match(m["rest"])
             if not s: continue
             comm[int(s[6])] = s[5]
-            if cpu in running: segs[cpu].append((since[cpu], ts, running[cpu]))
-            running[cpu], since[cpu] = int(s[6]), ts
+            timeline.switch(ts, cpu, int(s[6]))
         elif ev == "signal_generate":
             s = SIG.match(m["rest"])
             if s and s[3] == "0": kicks.append((ts, int(s[2]), pid))
         elif ev == "sys_exit": rets[pid].append(ts)
         elif ev == "kvm_exit": exits[pid].append(ts)
-    for cpu in running: segs[cpu].append((since[cpu], float("inf"), running[cpu]))
+    timeline.close()
     if not kicks: sys.exit("kick-trace.py: no kicks (SIGUSR1) in " + path)
-    import bisect
     lat = []
     for ts, target, sender in kicks:
         r = rets.get(target, [])
@@ -45,12 +41,9 @@ def main(path):
           f"p99 {pct(d, .99):.0f}, max {max(d):.0f}; {sum(x >= 1000 for x in d)} of 1 ms or more")
     def where(pid, a, b):
         on, held = 0.0, collections.Counter()
-        for cpu, ss in segs.items():
-            for s, t, p in ss:
-                lo, hi = max(s, a), min(t, b)
-                if hi <= lo: continue
-                if p == pid: on += hi - lo
-                else: held[(cpu, comm.get(p, "?") if p else "idle")] += hi - lo
+        for (cpu, p), v in timeline.held(a, b).items():
+            if p == pid: on += v
+            else: held[(cpu, comm.get(p, "?") if p else "idle")] += v
         return on, held
     lat.sort(reverse=True)
     for l, ts, target, sender in lat[:8]:

@@ -5,9 +5,8 @@ vCPUs' waits for a CPU: from a wake-up (or a preemption) to running again. For t
 the urgent receiver fl-mig-rx-urg, src = the one with the demand server fl-mig-demand).
     sched-trace.py TRACE [REPORT.json]"""
 import collections, json, re, sys
+from tracefs import LINE, SWITCH, Timeline
 
-LINE = re.compile(r'^\s*(?P<comm>.+?)-(?P<pid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>[\d.]+):\s+(?P<ev>\w+):\s+(?P<rest>.*)$')
-SWITCH = re.compile(r'prev_comm=(.*) prev_pid=(\d+) prev_prio=(\d+) prev_state=(\S+) ==> next_comm=(.*) next_pid=(\d+) next_prio=(\d+)')
 WAKE = re.compile(r'comm=(.*) pid=(\d+) prio=(\d+) target_cpu=(\d+)')
 
 def parse(path):
@@ -43,31 +42,25 @@ def main(trace, report=None):
         n = comm.get(pid, "?")
         return f"{r}:{'fl-vcpu' if n.startswith('fl-vcpu') else n}" if r != "other" else f"other:{n}"
     vcpus = {p for p, n in comm.items() if n.startswith("fl-vcpu") and role.get(tgid.get(p)) == "dest"}
-    running, since, segs = {}, {}, collections.defaultdict(list)   # cpu -> pid, cpu -> ts, cpu -> [(start, end, pid)]
+    timeline = Timeline()
     waiting, waits = {}, []   # pid -> (since, cause); [(start, end, pid, cause, cpu)]
-    prio = {}
     for e in events:
         ts = e[0]
         if e[1] == "switch":
-            _, _, cpu, prev, state, nxt, nprio = e
-            if cpu in running: segs[cpu].append((since[cpu], ts, running[cpu]))
-            running[cpu], since[cpu] = nxt, ts
-            prio[nxt] = nprio
+            _, _, cpu, prev, state, nxt, _ = e
+            timeline.switch(ts, cpu, nxt)
             if prev in vcpus and state.startswith("R"): waiting[prev] = (ts, "preempted")
             if nxt in waiting:
                 s, cause = waiting.pop(nxt); waits.append((s, ts, nxt, cause, cpu))
         else:
             _, _, cpu, pid = e
-            if pid in vcpus and pid not in running.values() and pid not in waiting: waiting[pid] = (ts, "woken")
+            if pid in vcpus and not timeline.is_running(pid) and pid not in waiting: waiting[pid] = (ts, "woken")
     if not vcpus: sys.exit("sched-trace.py: no destination vCPU threads found (is this a trace of `faultline migrate`?)")
     def held(a, b):
         occ = collections.Counter()
-        for cpu, ss in segs.items():
-            for s, t, p in ss:
-                lo, hi = max(s, a), min(t, b)
-                if hi > lo: occ[(cpu, label(p))] += hi - lo
+        for (cpu, p), v in timeline.held(a, b).items(): occ[(cpu, label(p))] += v
         return occ
-    first_run = min((s for ss in segs.values() for s, t, p in ss if p in vcpus), default=0.0)
+    first_run = min((s for ss in timeline.segs.values() for s, t, p in ss if p in vcpus), default=0.0)
     r = json.load(open(report)) if report else {}
     if r.get("postcopy_ms"):   # the post-copy only: from the first destination vCPU run for postcopy_ms
         end = first_run + r["postcopy_ms"] / 1e3
@@ -90,7 +83,7 @@ def main(trace, report=None):
     for s, t, *_ in big:
         for (c, l), v in held(s, t).items(): total[l] += v
     if big:
-        print(f"who held the CPUs during the {len(big)} waits of 1 ms or more (ms, both CPUs; priority 120 = nice 0):")
+        print(f"who held the CPUs during the {len(big)} waits of 1 ms or more (ms, both CPUs):")
         for l, v in total.most_common(12): print(f"  {v * 1e3:8.2f}  {l}")
 
 if __name__ == "__main__":
