@@ -238,10 +238,7 @@ public sealed record MigrationReport
         return Encoding.UTF8.GetString(ms.ToArray());
     }
 
-    /// <summary>
-    /// fault_latency_us.histogram as QEMU 10.1's postcopy-latency-dist: bucket i counts samples of [2^i, 2^(i+1)) µs
-    /// (bucket 0: under 2 µs), up to the highest non-empty bucket.
-    /// </summary>
+    /// <summary>One latency object of the report: p50/p90/p99/max (and the mean), count, how it was measured, the histogram.</summary>
     private static void WriteLatency(Utf8JsonWriter w, string name, LatencySummary l, string measured, bool withMean = false)
     {
         w.WriteStartObject(name);
@@ -256,6 +253,10 @@ public sealed record MigrationReport
         w.WriteEndObject();
     }
 
+    /// <summary>
+    /// fault_latency_us.histogram as QEMU 10.1's postcopy-latency-dist: bucket i counts samples of [2^i, 2^(i+1)) µs
+    /// (bucket 0: under 2 µs), up to the highest non-empty bucket.
+    /// </summary>
     private static void WriteHistogram(Utf8JsonWriter w, LatencySummary l)
     {
         w.WriteStartArray("histogram");

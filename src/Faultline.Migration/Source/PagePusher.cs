@@ -16,8 +16,8 @@ namespace Faultline.Migration.Source;
 /// ends a run; a lone page is a Page frame. Order: sequential from <see cref="SourceOptions.PushStartPage"/>,
 /// wrapping; after each demand request the push jumps to the page after the demanded one and sends a prefetch window
 /// from there (a guest that faulted at p usually wants p+1 next, QEMU does the same), then honours the next hint.
-/// </summary>
 /// With a bandwidth cap the push sleeps whenever it is more than a millisecond ahead of the cap's schedule.
+/// </summary>
 internal sealed class PagePusher(GuestRegion ram, SentPages sent, int windowPages, ulong startPage, int runPages = Wire.MaxRunPages, long bytesPerSecond = 0)
 {
     /// <summary>Wire bytes per send.</summary>
