@@ -109,8 +109,8 @@ public sealed class EndToEndMigrationTests(ITestOutputHelper output)
     [KvmFact]
     public void A_bandwidth_cap_holds_the_push_to_its_rate_and_every_page_still_arrives_exactly()
     {
-        const long Cap = 16 * (long)MiB;   // bytes per second: 24 MiB of pushed pages take at least ~1.5 s under it (uncapped: tens of ms)
-        var o = MigrationHarness.Run(new SourceOptions(1, 32 * MiB) { WriteFraction = 0.75, PostcopyBandwidth = Cap }, a => new DestinationOptions(a, PagingMode.Exits));
+        const long Cap = 16 * (long)MiB;   // bytes per second: more than 8 MiB of pushed pages take at least 0.5 s under it (uncapped: tens of ms)
+        var o = MigrationHarness.Run(new SourceOptions(1, 96 * MiB) { WriteFraction = 0.75, PostcopyBandwidth = Cap }, a => new DestinationOptions(a, PagingMode.Exits));
         using var src = o.SourceEnd;
         Assert.Null(o.DestinationError);
         Assert.Null(o.SourceError);
