@@ -7,8 +7,8 @@ using Faultline.Kvm.Uffd;
 namespace Faultline.Snapshot;
 
 /// <summary>
-/// The restoring side's connection to its page handler, and what happens when the handler dies (its socket reads EOF).
-/// Without restarts: the restore is lost. With <see cref="HandlerRestart"/>: a new handler is started, connected and
+/// The restoring side's connection to its page handler, and what happens when the handler dies (its socket reads EOF)
+/// or stops answering (<see cref="Stalled"/>). Without restarts: the restore is lost. With <see cref="HandlerRestart"/>: a new handler is started, connected and
 /// sent the regions JSON with the same userfaultfd (SCM_RIGHTS), and then the whole registered range is woken
 /// (UFFDIO_WAKE). The wake is what makes this work: the dead handler may have read fault messages it never resolved,
 /// and those are gone with it; their threads sleep in the userfaultfd's wait queue (the fd is still open here, so the
@@ -29,6 +29,8 @@ internal sealed class HandlerLink : IDisposable
     private string _path;
 
     public int Restarts { get; private set; }
+    /// <summary>The socket of the handler serving now.</summary>
+    public string SocketPath => _path;
     /// <summary>Why the restore is lost (the handler died and no new one could take over); null while it is served.</summary>
     public string? Lost { get; private set; }
 
@@ -51,16 +53,33 @@ internal sealed class HandlerLink : IDisposable
     {
         if (Lost is not null) return true;
         if (!(_socket.Poll(0, SelectMode.SelectRead) && _socket.Available == 0)) return false;   // EOF: the handler's end closed
+        return !TakeOver($"the page handler at {_path} went away during the restore", "went away");
+    }
+
+    /// <summary>
+    /// The handler is alive but left a fault unanswered too long (<see cref="HandlerStallWatch"/>): one this restore
+    /// started is killed and replaced, if restarts are left; the user's own handler is not (it holds the userfaultfd
+    /// and may still answer), so the restore is lost. True when lost.
+    /// </summary>
+    public bool Stalled(string what)
+    {
+        if (Lost is not null) return true;
+        if (_ours is null) { Lost = $"{what}: the VM was stopped"; return true; }
+        return !TakeOver(what, "stopped answering");
+    }
+
+    /// <summary>A new handler in place of the one at <see cref="_path"/>, which is killed if it is ours; false (and <see cref="Lost"/>) when none can take over.</summary>
+    private bool TakeOver(string what, string why)
+    {
         var dead = _path;
         var allowed = _restart?.Attempts ?? 0;
         if (Restarts >= allowed)
         {
-            Lost = allowed == 0 ? $"the page handler at {dead} went away during the restore: the VM was stopped"
-                : $"the page handler at {dead} went away during the restore, after {Restarts} handler restart(s): the VM was stopped";
-            return true;
+            Lost = allowed == 0 ? $"{what}: the VM was stopped" : $"{what}, after {Restarts} handler restart(s): the VM was stopped";
+            return false;
         }
         _socket.Dispose();
-        _ours?.Dispose();   // dead already: reaped, its socket file removed
+        _ours?.Dispose();   // dead already (reaped, its socket file removed), or stalled: killed first
         _ours = null;
         var attempt = Restarts + 1;
         var path = Path.Combine(Path.GetTempPath(), $"faultline-handler-{Environment.ProcessId}-{attempt}-{Guid.NewGuid().ToString("N")[..8]}.sock");
@@ -75,13 +94,13 @@ internal sealed class HandlerLink : IDisposable
         {
             _ours?.Dispose();
             _ours = null;
-            Lost = $"the page handler at {dead} went away during the restore and a new one did not start ({e.Message}): the VM was stopped";
-            return true;
+            Lost = $"{what} and a new one did not start ({e.Message}): the VM was stopped";
+            return false;
         }
         Restarts = attempt;
         _path = path;
-        _restart!.Log($"handler restart {attempt} of {allowed}: the page handler at {dead} went away; pid {_ours.Pid} serves on {path}, the whole {_length / 1048576} MiB range woken");
-        return false;
+        _restart!.Log($"handler restart {attempt} of {allowed}: the page handler at {dead} {why}; pid {_ours.Pid} serves on {path}, the whole {_length / 1048576} MiB range woken");
+        return true;
     }
 
     public void Dispose()

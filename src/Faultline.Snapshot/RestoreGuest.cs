@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Faultline.Guest;
 using Faultline.Kvm;
+using Faultline.Kvm.Threads;
 using Faultline.Migration.Protocol;
 using Faultline.Migration.Reporting;
 using Faultline.Paging.Engines;
@@ -24,6 +25,7 @@ internal sealed class RestoreGuest : IDisposable
     private IReadOnlyList<VcpuState> _states = [];
     private readonly Thread[] _threads;
     private readonly VcpuLoop?[] _loops;
+    private readonly int[] _tids;
     private GenerationCheck[] _checks = [];
     private readonly ManualResetEventSlim _go = new();
     private volatile bool _started;
@@ -37,6 +39,8 @@ internal sealed class RestoreGuest : IDisposable
         _loops = new VcpuLoop?[vcpus];
         Mismatches = new ulong[vcpus];
         Completed = new bool[vcpus];
+        _tids = new int[vcpus];
+        SleptNs = new long[vcpus];
         FaultLatency = new LatencyRecorder(1);
         for (var i = 0; i < vcpus; i++)
         {
@@ -53,6 +57,14 @@ internal sealed class RestoreGuest : IDisposable
     /// <summary>Memory-fault exits, KVM_RUN returned → page installed (exit-based engines only).</summary>
     public LatencyRecorder FaultLatency { get; private set; }
     public Exception? Error => _error;
+    /// <summary>vCPU <paramref name="vcpu"/>'s host thread id, 0 until its thread runs the machine.</summary>
+    public int ThreadIdOf(int vcpu) => Volatile.Read(ref _tids[vcpu]);
+    /// <summary>
+    /// Per vCPU: how long its thread slept in the kernel while it ran the guest (its wall time minus the time it ran and
+    /// the time it waited for a CPU, from schedstat at its start and end; 0 where schedstat can't be read). A vCPU
+    /// sleeps when it waits for a page in the userfaultfd or on the page tracker.
+    /// </summary>
+    public long[] SleptNs { get; }
 
     /// <summary>Lets the waiting vCPU threads run the machine (one per vCPU), with the engine and their saved states.</summary>
     public void Start(GuestMachine m, IExitHandler engine, IReadOnlyList<VcpuState> states)
@@ -90,6 +102,10 @@ internal sealed class RestoreGuest : IDisposable
         if (!_started) return;   // disposed before the VM was built
         var hooks = new Hooks(this, id);
         var timed = new TimedExits(this);
+        var tid = HostThread.CurrentId;
+        Volatile.Write(ref _tids[id], tid);
+        var stat0 = ThreadSchedStat.Of(tid);
+        var t0 = Stopwatch.GetTimestamp();
         try
         {
             var loop = new VcpuLoop(_m!.Vcpus[id], hooks, timed);
@@ -105,7 +121,12 @@ internal sealed class RestoreGuest : IDisposable
         {
             Interlocked.CompareExchange(ref _error, e is FaultlineException ? e : new GuestException($"restored vCPU {id}: {e.Message}"), null);
         }
-        finally { _ranOrFailed.Set(); }
+        finally
+        {
+            if (stat0 is { } a && ThreadSchedStat.Of(tid) is { } b)
+                SleptNs[id] = Math.Max(0, (long)Stopwatch.GetElapsedTime(t0).TotalNanoseconds - (b.RanNs - a.RanNs) - (b.WaitedNs - a.WaitedNs));
+            _ranOrFailed.Set();
+        }
     }
 
     private sealed class Hooks(RestoreGuest g, int id) : IVcpuHooks

@@ -14,6 +14,8 @@ public sealed record RestoreOptions(PagingMode? Engine)
     /// <summary>When the command started (Stopwatch ticks): first_instruction_ms counts from here. 0: when Restore is called.</summary>
     public long StartTimestamp { get; init; }
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary><c>--handler</c> restores: how long one vCPU may wait for one page before the handler counts as stalled.</summary>
+    public TimeSpan HandlerTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Tests: looks at the restored machine (its RAM) after a clean run, before teardown.</summary>
     internal Action<Faultline.Guest.GuestMachine>? Inspect { get; init; }
 }

@@ -45,6 +45,8 @@ public sealed record RestoreReport
     public int FillShrinks { get; init; }
     public int FillLargestChunk { get; init; }
     public long FaultPathAllocatedBytes { get; init; }
+    /// <summary>The vCPU threads' time asleep in the kernel while they ran the guest, summed (waiting for pages), ms.</summary>
+    public double VcpuSleptMs { get; init; }
     /// <summary>Page handlers started because the one serving died (<c>--handler</c> restores; null for the others).</summary>
     public int? HandlerRestarts { get; init; }
 

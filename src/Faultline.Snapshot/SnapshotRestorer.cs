@@ -139,6 +139,7 @@ public static class SnapshotRestorer
             GuestMismatches = guest.Mismatches.Aggregate(0UL, (a, b) => a + b),
             FillGrows = fill?.Grows ?? 0, FillShrinks = fill?.Shrinks ?? 0, FillLargestChunk = fill?.LargestChunk ?? 0,
             FaultPathAllocatedBytes = stats.FaultPathAllocatedBytes,
+            VcpuSleptMs = guest.SleptNs.Sum() / 1e6,
         };
     }
 

@@ -7,7 +7,8 @@ namespace Faultline.Cli.Tests;
 /// <summary>
 /// <c>snapshot restore --handler PATH --handler-restart N</c> and <c>snapshot serve</c> with real processes: a handler
 /// SIGKILLed mid-restore is replaced and the guest verifies its memory; with the restarts used up, one line, exit 5 and
-/// nothing left behind; several restoring processes served by one <c>serve</c>.
+/// nothing left behind; a handler stopped (SIGSTOP: alive, answering nothing) noticed after --handler-timeout;
+/// several restoring processes served by one <c>serve</c>.
 /// </summary>
 public sealed class HandlerRestartTests : IDisposable
 {
@@ -96,6 +97,50 @@ public sealed class HandlerRestartTests : IDisposable
         var error = Assert.Single(r.StderrLines, l => l.StartsWith("faultline: ", StringComparison.Ordinal));
         Assert.Contains("went away during the restore, after 1 handler restart(s): the VM was stopped", error);
         Assert.Equal(error, r.StderrLines[^1]);
+        AssertNothingLeftOf(restore.Pid);
+    }
+
+    [KvmFact]
+    public void A_users_handler_that_stops_answering_ends_the_restore_with_one_line_after_the_handler_timeout()
+    {
+        Save("128M");
+        using var serve = Serve();
+        using var restore = LineProcess.Start("snapshot", "restore", _dir, "--handler", _socket, "--handler-restart", "2", "--handler-timeout", "1", "--json", "-");
+        serve.WaitForLine(l => l.StartsWith(ServingLine(restore.Pid), StringComparison.Ordinal), Wait);
+        serve.Signal("STOP");   // alive, its socket open, answering nothing
+        try
+        {
+            var r = restore.Finish(Wait);
+            Assert.True(r.ExitCode == 5, r.ToString());
+            var error = Assert.Single(r.StderrLines, l => l.StartsWith("faultline: ", StringComparison.Ordinal));
+            Assert.Contains($"the page handler at {_socket} is alive but left vCPU", error);
+            Assert.Contains("(--handler-timeout 1 s): the VM was stopped", error);
+            Assert.DoesNotContain(r.StderrLines, l => l.Contains("handler restart", StringComparison.Ordinal));   // the user's handler is not replaced
+            AssertNothingLeftOf(restore.Pid);
+        }
+        finally { serve.Signal("CONT"); }
+    }
+
+    [KvmFact]
+    public void A_handler_the_restore_started_that_stops_answering_is_killed_and_replaced()
+    {
+        Save("128M");
+        using var serve = Serve();
+        using var restore = LineProcess.Start("snapshot", "restore", _dir, "--handler", _socket, "--handler-restart", "2", "--handler-timeout", "1", "--json", "-");
+        serve.WaitForLine(l => l.StartsWith(ServingLine(restore.Pid), StringComparison.Ordinal), Wait);
+        serve.Kill();
+        var line = restore.WaitForLine(l => l.StartsWith("faultline restore: handler restart 1 of 2", StringComparison.Ordinal), Wait);
+        var pid = int.Parse(line[(line.IndexOf(" pid ", StringComparison.Ordinal) + 5)..].Split(' ')[0], CultureInfo.InvariantCulture);
+        ChildCli.Signal(pid, "STOP");
+        var r = restore.Finish(Wait);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var j = JsonDocument.Parse(r.Stdout);
+        Assert.Equal(2, j.RootElement.GetProperty("handler_restarts").GetInt32());
+        Assert.Equal(0, j.RootElement.GetProperty("guest_mismatches").GetInt64());
+        var second = Assert.Single(r.StderrLines, l => l.StartsWith("faultline restore: handler restart 2 of 2", StringComparison.Ordinal));
+        Assert.Contains($"pid {pid} ", line);
+        Assert.Contains("stopped answering", second);
+        Assert.False(ProcessesWith($"faultline-handler-{restore.Pid}-1-").Length > 0, "the stopped handler was not killed");
         AssertNothingLeftOf(restore.Pid);
     }
 

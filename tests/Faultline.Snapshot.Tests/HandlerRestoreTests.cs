@@ -1,3 +1,6 @@
+using System.Net.Sockets;
+using Faultline.Kvm.Io;
+using Faultline.Kvm.Uffd;
 using Faultline.Paging;
 using Faultline.TestKit;
 
@@ -18,6 +21,30 @@ public sealed class HandlerRestoreTests : IDisposable
         var r = HandlerRestore.Restore(snap.Dir, _socket, new RestoreOptions(PagingMode.Missing));
         Assert.Equal(0UL, r.GuestMismatches);
         Assert.Equal((long)opened.Index.DataPages, server.PagesServed);   // every data page is in the used range: each read once
+        // what the restoring side counted for itself (mincore after the run) against what the handler says it served
+        Assert.Equal(server.PagesServed, r.PagesDemand);
+        Assert.Equal(server.ZeroPagesServed, r.PagesDemandZero);
+        Assert.True(r.VcpuSleptMs > 0, "the vCPUs never slept: they cannot have waited for the handler");
+    }
+
+    [KvmFact]
+    public void A_handler_that_reads_faults_but_never_answers_is_noticed_after_the_handler_timeout()
+    {
+        using var snap = TempSnapshot.Save(ram: 32 << 20);
+        var before = ProcessResources.Now();
+        var silent = new SilentHandler(_socket);
+        var timer = System.Diagnostics.Stopwatch.StartNew();
+        var e = Assert.Throws<PageUnavailableException>(() => HandlerRestore.Restore(snap.Dir, _socket,
+            new RestoreOptions(PagingMode.Missing) { Timeout = TimeSpan.FromSeconds(60), HandlerTimeout = TimeSpan.FromSeconds(1) }));
+        timer.Stop();
+        Assert.Contains("is alive but left vCPU", e.Message);
+        var faultsRead = silent.FaultsRead;
+        silent.Dispose();   // its copy of the userfaultfd closes
+        Assert.True(faultsRead > 0, "the handler read no fault: the test did not test");
+        Assert.InRange(timer.Elapsed.TotalSeconds, 1, 30);   // after the timeout, long before the restore's own
+        var after = ProcessResources.Settled(before);
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, "a vCPU thread was left behind");
+        Assert.True(after.Kernel.Within(before.Kernel), $"left behind: {after.Kernel} (before: {before.Kernel})");
     }
 
     [KvmFact]
@@ -45,5 +72,45 @@ public sealed class HandlerRestoreTests : IDisposable
     public void Dispose()
     {
         try { File.Delete(_socket); } catch (IOException) { }
+    }
+
+    /// <summary>A page handler that takes the regions and the userfaultfd and reads every fault message, but never resolves one.</summary>
+    private sealed class SilentHandler : IDisposable
+    {
+        private readonly Socket _listener = new(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        private readonly Thread _thread;
+        private readonly StopEvent _stop = new();
+        private Userfaultfd? _uffd;
+        private Socket? _peer;
+        private int _faults;
+
+        public int FaultsRead => Volatile.Read(ref _faults);
+
+        public SilentHandler(string path)
+        {
+            _listener.Bind(new UnixDomainSocketEndPoint(path));
+            _listener.Listen(1);
+            _thread = new Thread(Serve) { IsBackground = true };
+            _thread.Start();
+        }
+
+        private void Serve()
+        {
+            _peer = _listener.Accept();
+            var buf = new byte[4096];
+            FdPassing.Receive(_peer.SafeHandle, buf, out _uffd);
+            while (_uffd!.WaitReadable(_stop))
+                if (_uffd.ReadEvent().Kind == UffdEventKind.PageFault) Interlocked.Increment(ref _faults);
+        }
+
+        public void Dispose()
+        {
+            _stop.Set();
+            _listener.Dispose();   // ends an Accept still waiting
+            _thread.Join(TimeSpan.FromSeconds(10));
+            _uffd?.Dispose();
+            _peer?.Dispose();
+            _stop.Dispose();
+        }
     }
 }

@@ -124,12 +124,18 @@ public sealed unsafe class GuestRegion : IDisposable
     /// </summary>
     public long ResidentPages()
     {
+        long n = 0;
+        foreach (var b in Residency()) n += b & 1;
+        return n;
+    }
+
+    /// <summary>Per page of the region, mincore's answer (bit 0 set: resident, as <see cref="ResidentPages"/> counts it).</summary>
+    public byte[] Residency()
+    {
         var vec = new byte[PageCount];
         fixed (byte* p = vec)
             if (Libc.Mincore(_host, (nuint)Size, p) != 0) throw new KvmException("mincore(guest memory)", Marshal.GetLastPInvokeError());
-        long n = 0;
-        foreach (var b in vec) n += b & 1;
-        return n;
+        return vec;
     }
 
     /// <summary>

@@ -282,7 +282,6 @@ internal sealed class DestinationGuest : IDisposable
         return Volatile.Read(ref _inspect[v]) == 2 ? _inspected[v]! : "its thread did not come out of KVM_RUN or the host within 200 ms";
     }
 
-    /// <summary>Every page is present: the vCPUs run at normal priority again (they ran below the transfer's threads until now).</summary>
     /// <summary>
     /// Per vCPU thread: how long it has been runnable but waiting for a CPU so far (the second field of
     /// /proc/self/task/TID/schedstat, run_delay), ns; 0 where it cannot be read. Read at two points, the difference is
@@ -291,18 +290,11 @@ internal sealed class DestinationGuest : IDisposable
     public long[] RunDelayNs()
     {
         var d = new long[_tids.Length];
-        for (var i = 0; i < d.Length; i++)
-        {
-            try
-            {
-                var f = File.ReadAllText($"/proc/self/task/{Volatile.Read(ref _tids[i])}/schedstat").Split(' ');
-                d[i] = f.Length > 1 && long.TryParse(f[1], out var ns) ? ns : 0;
-            }
-            catch (IOException) { d[i] = 0; }
-        }
+        for (var i = 0; i < d.Length; i++) d[i] = ThreadSchedStat.Of(Volatile.Read(ref _tids[i]))?.WaitedNs ?? 0;
         return d;
     }
 
+    /// <summary>Every page is present: the vCPUs run at normal priority again (they ran below the transfer's threads until now).</summary>
     public void PostcopyDone()
     {
         if (_tasks is { } tasks) for (var i = 0; i < CpuAtPostcopyDone.Length; i++) CpuAtPostcopyDone[i] = tasks.CpuIterationsDone(i);

@@ -67,11 +67,12 @@ internal static class SnapshotCommand
         var noEager = new Option<bool>("--no-eager") { Description = "Skip the eager restore (read everything, then start) that the report compares against" };
         var handler = new Option<string?>("--handler") { Description = "Have the page handler listening on this Unix socket (snapshot serve, or any handler of Firecracker's protocol) serve the pages; if it dies, the VM is stopped with one error (or see --handler-restart)" };
         var handlerRestart = CliOptions.Int("--handler-restart", "With --handler: when the handler dies, start a new one (snapshot serve, this program) and go on, up to N times; the handlers this restore starts end with it (0: stop the VM with one error)", 0, min: 0, max: 100);
+        var handlerTimeout = CliOptions.Int("--handler-timeout", "With --handler: seconds one vCPU may wait for one page before the handler counts as stalled (then as if it died: the VM stopped, or a restart)", 10, min: 1, max: 3600);
         var count = CliOptions.Int("--count", "After the single restore, restore this many VMs from the snapshot at once (sharing the file's page cache) and report them", 1, min: 1, max: 64);
         var json = CliOptions.OutputFile("--json", "Also write the report as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
         var cmd = new Command("restore", "Restore a snapshot lazily: the VM starts at once, pages come from the file on first touch, the rest in the background")
         {
-            dir, engine, noFill, noReplay, noRecord, noEager, count, handler, handlerRestart, json,
+            dir, engine, noFill, noReplay, noRecord, noEager, count, handler, handlerRestart, handlerTimeout, json,
         };
         cmd.SetAction(pr =>
         {
@@ -81,7 +82,10 @@ internal static class SnapshotCommand
             {
                 var err = pr.InvocationConfiguration.Error;
                 var restart = pr.GetValue(handlerRestart) is > 0 and var n ? RestartWith(n, err) : null;
-                var viaHandler = HandlerRestore.Restore(path, socket, new RestoreOptions(PagingMode.Missing) { StartTimestamp = start }, restart);
+                var viaHandler = HandlerRestore.Restore(path, socket, new RestoreOptions(PagingMode.Missing)
+                {
+                    StartTimestamp = start, HandlerTimeout = TimeSpan.FromSeconds(pr.GetValue(handlerTimeout)),
+                }, restart);
                 var jh = pr.GetValue(json);
                 jh?.Write(pr.InvocationConfiguration.Output, SnapshotReportView.Json(viaHandler, $"pages from the handler at {socket}", null, null));
                 SnapshotReportView.Render(viaHandler, $"pages from the handler at {socket}", null, null,
@@ -89,6 +93,7 @@ internal static class SnapshotCommand
                 return 0;
             }
             if (pr.GetValue(handlerRestart) > 0) throw new UsageException("--handler-restart needs --handler PATH");
+            if (pr.GetResult(handlerTimeout) is { Implicit: false }) throw new UsageException("--handler-timeout needs --handler PATH");
             var word = pr.GetValue(engine)!.Trim();
             var o = new RestoreOptions(word.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : MigrateOptions.ParseEngine(word))
             {

@@ -85,6 +85,7 @@ internal static class SnapshotReportView
         w.WriteNumber("largest_chunk_pages", r.FillLargestChunk);
         w.WriteEndObject();
         w.WriteNumber("fault_path_allocated_bytes", r.FaultPathAllocatedBytes);
+        w.WriteRounded("vcpu_slept_ms", r.VcpuSleptMs);
         if (r.HandlerRestarts is { } restarts) w.WriteNumber("handler_restarts", restarts);
         if (eager is not null)
         {
@@ -140,7 +141,11 @@ internal static class SnapshotReportView
         if (r.Replayed) t.AddRow("working-set replay", $"{Output.Count(r.WorkingSetPages)} pages, {Output.Count(r.FaultsAvoidedByReplay)} faults avoided, present at {Ms(r.WorkingSetMs)}");
         else if (r.Recorded) t.AddRow("working set", $"recorded {Output.Count(r.PagesDemandTotal)} first touches for the next restore");
         var l = r.FaultLatency;
-        t.AddRow($"fault latency ({r.FaultLatencyAt})", l.Count == 0 ? "no faults" : Inv($"p50 {l.P50:0.0} µs, p99 {l.P99:0.0} µs, max {l.Max:0.0} µs ({l.Count} faults)"));
+        if (r.HandlerRestarts is null)
+            t.AddRow($"fault latency ({r.FaultLatencyAt})", l.Count == 0 ? "no faults" : Inv($"p50 {l.P50:0.0} µs, p99 {l.P99:0.0} µs, max {l.Max:0.0} µs ({l.Count} faults)"));
+        else   // the handler reads the faults: this side sees the vCPUs' sleep and the pages present
+            t.AddRow("vCPUs waiting for the handler", Inv($"{r.VcpuSleptMs:0.0} ms in all") +
+                (r.PagesDemandTotal > 0 ? Inv($", {r.VcpuSleptMs * 1000 / r.PagesDemandTotal:0.0} µs per page installed") : ""));
         if (r.HandlerRestarts is { } hr) t.AddRow("handler restarts", hr == 0 ? "0" : $"[yellow]{hr}[/] (a handler died; a new one took over)");
         t.AddRow("guest mismatches", r.GuestMismatches == 0 ? "[green]0[/]" : $"[red]{r.GuestMismatches}[/]");
         if (many is not null)
