@@ -2,7 +2,7 @@
 # Reproduces docs/snapshot.md "Current results": saves snapshots, runs `./faultline snapshot restore … --json` over the
 # configurations there and keeps every run's JSON report in OUT (default ./snapshot-runs); then summarize with
 #   bench/snapshot-summary.py OUT
-# Snapshots go to SNAPDIR (default /tmp/fl-snapshot-bench, about 4 GiB on disk). Run it on an otherwise idle host.
+# Snapshots go to SNAPDIR (default /tmp/fl-snapshot-bench, about 5 GiB on disk). Run it on an otherwise idle host.
 #   bench/snapshot-batch.sh [OUT]
 set -euo pipefail
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
@@ -22,10 +22,10 @@ run() { # label, snapshot, repeats, restore options...
 save 256m --vcpus 2 --mem 256M
 save 2g --vcpus 2 --mem 2G
 save 1g --vcpus 2 --mem 1G
-save 3g --vcpus 2 --mem 3G   # the largest guest the layout maps
+save 4g --vcpus 2 --mem 4G   # the largest guest the layout maps
 for e in exits missing minor bitmap; do run "256m-$e" 256m 5 --engine "$e" --no-record; done
 for e in exits missing; do run "2g-$e" 2g 3 --engine "$e" --no-record; done
-run 3g-exits 3g 3 --engine exits --no-record --no-eager
+run 4g-exits 4g 3 --engine exits --no-record --no-eager
 # working-set replay: the first restore records (the fill waits for the guest), the next ones replay
 save 256m-ws --vcpus 2 --mem 256M
 run 256m-record 256m-ws 1 --engine exits --no-eager

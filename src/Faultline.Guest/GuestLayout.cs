@@ -5,16 +5,18 @@ namespace Faultline.Guest;
 /// <summary>
 /// Where the generated guest keeps its system structures. The first 4 MiB of guest physical memory (slot 0, always
 /// populated, never demand-paged) hold page tables, GDT, per-vCPU TSSs, the IDT, kernel and user code and stacks;
-/// guest RAM under test (slot 1) starts at <see cref="RamBase"/>. The low 4 GiB are identity-mapped with 2 MiB pages
-/// with the user bit set, so CPL3 workloads reach everything. <see cref="Doorbell"/> is mapped but outside every
-/// memslot: a store there exits as MMIO at both privilege levels, which is the guest ABI's channel.
+/// guest RAM under test (slot 1) starts at <see cref="RamBase"/>. The low 5 GiB are identity-mapped with 2 MiB pages
+/// with the user bit set, so CPL3 workloads reach everything: at most 4 GiB of RAM (it ends at 4 GiB + 4 MiB), then a
+/// gap, then <see cref="Doorbell"/>, the map's last page. The doorbell is mapped but outside every memslot: a store
+/// there exits as MMIO at both privilege levels, which is the guest ABI's channel. It lies above 4 GiB, so guest code
+/// loads it with <c>mov r64, imm64</c>.
 /// </summary>
 public static class GuestLayout
 {
     public const ulong Pml4 = 0x1000;
     public const ulong Pdpt = 0x2000;
-    public const ulong PageDirectories = 0x3000;      // 4 PDs: 0..4 GiB
-    public const int MappedGiB = 4;
+    public const ulong PageDirectories = 0x3000;      // 5 PDs: 0..5 GiB, 0x3000..0x7fff (the GDT follows)
+    public const int MappedGiB = 5;
     public const ulong Gdt = 0x8000;
     public const int GdtMaxBytes = 0x2000;
     public const ulong TssBase = 0xA000;
@@ -32,10 +34,11 @@ public static class GuestLayout
     public const ulong UserStackSize = 0x2000;
     public const ulong SystemSize = 0x400000;
     public const ulong RamBase = SystemSize;
-    public const ulong Doorbell = 0xFFFFF000;
+    /// <summary>The last page of the identity map: above the largest RAM's end, in no memslot.</summary>
+    public const ulong Doorbell = ((ulong)MappedGiB << 30) - 0x1000;   // 0x1_3FFF_F000
     public const int MaxVcpus = 256;
-    /// <summary>Guest RAM under test must end below the doorbell page and inside the identity map.</summary>
-    public const ulong MaxRamBytes = 3UL << 30;
+    /// <summary>Guest RAM under test: it must end below the doorbell page and inside the identity map.</summary>
+    public const ulong MaxRamBytes = 4UL << 30;
 
     public const ushort KernelCs = 0x08, KernelDs = 0x10, UserCs = 0x18 | 3, UserDs = 0x20 | 3;
     public static ushort TssSelector(int vcpu) => (ushort)(0x28 + 16 * vcpu);

@@ -16,6 +16,8 @@ public sealed record MachineConfig(int Vcpus, ulong RamBytes, Backing Backing = 
         if (RamBytes % ((ulong)Vcpus * GuestAddress.PageSize) != 0)
             throw new UsageException($"guest memory {RamBytes} bytes does not split into whole 4 KiB pages per vCPU");
         if (RamBytes > GuestLayout.MaxRamBytes)
-            throw new UsageException($"guest memory {RamBytes >> 20} MiB is more than this guest layout maps ({GuestLayout.MaxRamBytes >> 20} MiB)");
+            throw new UsageException($"guest memory {Describe(RamBytes)} is more than this guest layout maps ({Describe(GuestLayout.MaxRamBytes)})");
     }
+
+    private static string Describe(ulong bytes) => bytes % (1UL << 20) == 0 ? $"{bytes >> 20} MiB" : $"{bytes} bytes";
 }

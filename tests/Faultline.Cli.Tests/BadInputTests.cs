@@ -6,7 +6,7 @@ public sealed class BadInputTests
     [Theory]
     [InlineData("--vcpus", new[] { "run", "--vcpus", "banana" })]
     [InlineData("--mem", new[] { "run", "--mem", "12Q" })]
-    [InlineData("--mem", new[] { "run", "--mem", "4G" })]              // above what the guest layout maps
+    [InlineData("--mem", new[] { "run", "--mem", "5G" })]              // above what the guest layout maps (4 GiB)
     [InlineData("--vcpus", new[] { "run", "--vcpus", "0" })]
     [InlineData("--vcpus", new[] { "run", "--vcpus", "-3" })]
     [InlineData("--qwords", new[] { "run", "--qwords", "513" })]

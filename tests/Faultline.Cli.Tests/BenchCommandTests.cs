@@ -104,7 +104,7 @@ public sealed class BenchCommandTests
     [InlineData("--mem-per-vcpu", "12Q")]
     [InlineData("--vcpus", "1,banana")]
     [InlineData("--modes", "missing", "--readers", "300")]
-    [InlineData("--mem-per-vcpu", "2G", "--vcpus", "2")]
+    [InlineData("--mem-per-vcpu", "3G", "--vcpus", "2")]   // 6 GiB: above the 4 GiB the layout maps
     [InlineData("--reference", "/nonexistent/refpaging")]
     public void Impossible_bench_input_is_one_line_and_exit_2(params string[] args)
     {

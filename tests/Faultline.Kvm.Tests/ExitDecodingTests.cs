@@ -14,15 +14,17 @@ public sealed class ExitDecodingTests
 {
     private const ulong UnbackedMmio = 0xFFFF0000;   // identity-mapped, below the doorbell page, outside every memslot
 
-    [KvmFact]
-    public void Exit_tour_at_cpl0_decodes_io_out_io_in_mmio_read_hlt_and_done()
+    [KvmTheory]
+    [InlineData(64 * KiB, UnbackedMmio)]
+    [InlineData(GuestLayout.MaxRamBytes, GuestLayout.RamBase + GuestLayout.MaxRamBytes)]   // the largest guest: RAM's end, in the gap below the doorbell
+    public void Exit_tour_at_cpl0_decodes_io_out_io_in_mmio_read_hlt_and_done(ulong ramBytes, ulong unbacked)
     {
-        using var m = GuestMachine.Create(new MachineConfig(1, 64 * KiB));
+        using var m = GuestMachine.Create(new MachineConfig(1, ramBytes));
         var vcpu = m.Vcpus[0];
         const ulong seed = 0x1234_5678_9ABC_DEF1;           // OUT sends AL, the low byte: 0xF1
         const byte inValue = 0x5A;
         const ulong mmioValue = 0x1122_3344_5566_7788;
-        m.Image.Boot(vcpu, Workload.ExitTour, new WorkloadArgs(0, UnbackedMmio, seed), PrivilegeLevel.Kernel);
+        m.Image.Boot(vcpu, Workload.ExitTour, new WorkloadArgs(0, unbacked, seed), PrivilegeLevel.Kernel);
         vcpu.BindToCurrentThread();
         try
         {
@@ -56,7 +58,7 @@ public sealed class ExitDecodingTests
             Assert.Equal(KvmConst.KVM_EXIT_MMIO, exit.RawReason);
             Assert.Equal(MemoryFaultForm.None, exit.Form);
             Assert.True(exit.HasAddress);
-            Assert.Equal(new GuestAddress(UnbackedMmio), exit.Address);
+            Assert.Equal(new GuestAddress(unbacked), exit.Address);
             Assert.Equal(8u, exit.Size);
             Assert.False(exit.IsWrite);
             Assert.False(GuestCall.TryDecode(exit, out _));

@@ -68,10 +68,10 @@ public sealed class GuestWorkloadTests
     public void A_guest_exception_surfaces_as_a_typed_error_with_its_details()
     {
         using var m = GuestMachine.Create(new MachineConfig(1, 64 * KiB));
-        // a write range that runs off the identity map's end: #PF at a non-canonical... rather, above 4 GiB (not present)
+        // a write range past the identity map's end (5 GiB): not present, so #PF
         var ex = Assert.Throws<GuestException>(() =>
-            m.Run(Workload.Write, _ => new WorkloadArgs(0x1_0000_0000, 0x1_0000_2000), PrivilegeLevel.User).ThrowIfFailed());
+            m.Run(Workload.Write, _ => new WorkloadArgs(0x1_4000_0000, 0x1_4000_2000), PrivilegeLevel.User).ThrowIfFailed());
         Assert.Contains("#PF", ex.Message);
-        Assert.Contains("cr2 0x100000000", ex.Message);
+        Assert.Contains("cr2 0x140000000", ex.Message);
     }
 }

@@ -19,6 +19,7 @@ public sealed class BadSnapshotTests
         { "other-format", "is not faultline-snapshot" },
         { "layout-ram-base", "this build's guest layout puts it at" },
         { "layout-vcpus", "vCPU state has 2 vCPU(s), the layout said 4" },
+        { "layout-too-big", "the layout does not fit this build: guest memory 4294975488 bytes is more than this guest layout maps (4096 MiB)" },
         { "layout-image", "restore it with the build that saved it" },
         { "image-checksum", "guest.img fails its checksum" },
         { "no-memory", "memory.img is missing" },
@@ -58,6 +59,7 @@ public sealed class BadSnapshotTests
             case "other-format": EditManifest(f, j => j["format"] = "firecracker"); break;
             case "layout-ram-base": EditManifest(f, j => j["layout"]!["ram_base"] = 0x800000); break;
             case "layout-vcpus": EditManifest(f, j => j["layout"]!["vcpus"] = 4); break;
+            case "layout-too-big": EditManifest(f, j => j["layout"]!["ram_bytes"] = (4UL << 30) + 2 * 4096); break;   // two pages above the largest guest
             case "layout-image":   // a snapshot of another build: another image, saved by another generator
                 EditManifest(f, j =>
                 {

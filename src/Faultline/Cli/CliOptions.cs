@@ -23,7 +23,7 @@ internal static class CliOptions
 
     /// <summary>
     /// A size option (512K, 64M, 2G, bytes) within [<paramref name="min"/>, <paramref name="max"/>]: every command's sizes
-    /// go through this one parser and say the broken limit in the user's units ("--mem 1T is above the 3 GiB limit").
+    /// go through this one parser and say the broken limit in the user's units ("--mem 1T is above the 4 GiB limit").
     /// </summary>
     public static Option<ByteSize> Size(string name, string description, ulong defaultValue, ulong min = 1, ulong max = ulong.MaxValue) =>
         new(name)

@@ -7,7 +7,7 @@ namespace Faultline.Cli;
 /// <summary>
 /// The one set of limits on guest RAM for every command (run, migrate, bench): at least a page, at most what the guest
 /// layout maps, and whole 4 KiB pages for each vCPU. Messages name the option and the value as typed, and the limit
-/// in the user's units: "--mem 1T is above the 3 GiB limit", "--mem 64M does not split into 3 vCPUs' whole 4 KiB
+/// in the user's units: "--mem 1T is above the 4 GiB limit", "--mem 64M does not split into 3 vCPUs' whole 4 KiB
 /// pages: use a multiple of 12K". Checked before any VM is built.
 /// </summary>
 internal static class GuestSizes
@@ -40,7 +40,7 @@ internal static class GuestSizes
             throw new UsageException($"{option} {ValueParsers.FormatSize(perVcpu)} is not whole 4 KiB pages: use a multiple of 4K");
         foreach (var v in vcpuCounts)
         {
-            var total = perVcpu * (ulong)v;   // both are bounded by their options (3 GiB, 256 vCPUs): no overflow
+            var total = perVcpu * (ulong)v;   // both are bounded by their options (4 GiB, 256 vCPUs): no overflow
             if (total > Max)
                 throw new UsageException($"{option} {ValueParsers.FormatSize(perVcpu)} × {v} vCPUs is {ValueParsers.DescribeSize(total)}, above the {ValueParsers.DescribeSize(Max)} limit");
         }
