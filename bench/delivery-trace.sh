@@ -32,5 +32,5 @@ for e in "${ours[@]}"; do echo 'comm == "fl-delay"' > $t/events/$e/filter; done
 echo 'stacktrace if prev_comm == "fl-delay"' > $t/events/sched/sched_switch/trigger
 cat $t/trace_pipe > "$out/trace.txt" & reader=$!
 flock -x /tmp/fl-bench.lock bash -c "echo 1 > $t/tracing_on; \"$root/faultline\" $(printf '%q ' "$@") > \"$out/stdout.txt\" 2>&1; echo 0 > $t/tracing_on"
-sleep 1; kill "$reader"; wait "$reader" 2>/dev/null || true; reader=
+sleep 1; kill "$reader" 2>/dev/null || true; wait "$reader" 2>/dev/null || true; reader=
 python3 "$root/bench/delivery-trace.py" "$out/trace.txt"
