@@ -6,7 +6,8 @@ namespace Faultline.Cli.Tests;
 public sealed class ApfBenchCommandTests
 {
     private static readonly string[] RowKeys =
-        ["protocol", "policy", "vcpus", "mem_tasks", "latency_us", "seconds", "speedup", "ideal_speedup", "not_present", "ready", "notify_us_p50", "notify_us_p99", "delivery_late_us_max", "delivery_real_time"];
+        ["protocol", "policy", "vcpus", "mem_tasks", "latency_us", "seconds", "speedup", "ideal_speedup", "not_present", "ready", "notify_us_p50", "notify_us_p99", "delivery_late_us_max", "delivery_real_time",
+         "gc_collections", "gc_pause_ms_max"];
 
     [KvmFact]
     public void Bench_apf_writes_sync_always_and_auto_rows_with_the_documented_keys()

@@ -32,6 +32,19 @@ public sealed class HandlerRestartTests : IDisposable
         return serve;
     }
 
+    /// <summary>A restore through <paramref name="serve"/> (JSON on stdout), once the handler has its userfaultfd: its vCPUs start now.</summary>
+    private LineProcess RestoreServedBy(LineProcess serve, params string[] options)
+    {
+        var restore = LineProcess.Start(["snapshot", "restore", _dir, "--handler", _socket, .. options, "--json", "-"]);
+        try { serve.WaitForLine(l => l.StartsWith(ServingLine(restore.Pid), StringComparison.Ordinal), Wait); }
+        catch
+        {
+            restore.Dispose();
+            throw;
+        }
+        return restore;
+    }
+
     private static string ServingLine(int pid) => $"faultline serve: serving pid {pid} ";
 
     /// <summary>Processes (other than this one) whose command line holds <paramref name="text"/>.</summary>
@@ -105,8 +118,7 @@ public sealed class HandlerRestartTests : IDisposable
     {
         Save("128M");
         using var serve = Serve();
-        using var restore = LineProcess.Start("snapshot", "restore", _dir, "--handler", _socket, "--handler-restart", "2", "--handler-timeout", "1", "--json", "-");
-        serve.WaitForLine(l => l.StartsWith(ServingLine(restore.Pid), StringComparison.Ordinal), Wait);
+        using var restore = RestoreServedBy(serve, "--handler-restart", "2", "--handler-timeout", "1");
         serve.Signal("STOP");   // alive, its socket open, answering nothing
         try
         {
@@ -126,8 +138,7 @@ public sealed class HandlerRestartTests : IDisposable
     {
         Save("128M");
         using var serve = Serve();
-        using var restore = LineProcess.Start("snapshot", "restore", _dir, "--handler", _socket, "--handler-restart", "2", "--handler-timeout", "1", "--json", "-");
-        serve.WaitForLine(l => l.StartsWith(ServingLine(restore.Pid), StringComparison.Ordinal), Wait);
+        using var restore = RestoreServedBy(serve, "--handler-restart", "2", "--handler-timeout", "1");
         serve.Kill();
         var line = restore.WaitForLine(l => l.StartsWith("faultline restore: handler restart 1 of 2", StringComparison.Ordinal), Wait);
         var pid = int.Parse(line[(line.IndexOf(" pid ", StringComparison.Ordinal) + 5)..].Split(' ')[0], CultureInfo.InvariantCulture);

@@ -38,6 +38,9 @@ public sealed record ApfBenchRow(string Protocol, string Policy, int Vcpus, int 
     public double DeliveryLateUsMax { get; init; }
     /// <summary>Every run's delivery thread ran under SCHED_FIFO.</summary>
     public bool DeliveryRealTime { get; init; }
+    /// <summary>Garbage collections during the runs (summed) and the longest total pause of one run, ms.</summary>
+    public int GcCollections { get; init; }
+    public double GcPauseMsMax { get; init; }
 }
 
 /// <summary>
@@ -107,6 +110,7 @@ public static class ApfBench
                     ExitsPerPage = exits / ((double)pages * v),
                     ExitsPerAsyncFault = asyncFaults == 0 ? 0 : (exits - syncExits) / asyncFaults,
                     DeliveryLateUsMax = runs.Max(r => r.DeliveryLateMax.TotalMicroseconds), DeliveryRealTime = runs.All(r => r.DeliveryRealTime),
+                    GcCollections = runs.Sum(r => r.GcCollections), GcPauseMsMax = runs.Max(r => r.GcPause.TotalMilliseconds),
                 });
             }
         }
@@ -151,6 +155,7 @@ public static class ApfBench
             w.WriteNumber("ready_post_to_ack_us_p50", Math.Round(r.KickUsP50, 1)); w.WriteNumber("ready_post_to_ack_us_p99", Math.Round(r.KickUsP99, 1)); w.WriteNumber("ready_post_to_ack_us_max", Math.Round(r.KickUsMax, 1));
             w.WriteNumber("exits_per_page", Math.Round(r.ExitsPerPage, 3)); w.WriteNumber("exits_per_async_fault", Math.Round(r.ExitsPerAsyncFault, 2));
             w.WriteNumber("delivery_late_us_max", Math.Round(r.DeliveryLateUsMax, 1)); w.WriteBoolean("delivery_real_time", r.DeliveryRealTime);
+            w.WriteNumber("gc_collections", r.GcCollections); w.WriteNumber("gc_pause_ms_max", Math.Round(r.GcPauseMsMax, 2));
             w.WriteNumber("guest_mismatches", r.Mismatches); w.WriteNumber("policy_notify_cost_us", Math.Round(r.PolicyNotifyCostUs, 1));
             w.WriteStartArray("pair_speedups");
             foreach (var p in r.PairRatios) w.WriteNumberValue(Math.Round(p, 3));

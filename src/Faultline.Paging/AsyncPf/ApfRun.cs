@@ -42,6 +42,9 @@ public sealed record ApfRunResult(ApfRunSpec Spec, TimeSpan Elapsed, IReadOnlyLi
     /// <summary>The latest a page was installed past its due time, and whether the delivery thread ran under SCHED_FIFO.</summary>
     public TimeSpan DeliveryLateMax { get; init; }
     public bool DeliveryRealTime { get; init; }
+    /// <summary>Garbage collections in this process while the guest ran, and their total pause (every managed thread stopped).</summary>
+    public int GcCollections { get; init; }
+    public TimeSpan GcPause { get; init; }
     /// <summary>arm: each vCPU's SDEI handler entries, COMPLETEs, COMPLETE_AND_RESUMEs and conduit calls.</summary>
     public IReadOnlyList<(long Dispatched, long Completed, long Resumed, long Calls)> Sdei { get; init; } = [];
     /// <summary>arm: each vCPU's async-PF state as the VMM's control path reads it after the run.</summary>
@@ -78,8 +81,12 @@ public static class ApfRun
         using var pushStop = new CancellationTokenSource();
         var pusher = spec.PushAfter is { } after ? StartPush(machine, engine, spec.Seed, after, pushStop.Token) : null;
         RunOutcome outcome;
+        var gc0 = GC.CollectionCount(0);
+        var pause0 = GC.GetTotalPauseDuration();
         try { outcome = machine.RunBooted(engine, spec.Timeout).ThrowIfFailed(); }
         finally { pushStop.Cancel(); pusher?.Join(); }
+        var gcs = GC.CollectionCount(0) - gc0;   // a gen1 or gen2 collection counts in gen0 as well
+        var gcPause = GC.GetTotalPauseDuration() - pause0;
         var guest = program.Read();
 
         var cpuDone = new List<TimeSpan>();
@@ -117,6 +124,7 @@ public static class ApfRun
             notPresent, ready, both, guest.Sum(g => g.NotPresent), guest.Sum(g => g.Ready), guest.Sum(g => g.Spurious), history, guest)
         {
             Exits = outcome.Vcpus.Sum(v => v.Exits), DeliveryLateMax = source.LatestDelivery, DeliveryRealTime = source.DeliversInRealTime,
+            GcCollections = gcs, GcPause = gcPause,
             Sdei = armHost is null ? [] : Enumerable.Range(0, spec.Vcpus).Select(armHost.Sdei.CountsOf).ToList(),
             ArmState = armHost is null ? [] : Enumerable.Range(0, spec.Vcpus).Select(armHost.CaptureVcpu).ToList(),
         };
