@@ -9,8 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 out="${1:?usage: bench/delivery-trace.sh OUT faultline-args...}"; shift
 [[ $# -gt 0 ]] || { echo "delivery-trace.sh: say which faultline command to trace" >&2; exit 2; }
-t=/sys/kernel/tracing
-[[ -w $t/trace ]] || mount -t tracefs nodev $t 2>/dev/null || { echo "delivery-trace.sh: tracefs is not available (needs root)" >&2; exit 2; }
+source "$root/bench/tracefs.sh"; tracefs_ready delivery-trace.sh
 mkdir -p "$out"
 "$root/faultline" --help >/dev/null   # a due rebuild of the CLI happens outside the trace
 ours=(mmap_lock/mmap_lock_start_locking mmap_lock/mmap_lock_acquire_returned)

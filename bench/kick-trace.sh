@@ -7,8 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 out="${1:?usage: bench/kick-trace.sh OUT faultline-args...}"; shift
 [[ $# -gt 0 ]] || { echo "kick-trace.sh: say which faultline command to trace" >&2; exit 2; }
-t=/sys/kernel/tracing
-[[ -w $t/trace ]] || mount -t tracefs nodev $t 2>/dev/null || { echo "kick-trace.sh: tracefs is not available (needs root)" >&2; exit 2; }
+source "$root/bench/tracefs.sh"; tracefs_ready kick-trace.sh
 mkdir -p "$out"
 "$root/faultline" --help >/dev/null   # a due rebuild of the CLI happens outside the trace
 cleanup() { echo 0 > $t/tracing_on; for e in sched signal raw_syscalls kvm; do echo 0 > $t/events/$e/enable; echo 0 > $t/events/$e/filter 2>/dev/null || true; done; echo 0 > $t/events/raw_syscalls/sys_exit/filter; echo 0 > $t/events/signal/signal_generate/filter; echo > $t/trace; }

@@ -7,8 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 out="${1:?usage: bench/sched-trace.sh OUT [migrate options...]}"; shift
 args=("$@"); [[ ${#args[@]} -gt 0 ]] || args=(--mem 256M --link-delay 30us --workload random)
-t=/sys/kernel/tracing
-[[ -w $t/trace ]] || mount -t tracefs nodev $t 2>/dev/null || { echo "sched-trace.sh: tracefs is not available (needs root)" >&2; exit 2; }
+source "$root/bench/tracefs.sh"; tracefs_ready sched-trace.sh
 mkdir -p "$out"
 "$root/faultline" migrate --help >/dev/null   # a due rebuild of the CLI happens outside the trace
 cleanup() { echo 0 > $t/tracing_on; echo 0 > $t/events/sched/enable; echo > $t/trace; }

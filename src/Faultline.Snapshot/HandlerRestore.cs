@@ -36,7 +36,7 @@ public static class HandlerRestore
         using var link = new HandlerLink(directory, handlerSocket, regions, uffd, machine.Ram.Host, machine.Ram.Size, restart);
         using var guest = new RestoreGuest(m.Vcpus);
         guest.Start(machine, NoExits.Instance, snap.States);
-        var stall = new HandlerStallWatch(guest, m.Vcpus, o.HandlerTimeout);
+        var stall = new HandlerStallWatch(guest, o.HandlerTimeout);
         bool HandlerGone()
         {
             if (link.CheckLost() || guest.Error is not null) return true;

@@ -12,14 +12,12 @@ namespace Faultline.Snapshot;
 /// CPU counts the same way (the only sleep of a restored vCPU here is a userfaultfd wait). A vCPU that finished or
 /// has not started yet is not watched.
 /// </summary>
-internal sealed class HandlerStallWatch(RestoreGuest guest, int vcpus, TimeSpan timeout)
+internal sealed class HandlerStallWatch(RestoreGuest guest, TimeSpan timeout)
 {
     public static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(50);
-    private readonly long[] _since = new long[vcpus];    // when this wait was first seen (Stopwatch ticks; 0: not waiting)
-    private readonly ThreadSchedStat[] _seen = new ThreadSchedStat[vcpus];
+    private readonly long[] _since = new long[guest.Vcpus];    // when this wait was first seen (Stopwatch ticks; 0: not waiting)
+    private readonly ThreadSchedStat[] _seen = new ThreadSchedStat[guest.Vcpus];
     private long _lastLook;
-
-    public TimeSpan Timeout => timeout;
 
     /// <summary>The vCPU that has waited for one page longer than the timeout, and how long; null while none has.</summary>
     public (int Vcpu, TimeSpan Waited)? Check()

@@ -29,6 +29,7 @@ internal sealed class RestoreGuest : IDisposable
     private GenerationCheck[] _checks = [];
     private readonly ManualResetEventSlim _go = new();
     private volatile bool _started;
+    private long _startTimestamp;   // written before _go is set, read by the vCPU threads after they pass it
     private long _firstRun;
     private readonly ManualResetEventSlim _ranOrFailed = new();
     private volatile Exception? _error;
@@ -59,9 +60,10 @@ internal sealed class RestoreGuest : IDisposable
     public Exception? Error => _error;
     /// <summary>vCPU <paramref name="vcpu"/>'s host thread id, 0 until its thread runs the machine.</summary>
     public int ThreadIdOf(int vcpu) => Volatile.Read(ref _tids[vcpu]);
+    public int Vcpus => _threads.Length;
     /// <summary>
     /// Per vCPU: how long its thread slept in the kernel while it ran the guest (its wall time minus the time it ran and
-    /// the time it waited for a CPU, from schedstat at its start and end; 0 where schedstat can't be read). A vCPU
+    /// the time it waited for a CPU, from <see cref="Start"/> to its end, by schedstat; 0 where it can't be read). A vCPU
     /// sleeps when it waits for a page in the userfaultfd or on the page tracker.
     /// </summary>
     public long[] SleptNs { get; }
@@ -74,6 +76,7 @@ internal sealed class RestoreGuest : IDisposable
         FaultLatency = new LatencyRecorder((int)Math.Min(m.Ram.PageCount + 1024, SnapshotPageSource.LatencySamples));
         _checks = states.Select(s => new GenerationCheck(s.Regs)).ToArray();   // made here: the vCPU threads allocate nothing
         _started = true;
+        _startTimestamp = Stopwatch.GetTimestamp();
         _go.Set();
     }
 
@@ -98,14 +101,15 @@ internal sealed class RestoreGuest : IDisposable
 
     private void Loop(int id)
     {
+        // read before the wait, not on the way to the first instruction; the wait's sleep is not counted (the time
+        // counts from Start), its few microseconds of spinning are
+        var tid = HostThread.CurrentId;
+        Volatile.Write(ref _tids[id], tid);
+        var stat0 = ThreadSchedStat.Of(tid);
         _go.Wait();
         if (!_started) return;   // disposed before the VM was built
         var hooks = new Hooks(this, id);
         var timed = new TimedExits(this);
-        var tid = HostThread.CurrentId;
-        Volatile.Write(ref _tids[id], tid);
-        var stat0 = ThreadSchedStat.Of(tid);
-        var t0 = Stopwatch.GetTimestamp();
         try
         {
             var loop = new VcpuLoop(_m!.Vcpus[id], hooks, timed);
@@ -124,7 +128,7 @@ internal sealed class RestoreGuest : IDisposable
         finally
         {
             if (stat0 is { } a && ThreadSchedStat.Of(tid) is { } b)
-                SleptNs[id] = Math.Max(0, (long)Stopwatch.GetElapsedTime(t0).TotalNanoseconds - (b.RanNs - a.RanNs) - (b.WaitedNs - a.WaitedNs));
+                SleptNs[id] = Math.Max(0, (long)Stopwatch.GetElapsedTime(_startTimestamp).TotalNanoseconds - (b.RanNs - a.RanNs) - (b.WaitedNs - a.WaitedNs));
             _ranOrFailed.Set();
         }
     }
