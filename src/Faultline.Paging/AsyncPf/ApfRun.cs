@@ -28,7 +28,7 @@ public sealed record ApfRunSpec(int Vcpus, int MemoryTasks, TimeSpan Latency, No
     /// <summary>Whether the guest enables async PF under the x86 protocol (false: the host offers it, the guest never asks).</summary>
     public bool GuestEnables { get; init; } = true;
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(2);
-    /// <summary>The delayed source's delivery thread under SCHED_FIFO (<see cref="DelayedPageSource"/>): on time at 1 ms and more, but stalls of 50–100 ms seen at 30 µs.</summary>
+    /// <summary>The delayed source's delivery thread under SCHED_FIFO (<see cref="DelayedPageSource"/>): on time at 1 ms and more; at 30 µs most rows within 0.4 ms, a few pages 7–37 ms late (docs/async-pf.md).</summary>
     public bool RealTimeDelivery { get; init; }
 }
 

@@ -11,17 +11,22 @@ namespace Faultline.Paging.Sources;
 /// made, by one delivery thread, with the bytes of an immediate source (<c>--latency</c>: a stand-in for a link or a
 /// slow disk, measured against the same guest with sync and async page faults). The thread sleeps with
 /// clock_nanosleep (1 µs timer slack), so short latencies are kept without spinning a CPU away from the vCPUs.
-/// Requests are kept in order (one latency for all: first in, first due) in a ring that grows under its lock when a
-/// burst outruns it; Request never waits for the delivery thread.
+/// Requests are kept in order (one latency for all: first in, first due) in a lock-free ring (many requesters, one
+/// delivery thread: a slot's sequence number says whose turn it is); an idle delivery thread sleeps on a
+/// <see cref="WakeEvent"/> (an eventfd). No request takes a lock or waits for the delivery thread, which holds none
+/// either; a full ring (<see cref="Capacity"/> requests not yet due) makes a requester wait for a free slot.
 /// </summary>
 public sealed class DelayedPageSource : IPageSource, IDisposable
 {
     private readonly IImmediatePageSource _inner;
     private readonly long _delayTicks;
-    private readonly object _lock = new();
-    private readonly SemaphoreSlim _items = new(0);
-    private (ulong Page, long Due)[] _ring = new (ulong, long)[4096];
-    private int _head, _count;
+    /// <summary>Requests the ring holds at once.</summary>
+    public const int Capacity = 1 << 14;
+    private readonly Slot[] _ring = new Slot[Capacity];
+    private long _tail;                            // the next slot a requester claims
+    private long _head;                            // the next slot delivered (the delivery thread's alone)
+    private readonly WakeEvent _wake = new();
+    private long _fullWaits;
     private IPageSink? _sink;
     private Thread? _thread;
     private volatile bool _stop;
@@ -33,7 +38,7 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
     /// Run the delivery thread under SCHED_FIFO (priority 1) where the kernel allows it: its timer's wake-up then
     /// preempts a vCPU at once instead of waiting for the CPU's next tick (seen here: deliveries up to a 4 ms tick late
     /// behind a vCPU running guest code). It only sleeps, installs and kicks, taking a vCPU's lock for a few
-    /// instructions; yet at 30 µs latencies some of its pages were 50–100 ms late (not understood: docs/async-pf.md).
+    /// instructions. At 30 µs most rows stay within 0.4 ms; a few pages were 7–37 ms late (not traced yet: docs/async-pf.md).
     /// </param>
     public DelayedPageSource(IImmediatePageSource inner, TimeSpan latency, bool realTime = false)
     {
@@ -42,6 +47,7 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
         _inner = inner;
         Latency = latency;
         _delayTicks = (long)(latency.TotalSeconds * Stopwatch.Frequency);
+        for (var i = 0; i < Capacity; i++) _ring[i].Sequence = i;
     }
 
     public TimeSpan Latency { get; }
@@ -53,7 +59,18 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
     /// <summary>Whether the delivery thread runs under SCHED_FIFO (asked for and granted).</summary>
     public bool DeliversInRealTime => _deliversInRealTime;
     /// <summary>Requests not delivered yet.</summary>
-    public int InFlight { get { lock (_lock) return _count; } }
+    public int InFlight => (int)(Interlocked.Read(ref _tail) - Interlocked.Read(ref _head));
+    /// <summary>Times a requester found the ring full and waited for a slot.</summary>
+    public long FullWaits => Interlocked.Read(ref _fullWaits);
+    /// <summary>Requests that found the delivery thread asleep and woke it (eventfd writes).</summary>
+    public long Wakeups => _wake.Writes;
+
+    private struct Slot
+    {
+        public long Sequence;                      // == position: free for it; == position + 1: holds its request
+        public ulong Page;
+        public long Due;
+    }
 
     public void Start(IPageSink sink)
     {
@@ -66,21 +83,28 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
     public void Request(GuestAddress page)
     {
         var due = Stopwatch.GetTimestamp() + _delayTicks;
-        lock (_lock)
+        var spin = new SpinWait();
+        while (true)
         {
-            if (_count == _ring.Length) Grow();
-            _ring[(_head + _count) % _ring.Length] = (page.Value, due);
-            _count++;
+            var pos = Volatile.Read(ref _tail);
+            ref var slot = ref _ring[pos & (Capacity - 1)];
+            var seq = Volatile.Read(ref slot.Sequence);
+            if (seq == pos)
+            {
+                if (Interlocked.CompareExchange(ref _tail, pos + 1, pos) != pos) continue;
+                slot.Page = page.Value;
+                slot.Due = due;
+                Volatile.Write(ref slot.Sequence, pos + 1);
+                _wake.Signal();
+                return;
+            }
+            if (seq < pos)
+            {
+                // full: the delivery thread frees this slot when the request in it is due
+                if (!spin.NextSpinWillYield) Interlocked.Increment(ref _fullWaits);
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
         }
-        _items.Release();
-    }
-
-    private void Grow()
-    {
-        var bigger = new (ulong, long)[_ring.Length * 2];
-        for (var i = 0; i < _count; i++) bigger[i] = _ring[(_head + i) % _ring.Length];
-        _ring = bigger;
-        _head = 0;
     }
 
     private void Deliver()
@@ -92,19 +116,21 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
         {
             while (!_stop)
             {
-                _items.Wait();
-                if (_stop) return;
-                (ulong Page, long Due) next;
-                lock (_lock) next = _ring[_head];
+                ref var slot = ref _ring[_head & (Capacity - 1)];
+                if (Volatile.Read(ref slot.Sequence) != _head + 1)
+                {
+                    _wake.Arm();
+                    if (Volatile.Read(ref slot.Sequence) == _head + 1 || _stop) _wake.Disarm();
+                    else _wake.Wait();
+                    continue;
+                }
+                var next = (slot.Page, slot.Due);
                 // in slices: Dispose must not wait out a long latency, and nothing is installed once it began
                 var slice = Stopwatch.Frequency / 20;
                 while (!_stop && Stopwatch.GetTimestamp() < next.Due) HostThread.SleepUntil(Math.Min(next.Due, Stopwatch.GetTimestamp() + slice));
                 if (_stop) return;
-                lock (_lock)
-                {
-                    _head = (_head + 1) % _ring.Length;
-                    _count--;
-                }
+                Volatile.Write(ref slot.Sequence, _head + Capacity);     // free for the request a lap later
+                Interlocked.Increment(ref _head);
                 var late = Stopwatch.GetTimestamp() - next.Due;
                 if (late > Interlocked.Read(ref _lateTicksMax)) Interlocked.Exchange(ref _lateTicksMax, late);
                 var page = new GuestAddress(next.Page);
@@ -125,8 +151,8 @@ public sealed class DelayedPageSource : IPageSource, IDisposable
     public void Dispose()
     {
         _stop = true;
-        _items.Release();
+        _wake.SignalAlways();
         _thread?.Join();
-        _items.Dispose();
+        _wake.Dispose();
     }
 }
