@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Reproduces the table in docs/async-pf.md: `./faultline bench apf` at every latency, 1 and 2 vCPUs, 1 and 4 memory
-# tasks, 5 interleaved repeats, then the A/B of the ready poll; keeps every JSON report and console table in OUT
-# (default ./apf-runs) and prints the docs table (bench/apf-table.py). Run it on an otherwise idle host.
+# Reproduces the tables in docs/async-pf.md and docs/async-pf-arm.md: `./faultline bench apf` with sync, x86 and arm
+# at every latency, 1 and 2 vCPUs, 1 and 4 memory tasks, 5 interleaved repeats, then the A/B of the ready poll; keeps
+# every JSON report and console table in OUT (default ./apf-runs) and prints both docs tables (bench/apf-table.py,
+# bench/apf-arm-table.py). Run it on an otherwise idle host.
 #   bench/apf-batch.sh [OUT]
 set -euo pipefail
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 out="${1:-apf-runs}"
 mkdir -p "$out"
-"$root/faultline" bench apf --latency 30us,100us,1ms,10ms --vcpus 1,2 --mem-tasks 1,4 --repeat 5 \
+"$root/faultline" bench apf --latency 30us,100us,1ms,10ms --vcpus 1,2 --mem-tasks 1,4 --protocol x86,arm --repeat 5 \
     --json "$out/apf.json" --svg "$out/apf.svg" >"$out/apf.txt"
 for i in 1 2 3; do
     for p in 500us 0; do
@@ -16,4 +17,5 @@ for i in 1 2 3; do
     done
 done
 python3 "$root/bench/apf-table.py" "$out/apf.json"
+python3 "$root/bench/apf-arm-table.py" "$out/apf.json"
 cp "$out/apf.svg" "$root/docs/async-pf-speedup.svg"

@@ -32,9 +32,9 @@ internal static class ApfBenchCommand
         };
         var delivery = new Option<string>("--delivery")
         {
-            Description = "Scheduling of the thread that delivers the delayed pages: normal (its timer's wake-up can wait for a CPU's next tick "
-                + "behind a vCPU: pages up to ~6 ms late) or fifo (SCHED_FIFO where allowed: on time at 1 ms and more; at 30 us mostly within 0.4 ms, a few pages 7-37 ms late)",
-            HelpName = "normal|fifo", DefaultValueFactory = _ => "normal",
+            Description = "Scheduling of the thread that delivers the delayed pages: fifo (SCHED_FIFO where allowed, else normal: on time at 1 ms "
+                + "and more; at 30 us mostly within 0.4 ms, a few pages 7-37 ms late) or normal (its timer's wake-up can wait for a CPU's next tick behind a vCPU: pages up to ~6 ms late)",
+            HelpName = "fifo|normal", DefaultValueFactory = _ => "fifo",
         };
         var repeat = CliOptions.Int("--repeat", "Runs per row, interleaved; the median is reported", 3, min: 1, max: 50);
         var json = CliOptions.OutputFile("--json", "Write the rows as JSON to FILE; - (or --json alone): to stdout, the table then to stderr");
