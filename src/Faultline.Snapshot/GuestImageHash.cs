@@ -42,6 +42,9 @@ internal static class GuestImageHash
         }
     }
 
+    /// <summary>Whether <see cref="TryLoad"/> will load the image rather than say it must be assembled (known from the manifest, before the checks).</summary>
+    public static bool IsKept(SnapshotFiles files, SnapshotManifest m) => m.ImageGenerator == GuestImage.GeneratorId && File.Exists(files.Image);
+
     /// <summary>
     /// The saved image, when this build generated it (the manifest's generator id is this build's) and the file is
     /// whole; null when another build saved it (then the code is assembled and compared). A file of this build that
@@ -49,7 +52,7 @@ internal static class GuestImageHash
     /// </summary>
     public static GuestImage? TryLoad(SnapshotFiles files, SnapshotManifest m)
     {
-        if (m.ImageGenerator != GuestImage.GeneratorId || !File.Exists(files.Image)) return null;
+        if (!IsKept(files, m)) return null;
         var bytes = File.ReadAllBytes(files.Image);
         var crc = bytes.Length == GuestImage.Span ? Crc32C.Compute(bytes) : 0;
         if (bytes.Length != GuestImage.Span || crc != m.ImageCrc)

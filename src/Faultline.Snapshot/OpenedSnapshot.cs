@@ -26,6 +26,17 @@ public sealed class OpenedSnapshot : IDisposable
 
     public static OpenedSnapshot Open(string directory)
     {
+        var (files, m) = ReadManifest(directory);
+        return Open(files, m);
+    }
+
+    /// <summary>
+    /// The first, cheap part of <see cref="Open(string)"/>: the manifest (format, version, layout) and the memory file's
+    /// size. It says how big the VM is, so a restore starts building it while <see cref="Open(SnapshotFiles, SnapshotManifest)"/>
+    /// checks the rest; nothing may run in that VM before the rest has passed.
+    /// </summary>
+    public static (SnapshotFiles Files, SnapshotManifest Manifest) ReadManifest(string directory)
+    {
         if (!Directory.Exists(directory)) throw new SnapshotException($"no snapshot at {directory}: no such directory");
         var files = new SnapshotFiles(directory);
         var m = SnapshotManifest.Read(files.Manifest);
@@ -34,6 +45,12 @@ public sealed class OpenedSnapshot : IDisposable
         if (!info.Exists) throw new SnapshotException($"{files.Memory} is missing: the snapshot has no memory");
         if ((ulong)info.Length != m.RamBytes)
             throw new SnapshotException($"{files.Memory} is {(info.Length < (long)m.RamBytes ? "truncated" : "too long")}: {info.Length} bytes, the manifest says {m.RamBytes}");
+        return (files, m);
+    }
+
+    /// <summary>The rest of <see cref="Open(string)"/>, for a manifest <see cref="ReadManifest"/> has read: the page index, the vCPU state and the kept guest image against their checksums.</summary>
+    public static OpenedSnapshot Open(SnapshotFiles files, SnapshotManifest m)
+    {
         var index = PageIndex.Read(files.Index, m.Pages, m.IndexCrc);
         try
         {

@@ -16,7 +16,11 @@ namespace Faultline.Snapshot;
 /// that report.
 /// <para>The threads are spawned when this is made, before the VM exists, and wait for <see cref="Start"/>: spawning a
 /// thread took 1.5–8 ms on this busy 2-core host, waking a waiting one takes microseconds, so the spawn is not on the
-/// way to the first instruction.</para>
+/// way to the first instruction. Until the VM exists they are idle, so they take the restore's start-up jobs
+/// (<c>early</c>: job i on thread i mod n, in order; building the VM, choosing the engine) instead of more threads or the
+/// thread pool. No vCPU is touched before <see cref="Start"/>, which the restore gives only once the snapshot has passed
+/// its checks. Waits here block without spinning: a spinning waiter takes one of the two CPUs from the threads it waits
+/// for.</para>
 /// </summary>
 internal sealed class RestoreGuest : IDisposable
 {
@@ -27,15 +31,18 @@ internal sealed class RestoreGuest : IDisposable
     private readonly VcpuLoop?[] _loops;
     private readonly int[] _tids;
     private GenerationCheck[] _checks = [];
-    private readonly ManualResetEventSlim _go = new();
+    private readonly ManualResetEventSlim _go = new(false, spinCount: 0);
+    private readonly IReadOnlyList<Action> _early;
     private volatile bool _started;
     private long _startTimestamp;   // written before _go is set, read by the vCPU threads after they pass it
     private long _firstRun;
-    private readonly ManualResetEventSlim _ranOrFailed = new();
+    private readonly ManualResetEventSlim _ranOrFailed = new(false, spinCount: 0);
     private volatile Exception? _error;
 
-    public RestoreGuest(int vcpus)
+    /// <param name="early">Start-up jobs for the waiting threads (they must not throw; <see cref="StartupStep{T}.Run"/> keeps an error); Stop and Dispose wait for them.</param>
+    public RestoreGuest(int vcpus, IReadOnlyList<Action>? early = null)
     {
+        _early = early ?? [];
         _threads = new Thread[vcpus];
         _loops = new VcpuLoop?[vcpus];
         Mismatches = new ulong[vcpus];
@@ -101,10 +108,15 @@ internal sealed class RestoreGuest : IDisposable
 
     private void Loop(int id)
     {
-        // read before the wait, not on the way to the first instruction; the wait's sleep is not counted (the time
-        // counts from Start), its few microseconds of spinning are
         var tid = HostThread.CurrentId;
         Volatile.Write(ref _tids[id], tid);
+        for (var j = id; j < _early.Count; j += _threads.Length)
+        {
+            try { _early[j](); }
+            catch (Exception e) { Interlocked.CompareExchange(ref _error, new GuestException($"restore start-up job {j}: {e.Message}"), null); }
+        }
+        // read after the jobs and before the wait, not on the way to the first instruction; the wait's sleep is not
+        // counted (the time counts from Start)
         var stat0 = ThreadSchedStat.Of(tid);
         _go.Wait();
         if (!_started) return;   // disposed before the VM was built

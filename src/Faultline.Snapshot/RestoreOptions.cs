@@ -18,4 +18,8 @@ public sealed record RestoreOptions(PagingMode? Engine)
     public TimeSpan HandlerTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Tests: looks at the restored machine (its RAM) after a clean run, before teardown.</summary>
     internal Action<Faultline.Guest.GuestMachine>? Inspect { get; init; }
+    /// <summary>Tests: runs on the restoring thread after the manifest is read, before the other files are checked (the VM is built meanwhile).</summary>
+    internal Action? BeforeChecks { get; init; }
+    /// <summary>Tests: runs on the thread that builds the VM once the VM, its memory and its vCPUs exist, before it waits for the guest image (the checks may not have ended).</summary>
+    internal Action? VmCreated { get; init; }
 }

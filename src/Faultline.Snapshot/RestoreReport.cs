@@ -56,9 +56,14 @@ public sealed record RestoreReport
 }
 
 /// <summary>
-/// The steps before a restore's first instruction, each in ms from the command's start: the snapshot checked (manifest,
-/// index, vCPU state, the kept guest image), the guest image ready (kept with the snapshot: read with the checks;
-/// otherwise assembled beside the VM's creation), the VM built (memory, vCPUs, image written), the engine started
-/// (userfaultfd or exits armed, readers running).
+/// The steps before a restore's first instruction, each in ms from the command's start: the manifest read (the VM's
+/// creation starts then, beside the other checks), the snapshot checked (index, vCPU state, the kept guest image), the
+/// guest image ready (kept with the snapshot: read with the checks; otherwise assembled beside the VM's creation), the
+/// VM built (memory, vCPUs, image written), the engine chosen (beside the checks) and started (userfaultfd or exits
+/// armed, readers running).
 /// </summary>
-public sealed record RestoreStartup(double CheckedMs, double ImageReadyMs, bool ImageLoaded, double VmBuiltMs, double EngineStartedMs);
+public sealed record RestoreStartup(double CheckedMs, double ImageReadyMs, bool ImageLoaded, double VmBuiltMs, double EngineStartedMs)
+{
+    public double ManifestMs { get; init; }
+    public double EngineChosenMs { get; init; }
+}

@@ -47,6 +47,49 @@ public sealed class BadSnapshotTests
         Assert.False(File.Exists(snap.Files.WorkingSet));
     }
 
+    public static TheoryData<string, string, int> CheckedBesideTheBuild() => new()
+    {
+        { "index-checksum", "pages.idx fails its checksum", 2 },
+        { "vcpu-checksum", "vcpus.bin fails its checksum", 2 },
+        { "image-checksum", "guest.img fails its checksum", 2 },
+        { "index-checksum", "pages.idx fails its checksum", 1 },   // one vCPU thread builds the VM and chooses the engine
+    };
+
+    /// <summary>
+    /// The VM is built beside the checks after the manifest: made to exist (with its vCPUs) before the check runs, it is
+    /// torn down with the vCPU threads when the check fails, and the restore's error is the check's.
+    /// </summary>
+    [KvmTheory]
+    [MemberData(nameof(CheckedBesideTheBuild))]
+    public void A_check_that_fails_after_the_vm_was_built_tears_it_down_before_any_vcpu_runs(string damage, string expected, int vcpus)
+    {
+        using var snap = TempSnapshot.Save(vcpus: vcpus);
+        var dir = Damage(snap, damage);
+        var before = ProcessResources.Now();
+        using var created = new ManualResetEventSlim();
+        var vcpuFdsAtCheck = -1;
+        var o = new RestoreOptions(PagingMode.Exits)
+        {
+            Record = false,
+            VmCreated = created.Set,
+            BeforeChecks = () =>
+            {
+                // the build waits for the kept image, which it gets only after the checks: the VM exists before they run
+                if (created.Wait(TimeSpan.FromSeconds(30))) vcpuFdsAtCheck = ProcessResources.Now().Kernel.Vcpus - before.Kernel.Vcpus;
+            },
+        };
+        var e = Assert.Throws<SnapshotException>(() => SnapshotRestorer.Restore(dir, o));
+        Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Equal(2, e.ExitCode);
+        Assert.Equal(vcpus, vcpuFdsAtCheck);   // the VM and its vCPUs were there while the snapshot was checked
+        var after = ProcessResources.Settled(before);
+        Assert.True(after.Fds <= before.Fds, $"{after.Fds - before.Fds} fd(s) left open (the VM, its vCPUs or memory)");
+        Assert.True(after.Kernel.Vms <= before.Kernel.Vms && after.Kernel.Vcpus <= before.Kernel.Vcpus, "a VM or vCPU fd was left open");
+        Assert.True(after.FaultlineThreads <= before.FaultlineThreads, "a vCPU thread was left running");
+        Assert.True(after.OurMappings <= before.OurMappings, "guest memory was left mapped");
+    }
+
     internal static string Damage(TempSnapshot snap, string damage)
     {
         var f = snap.Files;

@@ -32,10 +32,12 @@ public sealed class RoundTripTests
         if (engine == PagingMode.Exits && !fill) Assert.Equal(0, r.FaultPathAllocatedBytes);
     }
 
-    [KvmFact]
-    public void The_kept_guest_image_stands_in_for_assembling_it_and_a_snapshot_without_one_is_assembled_and_compared()
+    [KvmTheory]
+    [InlineData(2)]
+    [InlineData(1)]   // one vCPU thread: the build assembles the image itself
+    public void The_kept_guest_image_stands_in_for_assembling_it_and_a_snapshot_without_one_is_assembled_and_compared(int vcpus)
     {
-        using var snap = TempSnapshot.Save();
+        using var snap = TempSnapshot.Save(vcpus: vcpus);
         Assert.Equal(GuestImage.GeneratorId, snap.Saved.Manifest.ImageGenerator);
         var kept = SnapshotRestorer.Restore(snap.Dir, new RestoreOptions(PagingMode.Exits) { Record = false });
         Assert.True(kept.Startup!.ImageLoaded, "this build's snapshot: the image came from guest.img");

@@ -25,6 +25,12 @@ internal sealed unsafe class FaultAddressDecoder
         _decoder = Decoder.Create(64, _bytes, DecoderOptions.None);
     }
 
+    /// <summary>
+    /// Runs Iced's one-time decoder set-up (its opcode handler tables, about 0.5 MiB built on first use) on the calling
+    /// thread, so that it is not paid by the first vCPU thread to start under an exit engine, on its way to KVM_RUN.
+    /// </summary>
+    public static void Prepare() => _ = Decoder.Create(64, new InstructionBytes(), DecoderOptions.None);
+
     /// <summary>Writes up to <paramref name="gpas"/>.Length candidate GPAs (one per memory operand) and returns how many.</summary>
     public int Candidates(in KvmRegs r, in KvmSregs s, Span<ulong> gpas) => Candidates(r, s.Cr3, s.Fs.Base, s.Gs.Base, gpas);
 

@@ -55,10 +55,12 @@ internal static class SnapshotReportView
         if (r.Startup is { } st)
         {
             w.WriteStartObject("startup_ms");
+            w.WriteRounded("manifest", st.ManifestMs);
             w.WriteRounded("checked", st.CheckedMs);
             w.WriteRounded("image_ready", st.ImageReadyMs);
             w.WriteBoolean("image_loaded", st.ImageLoaded);
             w.WriteRounded("vm_built", st.VmBuiltMs);
+            w.WriteRounded("engine_chosen", st.EngineChosenMs);
             w.WriteRounded("engine_started", st.EngineStartedMs);
             w.WriteEndObject();
         }
